@@ -1,0 +1,9 @@
+"""CLI commands of the server capability."""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add this capability's commands to the main app."""

@@ -1,0 +1,244 @@
+"""Reading envelope files: YAML with line/column for every key, and findings instead of tracebacks.
+
+Bad files (malformed YAML, duplicate keys, binary, non-UTF-8, huge, empty, unreadable) and
+schema errors all come back as findings that point at the offending line.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from triton_ops.envelope.model import Envelope
+from triton_ops.findings import Finding, Severity
+
+MAX_FILE_BYTES = 1024 * 1024  # an envelope is a page of YAML; anything larger is a mistake
+
+Location = tuple[int, int]  # 1-based line, column
+KeyPath = tuple[str | int, ...]
+
+
+class _LocatingLoader(yaml.SafeLoader):
+    """SafeLoader that rejects duplicate keys and records where every node starts."""
+
+
+def _construct_mapping(loader: _LocatingLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
+    seen: dict[Any, yaml.Node] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            hash(key)
+        except TypeError:
+            raise yaml.constructor.ConstructorError(
+                None, None, "a mapping key must be a plain value", key_node.start_mark
+            ) from None
+        if key in seen:
+            first = seen[key].start_mark.line + 1
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (first defined on line {first})",
+                key_node.start_mark,
+            )
+        seen[key] = key_node
+    return loader.construct_mapping(node, deep=deep)
+
+
+_LocatingLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping
+)
+
+
+def _index_locations(node: yaml.Node, path: KeyPath, out: dict[KeyPath, Location]) -> None:
+    out[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = key_node.value
+            if key_node.tag.endswith(":int"):
+                try:
+                    key = int(key)
+                except ValueError:
+                    pass
+            # Findings about a key point at the key itself, its children at their own lines.
+            _index_locations(value_node, (*path, key), out)
+            out[(*path, key)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _index_locations(item, (*path, i), out)
+
+
+@dataclass
+class SourceMap:
+    """Where each key path of a YAML document is, to point findings at lines."""
+
+    file: str
+    locations: dict[KeyPath, Location] = field(default_factory=dict)
+
+    def locate(self, path: KeyPath) -> Location:
+        """The location of `path`, or of its closest existing parent."""
+        path = tuple(path)
+        while path:
+            if path in self.locations:
+                return self.locations[path]
+            path = path[:-1]
+        return self.locations.get((), (1, 1))
+
+    def finding(self, path: KeyPath, rule: str, message: str,
+                severity: Severity = Severity.ERROR) -> Finding:
+        line, column = self.locate(path)
+        return Finding(self.file, line, column, rule, severity, message)
+
+
+@dataclass
+class LoadedEnvelope:
+    path: Path
+    envelope: Envelope | None
+    source: SourceMap
+    data: Any = None
+    findings: list[Finding] = field(default_factory=list)
+
+
+def read_text(path: Path, rule_prefix: str = "file") -> tuple[str | None, list[Finding]]:
+    """Read a small UTF-8 text file, or say precisely why it cannot be read."""
+    name = str(path)
+
+    def fail(rule: str, message: str) -> tuple[None, list[Finding]]:
+        return None, [Finding(name, 0, 0, f"{rule_prefix}-{rule}", Severity.ERROR, message)]
+
+    try:
+        if path.is_symlink():
+            path.resolve(strict=True)  # raises on loops and dangling links
+        size = path.stat().st_size
+    except RuntimeError:
+        return fail("unreadable", "symbolic link loop; point the link at a real file")
+    except OSError as exc:
+        return fail("unreadable", f"cannot read file: {exc.strerror or exc}")
+    if not path.is_file():
+        return fail("unreadable", "not a regular file")
+    if size > MAX_FILE_BYTES:
+        return fail("too-large", f"file is {size} bytes; the limit is {MAX_FILE_BYTES} bytes")
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        return fail("unreadable", f"cannot read file: {exc.strerror or exc}")
+    if b"\x00" in raw:
+        return fail("binary", "file looks binary (contains NUL bytes); expected UTF-8 text")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return fail("encoding", f"not valid UTF-8 at byte {exc.start}; save the file as UTF-8")
+    if not text.strip():
+        return fail("empty", "file is empty")
+    return text, []
+
+
+def parse_yaml(text: str, file: str) -> tuple[Any, SourceMap, list[Finding]]:
+    """Parse one YAML document, with a source map; errors come back as findings."""
+    source = SourceMap(file)
+    try:
+        node = yaml.compose(text, Loader=_LocatingLoader)
+        if node is None:
+            return None, source, [Finding(file, 1, 1, "yaml-syntax", Severity.ERROR,
+                                          "document is empty")]
+        _index_locations(node, (), source.locations)
+        data = yaml.load(text, Loader=_LocatingLoader)  # noqa: S506 - SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        message = " ".join(str(p) for p in (exc.context, exc.problem) if p)
+        rule = "yaml-duplicate-key" if "duplicate key" in message else "yaml-syntax"
+        return None, source, [Finding(file, line, col, rule, Severity.ERROR, message)]
+    except yaml.YAMLError as exc:
+        return None, source, [Finding(file, 1, 1, "yaml-syntax", Severity.ERROR, str(exc))]
+    return data, source, []
+
+
+def _known_fields(model: type[BaseModel], loc: KeyPath) -> list[str]:
+    """Field names valid at `loc` (the parent of an unknown key), for 'did you mean'."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int) or current is None:
+            continue
+        fields = getattr(current, "model_fields", {})
+        if part not in fields:
+            # dict keys (e.g. priority_queue_policy levels) or list indices: look inside
+            continue
+        current = _submodel(fields[part].annotation)
+    return list(getattr(current, "model_fields", {}) or [])
+
+
+def _submodel(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()) or ():
+        found = _submodel(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def validation_findings(exc: ValidationError, source: SourceMap,
+                        model: type[BaseModel] = Envelope) -> list[Finding]:
+    findings = []
+    for error in exc.errors():
+        loc: KeyPath = tuple(error["loc"])
+        if error["type"] == "extra_forbidden":
+            key = str(loc[-1])
+            known = _known_fields(model, loc[:-1])
+            hint = difflib.get_close_matches(key, known, n=1)
+            message = f"unknown key {key!r}" + (f"; did you mean {hint[0]!r}?" if hint else
+                                                 f"; allowed here: {', '.join(known)}")
+            findings.append(source.finding(loc, "envelope-unknown-key", message))
+            continue
+        where = ".".join(str(p) for p in loc) or "document"
+        message = error["msg"].removeprefix("Value error, ")
+        findings.append(source.finding(loc, "envelope-schema", f"{where}: {message}"))
+    return findings
+
+
+def load_envelope(path: Path | str) -> LoadedEnvelope:
+    """Load and validate one envelope file; never raises for bad content."""
+    path = Path(path)
+    text, findings = read_text(path, "envelope")
+    if text is None:
+        return LoadedEnvelope(path, None, SourceMap(str(path)), findings=findings)
+    data, source, findings = parse_yaml(text, str(path))
+    if findings:
+        return LoadedEnvelope(path, None, source, findings=findings)
+    if not isinstance(data, dict):
+        return LoadedEnvelope(path, None, source, data, [source.finding(
+            (), "envelope-schema", "an envelope must be a YAML mapping (key: value pairs)")])
+    try:
+        envelope = Envelope.model_validate(data)
+    except ValidationError as exc:
+        return LoadedEnvelope(path, None, source, data, validation_findings(exc, source))
+    return LoadedEnvelope(path, envelope, source, data)
+
+
+class EnvelopeError(Exception):
+    """Raised by `require_envelope` for commands that need a valid envelope to go on."""
+
+    def __init__(self, findings: list[Finding]):
+        self.findings = findings
+        super().__init__("; ".join(f"{f.file}:{f.line}:{f.column}: {f.message}" for f in findings))
+
+
+def require_envelope(path: Path | str) -> Envelope:
+    """Load an envelope or raise EnvelopeError with its findings (for tune, rollout, probe)."""
+    loaded = load_envelope(path)
+    if loaded.envelope is None:
+        raise EnvelopeError(loaded.findings)
+    return loaded.envelope
+
+
+def find_envelope(model: str, envelopes_dir: Path | str = "envelopes") -> Path:
+    """The envelope file of `model` in `envelopes_dir` (<model>.yaml or .yml)."""
+    base = Path(envelopes_dir)
+    for suffix in (".yaml", ".yml"):
+        candidate = base / f"{model}{suffix}"
+        if candidate.exists():
+            return candidate
+    raise FileNotFoundError(f"no envelope for model {model!r} in {base}/ (expected {model}.yaml)")

@@ -1,0 +1,1 @@
+"""Kubernetes: Helm values, the Kubernetes rollout target, Prometheus analysis."""

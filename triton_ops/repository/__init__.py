@@ -1,0 +1,1 @@
+"""Model repository layout: version folders, model files, sealed versions."""

@@ -1,0 +1,1 @@
+"""`triton-ops rollout`: state machine, analysis verdicts, and rollout targets."""

@@ -1,0 +1,1 @@
+"""Triton servers: the embedded local server, remote connections, readiness probes."""

@@ -1,0 +1,1 @@
+"""`triton-ops tune`: statistics, batcher model, search and the measured sweep."""
