@@ -19,6 +19,16 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+
+
+@app.command()
+def version() -> None:
+    """Print the triton-ops version."""
+    from triton_ops import __version__
+
+    typer.echo(__version__)
+
+
 for module in (validate, server, tune, rollout, k8s):
     module.register(app)
 
