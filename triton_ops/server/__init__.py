@@ -1,1 +1,5 @@
-"""Triton servers: the embedded local server, remote connections, readiness probes."""
+"""Triton servers: the embedded local server, remote connections, readiness probes.
+
+Heavy modules stay out of this package's import: import the submodules you need
+(`triton_ops.server.local`, `.endpoints`, `.probe`).
+"""

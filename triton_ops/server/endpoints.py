@@ -1,0 +1,98 @@
+"""Where a Triton server answers: a remote one given by URL, or the embedded one started here."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from triton_ops.server.local import LocalTriton
+
+DEFAULT_HTTP_PORT = 8000
+DEFAULT_GRPC_PORT = 8001
+DEFAULT_METRICS_PORT = 8002
+
+
+@dataclass
+class TritonEndpoints:
+    """The URLs of one Triton server.
+
+    grpc_url / http_url are "host:port" (the form tritonclient takes); metrics_url is a full
+    http URL of the Prometheus endpoint. `embedded` is True when triton-ops started it.
+    """
+
+    grpc_url: str
+    http_url: str | None
+    metrics_url: str | None
+    embedded: bool
+    # The embedded server itself (for check_alive / log_tail), None for a remote one.
+    local: LocalTriton | None = field(default=None, repr=False, compare=False)
+
+
+def normalise_host_port(url: str, default_port: int) -> str:
+    """'grpc://host:port', 'http://host', 'host:port' or 'host' -> 'host:port'."""
+    text = url.strip()
+    if not text:
+        raise ValueError("empty server URL")
+    parts = urlsplit(text if "://" in text else f"//{text}")
+    if not parts.hostname:
+        raise ValueError(f"cannot read a host from server URL {url!r}; use HOST:PORT")
+    try:
+        port = parts.port or default_port
+    except ValueError as exc:
+        raise ValueError(f"bad port in server URL {url!r}: {exc}") from None
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"{host}:{port}"
+
+
+def remote_endpoints(
+    url: str, *, http_url: str | None = None, metrics_url: str | None = None
+) -> TritonEndpoints:
+    """Endpoints of a running server. HTTP and metrics default to ports 8000/8002 on its host."""
+    grpc = normalise_host_port(url, DEFAULT_GRPC_PORT)
+    host = grpc.rsplit(":", 1)[0]
+    if http_url:
+        http = normalise_host_port(http_url, DEFAULT_HTTP_PORT)
+    else:
+        http = f"{host}:{DEFAULT_HTTP_PORT}"
+    if metrics_url:
+        metrics = metrics_url if "://" in metrics_url else f"http://{metrics_url}"
+        if urlsplit(metrics).path in ("", "/"):
+            metrics = metrics.rstrip("/") + "/metrics"
+    else:
+        metrics = f"http://{host}:{DEFAULT_METRICS_PORT}/metrics"
+    return TritonEndpoints(grpc_url=grpc, http_url=http, metrics_url=metrics, embedded=False)
+
+
+@contextmanager
+def open_server(
+    url: str | None,
+    repository: Path | str,
+    models: Sequence[str],
+    *,
+    http_url: str | None = None,
+    metrics_url: str | None = None,
+    startup_timeout_s: float = 120.0,
+) -> Iterator[TritonEndpoints]:
+    """Yield the endpoints of the server at `url`, or of an embedded server started here.
+
+    With no `url`, a LocalTriton is started on `repository` with `models` loaded and is
+    stopped when the block ends (raising ServerError with the server log if it cannot start).
+    """
+    if url:
+        yield remote_endpoints(url, http_url=http_url, metrics_url=metrics_url)
+        return
+    from triton_ops.server.local import LocalTriton
+
+    with LocalTriton(repository, models=models, startup_timeout_s=startup_timeout_s) as server:
+        yield TritonEndpoints(
+            grpc_url=server.grpc_url,
+            http_url=server.http_url,
+            metrics_url=server.metrics_url,
+            embedded=True,
+            local=server,
+        )
