@@ -1,0 +1,108 @@
+"""The dynamic-batcher simulation on hand-checkable arrival sequences."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from triton_ops.tune.batcher import (
+    Candidate,
+    ServiceProfile,
+    predict_goodput,
+    predict_p99_us,
+    simulate,
+)
+
+FLAT = ServiceProfile({1: 1000.0, 8: 1000.0})  # any batch up to 8 costs 1 ms
+
+
+def test_no_delay_dispatches_what_is_queued() -> None:
+    # Requests at 0, 100, 200 us; one instance, 1 ms per batch, no queue delay:
+    # request 0 goes alone, 100 and 200 queue behind it and go together at 1000.
+    result = simulate(Candidate(8, 0, 1), FLAT, [0.0, 100.0, 200.0], warmup_fraction=0)
+    assert result.batch_sizes == [1, 2]
+    assert result.latencies_us == [1000.0, 1900.0, 1800.0]
+
+
+def test_queue_delay_waits_for_more_requests() -> None:
+    result = simulate(Candidate(8, 500, 1), FLAT, [0.0, 100.0, 200.0], warmup_fraction=0)
+    assert result.batch_sizes == [3]
+    # dispatched at 500 (the oldest waited max_queue_delay), done at 1500
+    assert result.latencies_us == [1500.0, 1400.0, 1300.0]
+
+
+def test_full_batch_goes_without_waiting() -> None:
+    result = simulate(Candidate(2, 10_000, 1), FLAT, [0.0, 100.0], warmup_fraction=0)
+    assert result.batch_sizes == [2]
+    assert result.latencies_us == [1100.0, 1000.0]
+
+
+def test_preferred_size_dispatches_early() -> None:
+    arrivals = [0.0, 10.0, 20.0, 30.0]
+    result = simulate(Candidate(8, 5000, 1, (4,)), FLAT, arrivals, warmup_fraction=0)
+    assert result.batch_sizes == [4]
+    assert result.latencies_us[-1] == 1000.0
+
+
+def test_instances_run_in_parallel_with_efficiency() -> None:
+    arrivals = [0.0, 0.0]
+    perfect = simulate(Candidate(1, 0, 2), FLAT, arrivals, warmup_fraction=0)
+    assert perfect.latencies_us == [1000.0, 1000.0]
+    shared = ServiceProfile({1: 1000.0}, parallel_efficiency=0.0)
+    taking_turns = simulate(Candidate(1, 0, 2), shared, arrivals, warmup_fraction=0)
+    # Second execution starts while the first runs, both on the same core: twice as slow.
+    assert taking_turns.latencies_us == [1000.0, 2000.0]
+
+
+def test_overhead_is_added() -> None:
+    profile = ServiceProfile({1: 1000.0}, overhead_us=250.0)
+    assert simulate(Candidate(1, 0, 1), profile, [0.0], warmup_fraction=0).latencies_us == [1250.0]
+
+
+def test_service_time_interpolation() -> None:
+    p = ServiceProfile({1: 100.0, 4: 400.0, 8: 600.0})
+    assert p.service_us(2) == pytest.approx(200.0)
+    assert p.service_us(6) == pytest.approx(500.0)
+    assert p.service_us(16) == pytest.approx(1000.0)  # extrapolated from 4 and 8
+    assert ServiceProfile({2: 100.0}).service_us(4) == pytest.approx(200.0)
+    with pytest.raises(ValueError):
+        ServiceProfile({})
+
+
+def test_batching_raises_predicted_goodput_when_batches_are_cheap() -> None:
+    profile = ServiceProfile({1: 800.0, 8: 1200.0, 32: 2800.0}, overhead_us=200.0)
+    slo = 10_000.0
+    no_batch = predict_goodput(Candidate(1, 0, 1), profile, slo)
+    batch32 = predict_goodput(Candidate(32, 0, 1), profile, slo)
+    assert no_batch < 1250  # capacity of one request per 0.8 ms
+    assert batch32 > 4 * no_batch
+
+
+def test_p99_grows_with_rate_and_is_inf_over_capacity() -> None:
+    c = Candidate(8, 0, 1)
+    profile = ServiceProfile({1: 800.0, 8: 1200.0})
+    low = predict_p99_us(c, profile, 200.0)
+    high = predict_p99_us(c, profile, 5000.0)
+    assert low < high
+    assert math.isinf(predict_p99_us(c, profile, profile.capacity(c) * 1.1))
+
+
+def test_tight_slo_prefers_short_delay() -> None:
+    profile = ServiceProfile({1: 300.0, 16: 900.0})
+    slo = 2500.0
+    short = predict_goodput(Candidate(16, 100, 1), profile, slo)
+    long = predict_goodput(Candidate(16, 2000, 1), profile, slo)
+    assert short > long
+
+
+def test_candidate_round_trip_and_validation() -> None:
+    c = Candidate(16, 500, 2, (4, 8))
+    assert Candidate.from_dict(c.to_dict()) == c
+    assert "mbs16" in c.key and "pref4-8" in c.key
+    with pytest.raises(ValueError):
+        Candidate(4, 0, 0)
+    with pytest.raises(ValueError):
+        Candidate(4, 0, 1, (8,))
+    profile = ServiceProfile({1: 100.0, 4: 200.0}, overhead_us=5, parallel_efficiency=0.5)
+    assert ServiceProfile.from_dict(profile.to_dict()).batch_us == profile.batch_us

@@ -1,0 +1,254 @@
+"""A model of Triton's dynamic batcher: predicts p99 latency and goodput of a candidate config.
+
+The service time of one execution per batch size is profiled once from the server's own
+statistics (`ServiceProfile`); a discrete-event simulation of the dynamic batcher (max batch
+size, preferred sizes, max queue delay, N instances sharing the machine) then predicts the
+latency distribution at any Poisson arrival rate, so that only the promising candidates are
+measured on the live server.
+
+Batch formation follows Triton's documented behaviour: when an instance is free the batcher
+takes queued requests; it dispatches at once when the queue holds the target batch (the
+largest preferred size, else max_batch_size), otherwise it waits for more requests until the
+oldest one has waited max_queue_delay and then sends what it has (up to max_batch_size).
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+import math
+import random
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass(frozen=True, order=True)
+class Candidate:
+    """One point of the search space: the settings `tune` changes."""
+
+    max_batch_size: int
+    max_queue_delay_us: int
+    instance_count: int
+    preferred_batch_sizes: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.instance_count < 1:
+            raise ValueError("instance_count must be >= 1")
+        if self.max_batch_size < 0 or self.max_queue_delay_us < 0:
+            raise ValueError("max_batch_size and max_queue_delay_us must be >= 0")
+        for p in self.preferred_batch_sizes:
+            if not 1 <= p <= max(self.max_batch_size, 1):
+                raise ValueError(f"preferred batch size {p} is outside 1..{self.max_batch_size}")
+
+    @property
+    def key(self) -> str:
+        pref = "-".join(str(p) for p in self.preferred_batch_sizes) or "none"
+        return (f"mbs{self.max_batch_size}_delay{self.max_queue_delay_us}us_"
+                f"inst{self.instance_count}_pref{pref}")
+
+    def label(self) -> str:
+        pref = f" pref={list(self.preferred_batch_sizes)}" if self.preferred_batch_sizes else ""
+        return (f"max_batch={self.max_batch_size} delay={self.max_queue_delay_us}us "
+                f"instances={self.instance_count}{pref}")
+
+    def to_dict(self) -> dict[str, object]:
+        data = asdict(self)
+        data["preferred_batch_sizes"] = list(self.preferred_batch_sizes)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> Candidate:
+        return cls(
+            max_batch_size=int(data["max_batch_size"]),  # type: ignore[arg-type]
+            max_queue_delay_us=int(data["max_queue_delay_us"]),  # type: ignore[arg-type]
+            instance_count=int(data["instance_count"]),  # type: ignore[arg-type]
+            preferred_batch_sizes=tuple(
+                int(p) for p in data.get("preferred_batch_sizes") or ()  # type: ignore[union-attr]
+            ),
+        )
+
+
+@dataclass
+class ServiceProfile:
+    """What one execution costs, per batch size, and what a request costs outside Triton.
+
+    batch_us: microseconds of one execution (compute input + infer + output) per batch size,
+    from Triton's per-batch-size statistics. Sizes not profiled are interpolated linearly
+    (and extrapolated from the two largest ones).
+    overhead_us: per-request latency outside queue and compute (RPC, serialisation, client).
+    parallel_efficiency: how much a second concurrently busy instance adds (1 = perfect
+    scaling, 0 = instances only take turns on the same cores).
+    """
+
+    batch_us: dict[int, float]
+    overhead_us: float = 0.0
+    parallel_efficiency: float = 1.0
+    _sizes: list[int] = field(default_factory=list, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.batch_us:
+            raise ValueError("a service profile needs the cost of at least one batch size")
+        self.batch_us = {int(k): float(v) for k, v in self.batch_us.items()}
+        self._sizes = sorted(self.batch_us)
+
+    def service_us(self, batch: int) -> float:
+        sizes = self._sizes
+        if batch in self.batch_us:
+            return self.batch_us[batch]
+        if len(sizes) == 1:
+            # One point: assume cost proportional to the batch (pessimistic for batching).
+            return self.batch_us[sizes[0]] * batch / sizes[0]
+        i = bisect.bisect_left(sizes, batch)
+        if i == 0:
+            lo, hi = sizes[0], sizes[1]
+        elif i == len(sizes):
+            lo, hi = sizes[-2], sizes[-1]
+        else:
+            lo, hi = sizes[i - 1], sizes[i]
+        t_lo, t_hi = self.batch_us[lo], self.batch_us[hi]
+        value = t_lo + (t_hi - t_lo) * (batch - lo) / (hi - lo)
+        return max(value, min(self.batch_us.values()) * 0.5)
+
+    def speedup(self, busy: int) -> float:
+        """Aggregate throughput of `busy` concurrently executing instances, in units of one."""
+        return 1.0 + (busy - 1) * max(0.0, min(1.0, self.parallel_efficiency))
+
+    def capacity(self, candidate: Candidate) -> float:
+        """Upper bound on the throughput (inferences/s) of a candidate config."""
+        top = max(candidate.max_batch_size, 1)
+        sizes = range(1, top + 1)
+        best = max(b / self.service_us(b) for b in sizes) * 1e6
+        return best * self.speedup(candidate.instance_count)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "batch_us": {str(k): v for k, v in sorted(self.batch_us.items())},
+            "overhead_us": self.overhead_us,
+            "parallel_efficiency": self.parallel_efficiency,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> ServiceProfile:
+        return cls(
+            batch_us={int(k): float(v) for k, v in data["batch_us"].items()},  # type: ignore[union-attr]
+            overhead_us=float(data.get("overhead_us", 0.0)),  # type: ignore[arg-type]
+            parallel_efficiency=float(data.get("parallel_efficiency", 1.0)),  # type: ignore[arg-type]
+        )
+
+
+@dataclass(frozen=True)
+class SimResult:
+    latencies_us: list[float]
+    batch_sizes: list[int]
+
+    def p99_us(self) -> float:
+        if not self.latencies_us:
+            return math.nan
+        data = sorted(self.latencies_us)
+        return data[min(len(data) - 1, math.ceil(0.99 * len(data)) - 1)]
+
+    def mean_batch(self) -> float:
+        return sum(self.batch_sizes) / len(self.batch_sizes) if self.batch_sizes else 0.0
+
+
+def poisson_arrivals_us(rate_per_s: float, n: int, seed: int = 0) -> list[float]:
+    """Arrival times (µs) of n Poisson arrivals; same seed = same unit-rate sequence scaled,
+    so predictions at different rates use common random numbers (monotone in the rate)."""
+    rng = random.Random(seed)
+    scale = 1e6 / rate_per_s
+    t = 0.0
+    out = []
+    for _ in range(n):
+        t += rng.expovariate(1.0) * scale
+        out.append(t)
+    return out
+
+
+def simulate(candidate: Candidate, profile: ServiceProfile, arrivals_us: list[float],
+             *, warmup_fraction: float = 0.1) -> SimResult:
+    """Run the dynamic batcher over `arrivals_us`; latencies of the requests after warm-up."""
+    n = len(arrivals_us)
+    max_bs = max(candidate.max_batch_size, 1)
+    batching = candidate.max_batch_size > 0
+    target = max(candidate.preferred_batch_sizes) if candidate.preferred_batch_sizes else max_bs
+    target = min(target, max_bs)
+    delay = float(candidate.max_queue_delay_us) if batching else 0.0
+    free: list[float] = [0.0] * candidate.instance_count  # heap of times instances free up
+    heapq.heapify(free)
+    busy_until: list[float] = []  # completion times of executions, to count concurrent ones
+    queue: deque[float] = deque()
+    latencies: list[float] = []
+    batches: list[int] = []
+    skip = int(n * warmup_fraction)
+    done = 0
+    i = 0
+    overhead = profile.overhead_us
+    while i < n or queue:
+        if not queue:
+            queue.append(arrivals_us[i])
+            i += 1
+        inst_free = free[0]
+        t = max(inst_free, queue[0])
+        while i < n and arrivals_us[i] <= t:
+            queue.append(arrivals_us[i])
+            i += 1
+        if len(queue) >= target:
+            size = target
+        else:
+            deadline = queue[0] + delay
+            if deadline > t:
+                need = target - len(queue)
+                j = i + need - 1
+                if j < n and arrivals_us[j] <= deadline:
+                    t = arrivals_us[j]
+                else:
+                    t = deadline
+                while i < n and arrivals_us[i] <= t:
+                    queue.append(arrivals_us[i])
+                    i += 1
+            size = min(len(queue), max_bs)
+        heapq.heappop(free)
+        # Instances executing at time t share the machine: slow this one down accordingly.
+        busy_until = [e for e in busy_until if e > t]
+        k = len(busy_until) + 1
+        service = profile.service_us(size) * k / profile.speedup(k)
+        end = t + service
+        busy_until.append(end)
+        heapq.heappush(free, end)
+        batches.append(size)
+        for _ in range(size):
+            arrival = queue.popleft()
+            if done >= skip:
+                latencies.append(end - arrival + overhead)
+            done += 1
+    return SimResult(latencies, batches)
+
+
+def predict_p99_us(candidate: Candidate, profile: ServiceProfile, rate_per_s: float,
+                   *, n_requests: int = 3000, seed: int = 0) -> float:
+    """Predicted p99 latency (µs) at a Poisson arrival rate; inf when over capacity."""
+    if rate_per_s <= 0:
+        return 0.0
+    if rate_per_s >= profile.capacity(candidate):
+        return math.inf
+    arrivals = poisson_arrivals_us(rate_per_s, n_requests, seed)
+    return simulate(candidate, profile, arrivals).p99_us()
+
+
+def predict_goodput(candidate: Candidate, profile: ServiceProfile, slo_us: float,
+                    *, rel_tol: float = 0.02, n_requests: int = 3000, seed: int = 0) -> float:
+    """Highest Poisson arrival rate (req/s) whose predicted p99 stays under `slo_us`."""
+    hi = profile.capacity(candidate) * 0.999
+    if predict_p99_us(candidate, profile, hi * 0.01, n_requests=n_requests, seed=seed) > slo_us:
+        return 0.0
+    lo = hi * 0.01
+    if predict_p99_us(candidate, profile, hi, n_requests=n_requests, seed=seed) <= slo_us:
+        return hi
+    while (hi - lo) > rel_tol * hi:
+        mid = math.sqrt(lo * hi) if hi / lo > 4 else (lo + hi) / 2
+        if predict_p99_us(candidate, profile, mid, n_requests=n_requests, seed=seed) <= slo_us:
+            lo = mid
+        else:
+            hi = mid
+    return lo

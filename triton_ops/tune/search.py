@@ -1,0 +1,272 @@
+"""The search: which candidate configs to measure, and the arrival-rate bisection on each.
+
+Pure logic over two callables supplied by the caller (`SearchTarget`): load a candidate and
+probe it at an arrival rate. The live runner plugs in Triton; the tests plug in the batcher
+simulation. Instead of a grid, every candidate's goodput is predicted from the profiled
+service times (triton_ops.tune.batcher); candidates are measured best-predicted first, each
+with a rate bisection that starts at its (calibrated) prediction, and the search stops when
+the remaining ones cannot beat the best measured one or the time budget runs out. The winner
+is re-measured before it is reported.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from triton_ops.tune.batcher import Candidate, ServiceProfile, predict_goodput
+from triton_ops.tune.stats import QuantileEstimate, Verdict
+
+
+@dataclass
+class ProbeResult:
+    """One measurement of one candidate at one arrival rate."""
+
+    rate: float  # requested arrival rate (req/s)
+    verdict: Verdict
+    p99: QuantileEstimate  # latency in microseconds
+    throughput: float = 0.0  # completed requests/s
+    error_rate: float = 0.0
+    seconds: float = 0.0
+
+
+@dataclass
+class CandidateResult:
+    candidate: Candidate
+    predicted_goodput: float
+    goodput: float = 0.0  # highest rate that passed; 0 when none did
+    p99_at_goodput: QuantileEstimate | None = None
+    status: str = "measured"  # measured | infeasible | skipped
+    reason: str = ""
+    generator_limited: bool = False  # the goodput is a lower bound: the client saturated
+    probes: list[ProbeResult] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+class SearchTarget(Protocol):
+    def load(self, candidate: Candidate) -> str | None:
+        """Apply the candidate; None when it loaded, else the reason it cannot."""
+
+    def probe(self, candidate: Candidate, rate: float, *, final: bool = False) -> ProbeResult:
+        """Measure the loaded candidate at a Poisson arrival rate (req/s)."""
+
+
+def candidate_space(max_batch_sizes: Iterable[int], delays_us: Iterable[int],
+                    instance_counts: Iterable[int], *,
+                    preferred: bool = False) -> list[Candidate]:
+    """The cross product, without duplicates that cannot differ (delay with max_batch 0/1).
+
+    With `preferred`, each batching candidate also comes with preferred_batch_sizes set to
+    the powers of two up to its max (lets the batcher ship a full power-of-two batch at once).
+    """
+    out: set[Candidate] = set()
+    for mbs in max_batch_sizes:
+        for delay in delays_us:
+            for inst in instance_counts:
+                # A batcher that cannot batch more than one request gains nothing by waiting.
+                d = 0 if mbs <= 1 else int(delay)
+                out.add(Candidate(int(mbs), d, int(inst)))
+                if preferred and mbs > 2:
+                    pows = tuple(2**k for k in range(1, int(math.log2(mbs)) + 1) if 2**k <= mbs)
+                    if pows and pows[-1] != mbs:
+                        out.add(Candidate(int(mbs), d, int(inst), pows))
+    return sorted(out)
+
+
+def prune_by_memory(space: Sequence[Candidate], *, per_instance_bytes: Callable[[int], int] | None,
+                    available_bytes: int | None) -> tuple[list[Candidate], list[CandidateResult]]:
+    """Split `space` into candidates whose memory envelope fits and those that do not."""
+    if per_instance_bytes is None or available_bytes is None:
+        return list(space), []
+    fits: list[Candidate] = []
+    skipped: list[CandidateResult] = []
+    for c in space:
+        need = per_instance_bytes(c.max_batch_size) * c.instance_count
+        if need <= available_bytes:
+            fits.append(c)
+        else:
+            skipped.append(CandidateResult(
+                c, 0.0, status="skipped",
+                reason=f"needs {need} bytes of GPU memory, {available_bytes} available"))
+    return fits, skipped
+
+
+def rank_candidates(space: Sequence[Candidate], predict: Callable[[Candidate], float]
+                    ) -> list[tuple[Candidate, float]]:
+    """Candidates by predicted goodput, best first.
+
+    Among candidates the model cannot tell apart (same batch size and instances, predictions
+    within 1%), only the one with the shortest queue delay is kept: waiting longer for the
+    same throughput only adds latency.
+    """
+    predicted = [(c, predict(c)) for c in space]
+    predicted.sort(key=lambda cp: (-cp[1], cp[0].max_queue_delay_us, cp[0].instance_count,
+                                   cp[0].max_batch_size, len(cp[0].preferred_batch_sizes)))
+    kept: list[tuple[Candidate, float]] = []
+    for c, g in predicted:
+        twin = any(
+            k.max_batch_size == c.max_batch_size and k.instance_count == c.instance_count
+            and k.preferred_batch_sizes == c.preferred_batch_sizes
+            and abs(kg - g) <= 0.01 * max(kg, g, 1e-9)
+            for k, kg in kept
+        )
+        if not twin:
+            kept.append((c, g))
+    return kept
+
+
+def bisect_rate(probe: Callable[[float], ProbeResult], guess: float, *, rel_tol: float = 0.05,
+                max_probes: int = 10, floor: float = 1.0,
+                should_stop: Callable[[], bool] = lambda: False,
+                ) -> tuple[float, QuantileEstimate | None, bool, list[ProbeResult]]:
+    """Highest passing arrival rate, by bracketing around `guess` then bisecting.
+
+    Returns (goodput, p99 at goodput, generator_limited, probes). A generator-limited probe
+    is an upper bound on what can be measured: it closes the bracket from above and the
+    result is flagged.
+    """
+    probes: list[ProbeResult] = []
+    lo, hi = 0.0, math.inf
+    lo_p99: QuantileEstimate | None = None
+    limited = False
+    rate = max(guess, floor)
+
+    def run(r: float) -> ProbeResult:
+        result = probe(r)
+        probes.append(result)
+        return result
+
+    while len(probes) < max_probes and not should_stop():
+        result = run(rate)
+        if result.verdict is Verdict.PASS:
+            lo, lo_p99 = rate, result.p99
+        else:
+            hi = rate
+            if result.verdict is Verdict.GENERATOR_LIMITED:
+                limited = True
+        if math.isinf(hi):
+            rate = rate * 1.3
+        elif lo == 0.0:
+            if rate <= floor:
+                break
+            rate = max(rate / 1.6, floor)
+        else:
+            if hi / lo - 1 <= rel_tol:
+                break
+            rate = math.sqrt(lo * hi)
+    return lo, lo_p99, limited and lo > 0, probes
+
+
+@dataclass
+class SearchOutcome:
+    results: list[CandidateResult]
+    best: CandidateResult | None
+    final: ProbeResult | None  # the re-measurement of the best at its goodput
+    final_rate: float
+    calibration: float  # median measured/predicted goodput
+    stopped_by_budget: bool
+
+
+def run_search(
+    space: Sequence[Candidate],
+    profile: ServiceProfile,
+    slo_us: float,
+    target: SearchTarget,
+    *,
+    budget_s: float,
+    clock: Callable[[], float] = time.monotonic,
+    max_measured: int = 12,
+    give_up_margin: float = 0.15,
+    rel_tol: float = 0.05,
+    reserve_s: float = 0.0,
+    done: Sequence[CandidateResult] = (),
+    on_event: Callable[[str, dict[str, object]], None] = lambda kind, data: None,
+    predict: Callable[[Candidate], float] | None = None,
+) -> SearchOutcome:
+    """Measure the promising candidates within the budget and re-measure the winner.
+
+    `done` holds results of an interrupted run (--resume): they are not measured again.
+    `reserve_s` is kept back at the end (restore, report).
+    """
+    start = clock()
+    deadline = start + budget_s - reserve_s
+
+    def left() -> float:
+        return deadline - clock()
+
+    predictor = predict or (lambda c: predict_goodput(c, profile, slo_us))
+    ranked = rank_candidates(space, predictor)
+    on_event("ranked", {"count": len(ranked)})
+    results: list[CandidateResult] = list(done)
+    done_keys = {r.candidate.key for r in done}
+    ratios = [r.goodput / r.predicted_goodput for r in done
+              if r.status == "measured" and r.predicted_goodput > 0 and r.goodput > 0]
+    per_candidate: list[float] = [r.seconds for r in done if r.status == "measured"]
+    stopped_by_budget = False
+    measured = sum(1 for r in done if r.status == "measured")
+
+    def best_so_far() -> CandidateResult | None:
+        ok = [r for r in results if r.status == "measured" and r.goodput > 0]
+        return max(ok, key=lambda r: r.goodput) if ok else None
+
+    for index, (cand, predicted) in enumerate(ranked):
+        if cand.key in done_keys:
+            continue
+        calibration = statistics.median(ratios) if ratios else 1.0
+        best = best_so_far()
+        if best is not None and predicted * calibration < best.goodput * (1 - give_up_margin):
+            on_event("stop", {"reason": "remaining candidates are predicted to be worse"})
+            break
+        if measured >= max_measured:
+            on_event("stop", {"reason": f"measured {max_measured} candidates"})
+            break
+        expected = statistics.median(per_candidate) if per_candidate else 0.0
+        # Keep time for the final re-measurement (about one candidate's worth).
+        if left() < expected * 1.5 or left() <= 0:
+            stopped_by_budget = True
+            on_event("stop", {"reason": "time budget"})
+            break
+        on_event("candidate", {"candidate": cand, "predicted": predicted, "index": index,
+                               "total": len(ranked)})
+        t0 = clock()
+        error = target.load(cand)
+        if error is not None:
+            results.append(CandidateResult(cand, predicted, status="infeasible", reason=error,
+                                            seconds=clock() - t0))
+            on_event("infeasible", {"candidate": cand, "reason": error})
+            continue
+        guess = predicted * calibration if predicted > 0 else 1.0
+        goodput, p99, limited, probes = bisect_rate(
+            lambda r, c=cand: target.probe(c, r), guess, rel_tol=rel_tol,
+            should_stop=lambda: left() <= 0,
+        )
+        result = CandidateResult(cand, predicted, goodput, p99, generator_limited=limited,
+                                 probes=probes, seconds=clock() - t0)
+        results.append(result)
+        measured += 1
+        per_candidate.append(result.seconds)
+        if predicted > 0 and goodput > 0:
+            ratios.append(goodput / predicted)
+        on_event("measured", {"result": result})
+
+    best = best_so_far()
+    final: ProbeResult | None = None
+    final_rate = 0.0
+    if best is not None:
+        if target.load(best.candidate) is None:
+            rate = best.goodput
+            for _ in range(4):
+                on_event("final", {"candidate": best.candidate, "rate": rate})
+                final = target.probe(best.candidate, rate, final=True)
+                if final.verdict is Verdict.PASS:
+                    final_rate = rate
+                    break
+                rate *= 0.9
+            else:
+                final_rate = 0.0
+    calibration = statistics.median(ratios) if ratios else 1.0
+    return SearchOutcome(results, best, final, final_rate, calibration, stopped_by_budget)
