@@ -1,0 +1,83 @@
+"""instance_group rules (ValidateInstanceGroup, NormalizeInstanceGroup)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from triton_ops.modelconfig.proto import ModelConfig, model_config_pb2
+from triton_ops.modelconfig.rules import E, Issue, W, rule
+
+SRC = "core:src/model_config_utils.cc"
+_Group = model_config_pb2.ModelInstanceGroup
+
+
+@rule("config-instance-gpus-kind", E,
+      "only KIND_GPU (or KIND_AUTO) instance groups may list 'gpus'",
+      f"{SRC} ValidateInstanceGroup")
+def gpus_kind(config: ModelConfig) -> Iterator[Issue]:
+    for i, group in enumerate(config.instance_group):
+        if group.gpus and group.kind in (_Group.KIND_CPU, _Group.KIND_MODEL):
+            kind = _Group.Kind.Name(group.kind)
+            yield ("instance_group", i, "gpus"), (f"instance group has kind {kind} but lists "
+                                                  "gpus; remove gpus or use KIND_GPU")
+
+
+@rule("config-instance-gpu-negative", E, "GPU ids in 'gpus' are >= 0",
+      f"{SRC} ValidateInstanceGroup")
+def gpu_negative(config: ModelConfig) -> Iterator[Issue]:
+    for i, group in enumerate(config.instance_group):
+        for j, gpu in enumerate(group.gpus):
+            if gpu < 0:
+                yield ("instance_group", i, "gpus", j), f"GPU id {gpu} does not exist"
+
+
+@rule("config-instance-count-negative", W,
+      "an instance count below 1 is silently replaced by Triton's default (1, or 2 for CPU "
+      "onnxruntime/tensorflow)", f"{SRC} NormalizeInstanceGroup / SetDefaultInstanceCount")
+def count_negative(config: ModelConfig) -> Iterator[Issue]:
+    for i, group in enumerate(config.instance_group):
+        if group.count < 0:
+            yield ("instance_group", i, "count"), (f"count {group.count} is replaced by "
+                                                   "Triton's default; set count: 1 or more")
+
+
+@rule("config-instance-profile", E,
+      "instance group 'profile' is TensorRT-only and holds non-negative integers",
+      f"{SRC} ValidateInstanceGroup / GetProfileIndex")
+def profile(config: ModelConfig) -> Iterator[Issue]:
+    for i, group in enumerate(config.instance_group):
+        for j, prof in enumerate(group.profile):
+            path = ("instance_group", i, "profile", j)
+            if config.platform != "tensorrt_plan":
+                yield path, ("'profile' is only supported for TensorRT models (platform "
+                             "tensorrt_plan); remove it")
+                break
+            if not prof.strip().isdigit():
+                yield path, f"profile '{prof}' must be a non-negative integer such as \"0\""
+
+
+@rule("config-instance-name-duplicate", W, "instance group names are unique",
+      "docs:model_configuration.md (Instance Groups)")
+def name_duplicate(config: ModelConfig) -> Iterator[Issue]:
+    seen: set[str] = set()
+    for i, group in enumerate(config.instance_group):
+        if group.name and group.name in seen:
+            yield ("instance_group", i, "name"), f"instance group name '{group.name}' is reused"
+        seen.add(group.name)
+
+
+@rule("config-rate-limiter-resource", W,
+      "rate_limiter resources have a name, appear once per group and have count >= 1",
+      "docs:rate_limiter.md")
+def rate_limiter(config: ModelConfig) -> Iterator[Issue]:
+    for i, group in enumerate(config.instance_group):
+        seen: set[str] = set()
+        for j, res in enumerate(group.rate_limiter.resources):
+            path = ("instance_group", i, "rate_limiter", "resources", j)
+            if not res.name:
+                yield path, "rate limiter resource has no name"
+            elif res.name in seen:
+                yield (*path, "name"), f"resource '{res.name}' is listed twice in this group"
+            if res.count == 0:
+                yield path, f"resource '{res.name}' has count 0 and limits nothing"
+            seen.add(res.name)
