@@ -172,7 +172,8 @@ def _latency_check(m: WindowMetrics, policy: AnalysisPolicy,
     p99 = canary.p99_latency_us
     if policy.p99_slo_us is not None and p99 > policy.p99_slo_us:
         return Check(name="p99-latency", result=Result.FAIL,
-                     reason=f"canary p99 {p99 / 1000:.1f} ms > SLO {policy.p99_slo_us / 1000:.1f} ms")
+                     reason=f"canary p99 {p99 / 1000:.1f} ms > SLO "
+                     f"{policy.p99_slo_us / 1000:.1f} ms")
     stable_ok = m.stable.requests - m.stable.errors
     reference = m.stable.p99_latency_us if stable_ok >= policy.min_requests else None
     source = "stable in this window"

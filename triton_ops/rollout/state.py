@@ -81,7 +81,7 @@ class RolloutSpec(_Data):
             raise ValueError("give at least one step weight, e.g. 10,25,50,100")
         if any(not 1 <= w <= 100 for w in steps):
             raise ValueError("step weights are percentages between 1 and 100")
-        if any(b <= a for a, b in zip(steps, steps[1:])):
+        if any(b <= a for a, b in zip(steps, steps[1:], strict=False)):
             raise ValueError("step weights must increase, e.g. 10,25,50,100")
         return steps
 
