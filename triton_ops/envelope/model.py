@@ -59,6 +59,13 @@ class TensorSpec(Strict):
     optional: bool = False
     allow_ragged_batch: bool = False
     is_shape_tensor: bool = False
+    format: str | None = Field(
+        default=None, description="Input tensor format (config.pbtxt 'format', e.g. FORMAT_NCHW)"
+    )
+    label_filename: str | None = Field(
+        default=None, description="Output classification labels file (outputs only)"
+    )
+    is_non_linear_format_io: bool = False
 
     @field_validator("data_type", mode="before")
     @classmethod
@@ -158,6 +165,9 @@ class InstanceGroup(Strict):
     count: int = Field(default=1, ge=1)
     gpus: list[int] = Field(default_factory=list)
     name: str | None = None
+    passive: bool = False
+    host_policy: str | None = None
+    profile: list[str] = Field(default_factory=list, description="TensorRT optimization profiles")
 
     @field_validator("kind", mode="before")
     @classmethod

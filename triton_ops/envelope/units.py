@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from pydantic import BeforeValidator, PlainSerializer
+from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
 
 _SIZE_UNITS = {
     "": 1, "b": 1,
@@ -77,9 +77,28 @@ def format_duration_us(us: int) -> str:
     return f"{us}us"
 
 
+# The JSON Schema says what a person may write (a number or a string with a unit), not the
+# normalised int, so editors using `triton-ops schema` accept "16GiB".
+_SIZE_SCHEMA = WithJsonSchema({
+    "anyOf": [
+        {"type": "integer", "minimum": 0},
+        {"type": "string", "pattern": r"^\s*[0-9]+(\.[0-9]+)?\s*([kKmMgGtT][iI]?)?[bB]?\s*$"},
+    ],
+    "description": "bytes, or a size with a unit: 512MiB, 16GiB, 2GB",
+})
+_DURATION_SCHEMA = WithJsonSchema({
+    "anyOf": [
+        {"type": "integer", "minimum": 0},
+        {"type": "string", "pattern": r"^\s*[0-9]+(\.[0-9]+)?\s*(us|µs|ms|s|m|min|h)?\s*$"},
+    ],
+    "description": "microseconds, or a duration with a unit: 500us, 5ms, 1.5s",
+})
+
 ByteSize = Annotated[
-    int, BeforeValidator(parse_size), PlainSerializer(format_size, when_used="json")
+    int, BeforeValidator(parse_size), PlainSerializer(format_size, when_used="json"),
+    _SIZE_SCHEMA,
 ]
 DurationUs = Annotated[
-    int, BeforeValidator(parse_duration_us), PlainSerializer(format_duration_us, when_used="json")
+    int, BeforeValidator(parse_duration_us), PlainSerializer(format_duration_us, when_used="json"),
+    _DURATION_SCHEMA,
 ]
