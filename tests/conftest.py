@@ -1,0 +1,104 @@
+"""Shared fixtures: the example model repository and real embedded Triton servers.
+
+- `envelopes_dir` (session): the project's envelopes/ folder (read-only).
+- `triton_repo` (session): a temporary copy of model_repository/, safe to add models to.
+- `local_triton` (session): ONE LocalTriton on that copy with the CPU example models loaded.
+  Read-only use: tests that load, unload or reconfigure models start their own server.
+- `start_triton` (function): a factory `start_triton(repo_path, models=[...], **kwargs)` that
+  starts a LocalTriton and stops it when the test ends.
+
+No fixture here skips: if the embedded server cannot start, the tests that need it fail
+with the server log in the message.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import psutil
+import pytest
+
+from triton_ops.server.local import LocalTriton
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+MODEL_REPOSITORY = REPO_ROOT / "model_repository"
+ENVELOPES = REPO_ROOT / "envelopes"
+# The example models that run on any machine (numpy only); bert_base needs torch and a GPU.
+CPU_MODELS = ("dense_mlp", "text_classifier")
+
+
+def copy_model_repository(destination: Path) -> Path:
+    """Copy model_repository/ to `destination` (without caches) and return it."""
+    shutil.copytree(
+        MODEL_REPOSITORY, destination, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+    )
+    return destination
+
+
+@pytest.fixture(scope="session")
+def envelopes_dir() -> Path:
+    """The project's envelopes/ folder (read-only)."""
+    return ENVELOPES
+
+
+@pytest.fixture(scope="session")
+def triton_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return copy_model_repository(tmp_path_factory.mktemp("triton") / "model_repository")
+
+
+@pytest.fixture(scope="session")
+def local_triton(
+    triton_repo: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalTriton]:
+    log = tmp_path_factory.mktemp("triton-log") / "tritonserver.log"
+    server = LocalTriton(triton_repo, models=CPU_MODELS, log_path=log, startup_timeout_s=120)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+StartTriton = Callable[..., LocalTriton]
+
+
+@pytest.fixture
+def start_triton(tmp_path: Path) -> Iterator[StartTriton]:
+    started: list[LocalTriton] = []
+
+    def factory(repo_path: Path | str, models: Sequence[str] = (), **kwargs: object) -> LocalTriton:
+        kwargs.setdefault("log_path", tmp_path / f"tritonserver-{len(started)}.log")
+        kwargs.setdefault("startup_timeout_s", 120.0)
+        server = LocalTriton(repo_path, models=models, **kwargs)  # type: ignore[arg-type]
+        started.append(server)
+        return server.start()
+
+    yield factory
+    for server in reversed(started):
+        server.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_leftover_servers() -> Iterator[None]:
+    """Fail the run if a test left a tritonserver (or a stub) running, after killing it."""
+    yield
+    leftovers = [
+        p for p in psutil.Process().children(recursive=True)
+        if _is_triton_process(p)
+    ]
+    for proc in leftovers:
+        proc.kill()
+    if leftovers:
+        names = ", ".join(f"{p.pid}" for p in leftovers)
+        pytest.fail(f"tritonserver processes left running by the tests (killed now): {names}")
+
+
+def _is_triton_process(proc: psutil.Process) -> bool:
+    try:
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return proc.name() in ("tritonserver", "triton_python_b", "triton_python_backend_stub")
+    except psutil.Error:
+        return False
