@@ -15,6 +15,7 @@ import tritonclient.grpc as grpcclient
 from triton_ops.envelope import require_envelope
 from triton_ops.server.local import LocalTriton
 
+
 def _infer(server: LocalTriton, model: str, name: str, data: np.ndarray, dtype: str,
            outputs: list[str]) -> dict[str, np.ndarray]:
     client = grpcclient.InferenceServerClient(server.grpc_url)
