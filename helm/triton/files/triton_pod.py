@@ -1,0 +1,212 @@
+#!/usr/bin/env python3
+"""In-pod helper of the triton-ops Helm chart: starts Triton serving the pinned versions and
+proves readiness with a real inference of each model's golden probe.
+
+Standard library only: it runs with the python3 of the Triton image (which the Python
+backend needs anyway). The chart mounts it from a ConfigMap; triton-ops tests run the very
+same file against a real tritonserver.
+
+  triton_pod.py serve -- tritonserver --model-control-mode=explicit ...
+      start Triton, then load every model of $TRITON_OPS_VERSIONS (JSON {"model": [1, 2]})
+      with a version_policy of exactly those versions; forward SIGTERM/SIGINT; exit with
+      Triton's status.
+  triton_pod.py ready
+      infer each model version once with the golden probe of $TRITON_OPS_PROBES (a JSON
+      file) and compare outputs within tolerance; exit 0 only if every answer is right.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+HTTP_URL = os.environ.get("TRITON_OPS_HTTP_URL", "http://127.0.0.1:8000")
+PROBES_FILE = os.environ.get("TRITON_OPS_PROBES", "/etc/triton-ops/probes.json")
+TIMEOUT_S = float(os.environ.get("TRITON_OPS_REQUEST_TIMEOUT_S", "30"))
+
+
+class PodError(Exception):
+    """A failure with a message meant for `kubectl logs` / `kubectl describe pod`."""
+
+
+def _request(method: str, path: str, body: Any = None, timeout: float = TIMEOUT_S) -> Any:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(HTTP_URL + path, data=data, method=method,
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - loopback
+            raw = resp.read()
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode(errors="replace")
+        try:
+            detail = json.loads(detail).get("error", detail)
+        except ValueError:
+            pass
+        raise PodError(f"{method} {path}: HTTP {exc.code}: {detail}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise PodError(f"{method} {path}: {getattr(exc, 'reason', exc)}") from None
+    return json.loads(raw) if raw else None
+
+
+def wanted_versions() -> dict[str, list[int]]:
+    raw = os.environ.get("TRITON_OPS_VERSIONS", "").strip()
+    if not raw:
+        raise PodError("TRITON_OPS_VERSIONS is not set: expected JSON such as {\"model\": [1]}")
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise PodError(f"TRITON_OPS_VERSIONS is not JSON ({exc}): {raw!r}") from None
+    if not isinstance(data, dict) or not all(
+        isinstance(v, list) and v and all(isinstance(i, int) and i > 0 for i in v)
+        for v in data.values()
+    ):
+        raise PodError(f"TRITON_OPS_VERSIONS must map model names to version lists: {raw!r}")
+    return {str(k): sorted(v) for k, v in data.items()}
+
+
+def wait_live(deadline_s: float, proc: subprocess.Popen[bytes] | None = None) -> None:
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        if proc is not None and proc.poll() is not None:
+            raise PodError(f"tritonserver exited with status {proc.returncode} before it was live")
+        try:
+            _request("GET", "/v2/health/live", timeout=2)
+            return
+        except PodError:
+            time.sleep(0.2)
+    raise PodError(f"tritonserver was not live after {deadline_s:.0f} s")
+
+
+def load_versions(model: str, versions: list[int]) -> None:
+    """Load `model` serving exactly `versions` (explicit model control)."""
+    _request("POST", f"/v2/repository/models/{model}/load", {})
+    config = _request("GET", f"/v2/models/{model}/config")
+    policy = {"specific": {"versions": versions}}
+    if config.get("version_policy") != policy:
+        config["version_policy"] = policy
+        _request("POST", f"/v2/repository/models/{model}/load",
+                 {"parameters": {"config": json.dumps(config)}})
+    for version in versions:
+        try:
+            _request("GET", f"/v2/models/{model}/versions/{version}/ready")
+        except PodError as exc:
+            raise PodError(f"model {model} version {version} is not ready after loading "
+                           f"(is it in the model repository?): {exc}") from None
+
+
+def serve(argv: list[str]) -> int:
+    if not argv:
+        raise PodError("usage: triton_pod.py serve -- tritonserver ARGS...")
+    versions = wanted_versions()
+    proc = subprocess.Popen(argv)  # noqa: S603 - the chart's own command line
+
+    def forward(signum: int, _frame: object) -> None:
+        if proc.poll() is None:
+            proc.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    try:
+        wait_live(float(os.environ.get("TRITON_OPS_LIVE_TIMEOUT_S", "600")), proc)
+        for model, model_versions in versions.items():
+            print(f"triton-ops: loading {model} versions {model_versions}", flush=True)
+            load_versions(model, model_versions)
+        print("triton-ops: all models loaded", flush=True)
+    except PodError as exc:
+        print(f"triton-ops: {exc}", file=sys.stderr, flush=True)
+        forward(signal.SIGTERM, None)
+        proc.wait()
+        return 1
+    return proc.wait()
+
+
+def _shape(value: Any) -> list[int]:
+    shape = []
+    while isinstance(value, list):
+        shape.append(len(value))
+        value = value[0] if value else None
+    return shape
+
+
+def _flatten(value: Any) -> list[Any]:
+    if isinstance(value, list):
+        return [x for item in value for x in _flatten(item)]
+    return [value]
+
+
+def compare(name: str, expected: dict[str, Any], got: dict[str, Any] | None,
+            atol: float, rtol: float) -> str | None:
+    """Why output `name` is wrong, or None when it matches within tolerance."""
+    if got is None:
+        return f"output {name} is missing from the answer"
+    if list(got.get("shape", [])) != list(expected["shape"]):
+        return f"output {name} has shape {got.get('shape')}, expected {expected['shape']}"
+    want, have = expected["data"], got.get("data", [])
+    if len(want) != len(have):
+        return f"output {name} has {len(have)} values, expected {len(want)}"
+    for i, (w, h) in enumerate(zip(want, have, strict=True)):
+        if isinstance(w, (int, float)) and not isinstance(w, bool):
+            if not isinstance(h, (int, float)) or math.isnan(float(h)) or \
+                    abs(float(h) - float(w)) > atol + rtol * abs(float(w)):
+                return f"output {name}[{i}] = {h}, expected {w} (atol {atol}, rtol {rtol})"
+        elif h != w:
+            return f"output {name}[{i}] = {h!r}, expected {w!r}"
+    return None
+
+
+def probe_model(model: str, version: int, probe: dict[str, Any] | None) -> str | None:
+    """Why `model` version `version` is not serving right, or None when it is."""
+    try:
+        if probe is None:
+            _request("GET", f"/v2/models/{model}/versions/{version}/ready", timeout=5)
+            return None
+        answer = _request("POST", f"/v2/models/{model}/versions/{version}/infer",
+                          probe["request"], timeout=TIMEOUT_S)
+    except PodError as exc:
+        return f"{model} v{version}: {exc}"
+    outputs = {o.get("name"): o for o in answer.get("outputs", [])}
+    for name, expected in probe["expected"].items():
+        problem = compare(name, expected, outputs.get(name), probe.get("atol", 1e-5),
+                          probe.get("rtol", 1e-4))
+        if problem:
+            return f"{model} v{version}: {problem}"
+    return None
+
+
+def ready() -> int:
+    versions = wanted_versions()
+    probes: dict[str, Any] = {}
+    if os.path.exists(PROBES_FILE):
+        with open(PROBES_FILE, encoding="utf-8") as fh:
+            probes = json.load(fh)
+    problems = [p for model, vs in versions.items() for v in vs
+                if (p := probe_model(model, v, probes.get(model)))]
+    for problem in problems:
+        print(f"not ready: {problem}", flush=True)
+    return 1 if problems else 0
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in ("serve", "ready"):
+        print(__doc__, file=sys.stderr)
+        return 2
+    try:
+        if argv[0] == "serve":
+            rest = argv[1:]
+            return serve(rest[1:] if rest[:1] == ["--"] else rest)
+        return ready()
+    except PodError as exc:
+        print(f"triton-ops: {exc}", file=sys.stderr, flush=True)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,210 @@
+"""Helm values of the triton chart, derived from envelopes (pure: envelopes in, values out).
+
+One Triton pod serves every model of the release, so the envelopes must agree on the image;
+GPU requests, node placement, CPU/memory requests and the autoscaling target are combined
+across models. Each model brings its sealed versions and its golden probe, which the chart's
+readiness probe infers for real.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from triton_ops.envelope.model import Envelope, InstanceKind
+from triton_ops.findings import Finding, Severity
+from triton_ops.k8s.names import is_dns_label, rollout_object
+
+# The queue may use this share of the p99 latency budget before the HPA adds replicas.
+QUEUE_SHARE_OF_P99 = 0.1
+MIN_QUEUE_TARGET_US = 200
+# GPU Feature Discovery node labels (NVIDIA GPU operator).
+GPU_MEMORY_LABEL = "nvidia.com/gpu.memory"  # MiB
+GPU_COMPUTE_MAJOR_LABEL = "nvidia.com/gpu.compute.major"
+
+
+@dataclass
+class SourcedEnvelope:
+    """An envelope and the file it came from (for findings)."""
+
+    envelope: Envelope
+    file: str = "<envelope>"
+    locate: Any = None  # callable KeyPath -> (line, column), from the loader's SourceMap
+
+
+@dataclass
+class DerivedValues:
+    values: dict[str, Any]
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not any(f.severity is Severity.ERROR for f in self.findings)
+
+
+def _finding(src: SourcedEnvelope, path: tuple[str | int, ...], rule: str, message: str,
+             severity: Severity = Severity.ERROR) -> Finding:
+    line, column = src.locate(path) if src.locate else (0, 0)
+    return Finding(src.file, line, column, rule, severity, message)
+
+
+def split_image(image: str) -> dict[str, str]:
+    """`repo@sha256:...` or `repo:tag` to the chart's image values."""
+    if "@" in image:
+        repository, digest = image.split("@", 1)
+        return {"repository": repository, "digest": digest, "tag": ""}
+    last = image.rsplit("/", 1)[-1]
+    if ":" in last:
+        repository, tag = image.rsplit(":", 1)
+        return {"repository": repository, "digest": "", "tag": tag}
+    return {"repository": image, "digest": "", "tag": "latest"}
+
+
+def _kserve_datatype(data_type: str) -> str:
+    return "BYTES" if data_type == "STRING" else data_type
+
+
+def _shape(value: Any) -> list[int]:
+    shape = []
+    while isinstance(value, list):
+        shape.append(len(value))
+        value = value[0] if value else None
+    return shape
+
+
+def _flatten(value: Any) -> list[Any]:
+    if isinstance(value, list):
+        return [x for item in value for x in _flatten(item)]
+    return [value]
+
+
+def probe_values(envelope: Envelope) -> dict[str, Any] | None:
+    """The golden probe as a KServe v2 JSON request and flat expected outputs."""
+    probe = envelope.probe
+    if probe is None:
+        return None
+    inputs = []
+    for name, value in probe.inputs.items():
+        spec = envelope.tensor(name)
+        inputs.append({"name": name, "shape": _shape(value),
+                       "datatype": _kserve_datatype(spec.data_type), "data": _flatten(value)})
+    expected = {name: {"shape": _shape(value), "data": _flatten(value)}
+                for name, value in probe.expected.items()}
+    return {
+        "request": {"inputs": inputs, "outputs": [{"name": n} for n in probe.expected]},
+        "expected": expected,
+        "atol": probe.tolerance.atol,
+        "rtol": probe.tolerance.rtol,
+    }
+
+
+def _quantity_mib(n_bytes: int) -> str:
+    return f"{math.ceil(n_bytes / 1024**2)}Mi"
+
+
+def _uses_gpu(envelope: Envelope) -> bool:
+    if any(g.kind is InstanceKind.GPU for g in envelope.instances):
+        return True
+    if envelope.instances and all(g.kind is InstanceKind.CPU for g in envelope.instances):
+        return False
+    hw = envelope.hardware
+    return bool(hw.gpu_models or hw.min_gpu_memory or hw.min_compute_capability or
+                (envelope.resources.gpu_memory is not None))
+
+
+def derive_values(sources: Sequence[SourcedEnvelope]) -> DerivedValues:
+    """The chart values for a release serving these envelopes' models."""
+    findings: list[Finding] = []
+    values: dict[str, Any] = {}
+    if not sources:
+        return DerivedValues({}, [Finding("<envelopes>", 0, 0, "helm-no-envelopes",
+                                          Severity.ERROR, "no envelopes given")])
+
+    # Image: one pod serves every model, so all pinned images must be the same.
+    images = {s.envelope.runtime.image: s for s in sources if s.envelope.runtime.image}
+    if len(images) > 1:
+        for image, src in images.items():
+            findings.append(_finding(src, ("runtime", "image"), "helm-image-mismatch",
+                                     f"image {image} differs from the other envelopes'; one "
+                                     "Triton pod serves all models of a release: use one image "
+                                     "or one release per image"))
+    elif images:
+        image, src = next(iter(images.items()))
+        values["image"] = split_image(image)
+        if not values["image"]["digest"] and not src.envelope.runtime.allow_unpinned_image:
+            findings.append(_finding(src, ("runtime", "image"), "helm-image-unpinned",
+                                     f"image {image} is not pinned by digest; write it as "
+                                     "repository@sha256:... so every pod runs the same bits"))
+
+    models = []
+    seen: dict[str, str] = {}
+    for src in sources:
+        env = src.envelope
+        obj = rollout_object(env.name)
+        if obj in seen and seen[obj] != env.name:
+            findings.append(_finding(src, ("name",), "helm-name-clash",
+                                     f"models {seen[obj]!r} and {env.name!r} map to the same "
+                                     f"Kubernetes name {obj}; rename one"))
+        seen[obj] = env.name
+        if not is_dns_label(obj):
+            findings.append(_finding(src, ("name",), "helm-name", f"{obj} is not a valid "
+                                     "Kubernetes name; use a shorter model name"))
+        if env.probe is None:
+            findings.append(_finding(src, (), "helm-no-probe", f"{env.name} has no golden "
+                                     "probe: readiness only checks the model is loaded, not that "
+                                     "it answers right; add a 'probe' section",
+                                     Severity.WARNING))
+        models.append({
+            "name": env.name,
+            "versions": {"stable": list(env.versions), "canary": list(env.versions)},
+            "probe": probe_values(env),
+        })
+    values["models"] = models
+
+    gpu_sources = [s for s in sources if _uses_gpu(s.envelope)]
+    resources: dict[str, Any] = {"gpus": 0, "requests": {}, "limits": {}}
+    if gpu_sources:
+        gpu_ids = {i for s in gpu_sources for g in s.envelope.instances for i in g.gpus}
+        resources["gpus"] = max(len(gpu_ids), 1)
+    cpus = [s.envelope.resources.cpu for s in sources if s.envelope.resources.cpu]
+    if cpus:
+        total = round(sum(cpus), 3)
+        resources["requests"]["cpu"] = str(int(total)) if total.is_integer() else str(total)
+    host = [s.envelope.resources.host_memory for s in sources if s.envelope.resources.host_memory]
+    if host:
+        resources["requests"]["memory"] = _quantity_mib(sum(host))
+        resources["limits"]["memory"] = _quantity_mib(sum(host))
+    values["resources"] = resources
+
+    # Placement: GPU Feature Discovery labels for memory and compute capability.
+    expressions = []
+    memories = [m for s in gpu_sources if (m := s.envelope.hardware.smallest_gpu_memory())]
+    if memories:
+        mib = max(memories) // 1024**2
+        expressions.append({"key": GPU_MEMORY_LABEL, "operator": "Gt", "values": [str(mib - 1)]})
+    majors = []
+    for s in gpu_sources:
+        cc = s.envelope.hardware.min_compute_capability
+        if cc:
+            try:
+                majors.append(int(cc.split(".")[0]))
+            except ValueError:
+                findings.append(_finding(s, ("hardware", "min_compute_capability"),
+                                         "helm-compute-capability",
+                                         f"{cc!r} is not a compute capability such as 8.0"))
+    if majors:
+        expressions.append({"key": GPU_COMPUTE_MAJOR_LABEL, "operator": "Gt",
+                            "values": [str(max(majors) - 1)]})
+    values["nodeSelector"] = {}
+    values["affinity"] = ({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+        "nodeSelectorTerms": [{"matchExpressions": expressions}]}}} if expressions else {})
+    if not gpu_sources:
+        values["tolerations"] = []
+
+    slos = [s.envelope.slo.p99_latency for s in sources if s.envelope.slo]
+    if slos:
+        target = max(MIN_QUEUE_TARGET_US, int(min(slos) * QUEUE_SHARE_OF_P99))
+        values["autoscaling"] = {"targetQueueTimeUs": target}
+    return DerivedValues(values, findings)

@@ -1,0 +1,56 @@
+"""Envelopes from a directory to chart values, and writing them (atomic)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from triton_ops.envelope.loader import load_envelope
+from triton_ops.findings import Finding, Severity
+from triton_ops.k8s.values import DerivedValues, SourcedEnvelope, derive_values
+
+HEADER = ("# Derived by `triton-ops helm-values` from the envelopes; regenerate rather than edit.\n"
+          "# Use with the chart: helm upgrade --install REL helm/triton -f site.yaml -f THIS\n")
+
+
+def values_from_dir(envelopes_dir: Path | str) -> DerivedValues:
+    base = Path(envelopes_dir)
+    if not base.is_dir():
+        return DerivedValues({}, [Finding(str(base), 0, 0, "helm-envelopes-dir", Severity.ERROR,
+                                          "not a directory; pass --envelopes DIR holding "
+                                          "<model>.yaml envelopes")])
+    files = sorted([*base.glob("*.yaml"), *base.glob("*.yml")])
+    findings: list[Finding] = []
+    sources = []
+    for path in files:
+        loaded = load_envelope(path)
+        findings.extend(loaded.findings)
+        if loaded.envelope is not None:
+            sources.append(SourcedEnvelope(loaded.envelope, str(path), loaded.source.locate))
+    if not files:
+        findings.append(Finding(str(base), 0, 0, "helm-no-envelopes", Severity.ERROR,
+                                "no *.yaml envelopes in this directory"))
+        return DerivedValues({}, findings)
+    derived = derive_values(sources) if sources else DerivedValues({})
+    derived.findings[:0] = findings
+    return derived
+
+
+def dump_values(values: dict[str, Any]) -> str:
+    return HEADER + yaml.safe_dump(values, sort_keys=False, default_flow_style=False)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
