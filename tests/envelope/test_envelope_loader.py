@@ -1,0 +1,90 @@
+"""Bad envelope files give located findings, never exceptions."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from triton_ops.envelope.loader import MAX_FILE_BYTES, did_you_mean, load_envelope
+
+GOOD = "name: m\nbackend: python\nbatching:\n  max_batch_size: 4\n"
+
+
+def load(tmp_path: Path, content: str | bytes, name: str = "m.yaml") -> tuple[str, int, str]:
+    path = tmp_path / name
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
+    loaded = load_envelope(path)
+    assert loaded.envelope is None
+    first = loaded.findings[0]
+    assert first.file == str(path)
+    return first.rule, first.line, first.message
+
+
+def test_good_file_loads(tmp_path: Path) -> None:
+    path = tmp_path / "m.yaml"
+    path.write_text(GOOD)
+    loaded = load_envelope(path)
+    assert loaded.findings == [] and loaded.envelope is not None
+    assert loaded.source.locate(("batching", "max_batch_size")) == (4, 3)
+
+
+@pytest.mark.parametrize(("content", "rule", "line", "text"), [
+    ("name: m\nbackend: [python\n", "yaml-syntax", 3, ""),
+    ("name: m\nbackend: python\nname: n\n", "yaml-duplicate-key", 3, "first defined on line 1"),
+    ("name: m\nbackend: python\nbatching:\n  max_batch_size: lots\n", "envelope-schema", 4,
+     "batching.max_batch_size"),
+    ("name: m\nbackend: python\nbatching:\n  dynamic:\n    preferd: [1]\n",
+     "envelope-unknown-key", 5, "did you mean 'preferred_batch_sizes'?"),
+    ("name: m\nbackend: python\nbatchign: {}\n", "envelope-unknown-key", 3,
+     "did you mean 'batching'?"),
+    ("name: m\nbackend: python\nresources:\n  gpu_memory: {weights: lots}\n",
+     "envelope-schema", 4, "not a size"),
+    ("name: ../etc\nbackend: python\n", "envelope-schema", 1, "not a valid model name"),
+    ("name: a/b\nbackend: python\n", "envelope-schema", 1, "no '/'"),
+    ("name: m\nbackend: python\nbatching:\n  sequence: {}\n", "envelope-schema", 4,
+     "sequence batching is not supported"),
+    ("- just\n- a list\n", "envelope-schema", 1, "must be a YAML mapping"),
+    ("# only a comment\n", "yaml-syntax", 1, "document is empty"),
+    ("", "envelope-empty", 0, "empty"),
+])
+def test_bad_content(tmp_path: Path, content: str, rule: str, line: int, text: str) -> None:
+    got_rule, got_line, message = load(tmp_path, content)
+    assert (got_rule, got_line) == (rule, line), message
+    assert text in message
+
+
+def test_binary_non_utf8_and_huge(tmp_path: Path) -> None:
+    assert load(tmp_path, b"\x00\x01\x02")[0] == "envelope-binary"
+    rule, _, message = load(tmp_path, b"name: caf\xe9\n")
+    assert rule == "envelope-encoding" and "UTF-8" in message
+    rule, _, message = load(tmp_path, "a: b\n" * (MAX_FILE_BYTES // 5 + 1))
+    assert rule == "envelope-too-large" and str(MAX_FILE_BYTES) in message
+
+
+def test_symlink_loop_and_missing(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    os.symlink(b, a)
+    os.symlink(a, b)
+    loaded = load_envelope(a)
+    assert loaded.findings[0].rule == "envelope-unreadable"
+    assert "loop" in loaded.findings[0].message
+    loaded = load_envelope(tmp_path / "nope.yaml")
+    assert loaded.findings[0].rule == "envelope-unreadable"
+
+
+def test_deeply_nested_document(tmp_path: Path) -> None:
+    rule, _, _ = load(tmp_path, "passthrough: " + "[" * 5000 + "]" * 5000 + "\n")
+    assert rule in ("yaml-syntax", "envelope-schema")
+
+
+def test_did_you_mean() -> None:
+    known = ["preferred_batch_sizes", "max_queue_delay", "preserve_ordering"]
+    assert did_you_mean("preferd", known) == ["preferred_batch_sizes"]
+    assert did_you_mean("max_queue_dealy", known) == ["max_queue_delay"]
+    assert did_you_mean("delay", known) == ["max_queue_delay"]
+    assert did_you_mean("zzz", known) == []
