@@ -42,6 +42,9 @@ class MemoryTarget:
     def serving_versions(self) -> list[int]:
         return sorted(self.serving)
 
+    def attach(self, stable: list[int], canary: int) -> None:
+        self.calls.append(f"attach {stable} {canary}")
+
     def verify_version(self, version: int) -> list[str]:
         return list(self.problems.get(version, []))
 
@@ -52,6 +55,7 @@ class MemoryTarget:
 
     def load_canary(self, stable: list[int], canary: int) -> None:
         self.calls.append("load")
+        assert f"attach {stable} {canary}" in self.calls
         if self.fail_load:
             raise TargetError(self.fail_load)
         self._serve([*stable, canary])

@@ -65,6 +65,7 @@ class AgreementSample(_Data):
 
     agree: bool | None
     detail: str = ""
+    canary_error: bool = Field(default=False, description="the canary's request failed")
 
 
 class WindowMetrics(_Data):
@@ -146,7 +147,11 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def _error_check(m: WindowMetrics, policy: AnalysisPolicy) -> Check:
-    canary, stable = m.canary, m.stable
+    stable = m.stable
+    # Shadow requests are canary traffic too: a canary that fails them has failed requests.
+    shadow_errors = sum(1 for s in m.agreement if s.canary_error)
+    canary = VersionWindow(requests=m.canary.requests + len(m.agreement),
+                           errors=m.canary.errors + shadow_errors)
     # The canary may be as bad as stable is on the same traffic (a shared-infrastructure
     # problem is not the canary's fault), never worse than that and the SLO's error budget.
     limit = max(policy.max_error_rate, stable.error_rate if stable.requests else 0.0)

@@ -147,6 +147,7 @@ class Engine:
             return state, False
 
     def _drive(self, state: RolloutState) -> RolloutState:
+        self.target.attach(state.spec.stable, state.spec.canary)
         while not state.phase.terminal:
             pending = self.store.take_command()
             if pending is not None:

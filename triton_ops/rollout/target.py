@@ -45,6 +45,11 @@ class RolloutTarget(Protocol):
         """The versions of the model that are ready right now (sorted)."""
         ...
 
+    def attach(self, stable: list[int], canary: int) -> None:
+        """Tell the target which versions the rollout is about; called before every drive
+        (start and resume), before any other action below."""
+        ...
+
     def verify_version(self, version: int) -> list[str]:
         """Problems that forbid loading `version`: not sealed, checksum mismatch, missing
         files. Empty when the version is sealed and intact. Called before every load."""
