@@ -13,6 +13,7 @@ Paths are tuples of field names, repeated-field indexes and map keys, e.g.
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -131,11 +132,33 @@ _ERROR_PREFIX = re.compile(r"^\d+(?::\d+)? : ")
 _LINE_ECHO = re.compile(r"^'.*?': ")
 
 
+_UNKNOWN_FIELD = re.compile(r'Message type "([\w.]+)" has no field named "(\w+)"')
+_UNKNOWN_ENUM = re.compile(r'Enum type "([\w.]+)" has no value named (\w+)')
+
+
+def _suggest(word: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
 def _clean_parse_message(exc: text_format.ParseError) -> str:
-    message = _ERROR_PREFIX.sub("", str(exc))
-    message = _LINE_ECHO.sub("", message)
-    message = message.replace('Message type "inference.', 'Message type "')
-    return message
+    message = _LINE_ECHO.sub("", _ERROR_PREFIX.sub("", str(exc)))
+    pool = ModelConfig.DESCRIPTOR.file.pool
+    if match := _UNKNOWN_FIELD.search(message):
+        try:
+            names = list(pool.FindMessageTypeByName(match[1]).fields_by_name)
+        except KeyError:
+            names = []
+        message = (f"'{match[2]}' is not a field of {match[1].removeprefix('inference.')}"
+                   f"{_suggest(match[2], names)}")
+    elif match := _UNKNOWN_ENUM.search(message):
+        try:
+            values = list(pool.FindEnumTypeByName(match[1]).values_by_name)
+        except KeyError:
+            values = []
+        message = (f"'{match[2]}' is not a value of {match[1].removeprefix('inference.')}"
+                   f"{_suggest(match[2], values)}")
+    return message.replace('Message type "inference.', 'Message type "')
 
 
 def parse_config_text(text: str, file: str
@@ -150,10 +173,8 @@ def parse_config_text(text: str, file: str
         line = exc.GetLine() or 1
         column = exc.GetColumn() or 1
         message = _clean_parse_message(exc)
-        hint = ("; see the ModelConfig reference: https://github.com/triton-inference-server/"
-                "common/blob/main/protobuf/model_config.proto")
         return None, source, [Finding(file, line, column, PARSE_RULE, Severity.ERROR,
-                                      f"config.pbtxt does not parse: {message}{hint}")]
+                                      f"config.pbtxt does not parse: {message}")]
     except (ValueError, RuntimeError) as exc:  # e.g. out-of-range values deep in protobuf
         line, column = parser._field_start
         return None, source, [Finding(file, line, column, PARSE_RULE, Severity.ERROR,

@@ -162,10 +162,20 @@ def dataflow(config: ModelConfig) -> Iterator[Issue]:
 
 
 def _not_ready(tensor: str, producers: Mapping[str, list[str]], ready: set[str]) -> str:
-    cycle = _cycle(producers, tensor)
-    if cycle:
-        return (f"ensemble tensor '{tensor}' depends on itself: "
-                f"{' <- '.join([*cycle, tensor])}; break the cycle")
+    """Explain why `tensor` never becomes available: a cycle, or an unconnected source."""
+    seen, queue = {tensor}, [tensor]
+    while queue:
+        node = queue.pop(0)
+        cycle = _cycle(producers, node)
+        if cycle:
+            loop = " <- ".join([*cycle, node])
+            where = "" if node == tensor else f" (through '{node}')"
+            return (f"ensemble tensor '{tensor}' can never be computed{where}: the steps form a "
+                    f"cycle {loop}; break the cycle")
+        for prev in producers.get(node, []):
+            if prev not in ready and prev not in seen:
+                seen.add(prev)
+                queue.append(prev)
     missing = sorted(t for t in producers.get(tensor, []) if t not in ready)
     return (f"ensemble tensor '{tensor}' can never be computed: it depends on "
             f"{', '.join(repr(t) for t in missing)}, which no step provides from the inputs")
