@@ -3,8 +3,8 @@
 A path may be an envelope file, a folder of envelopes, a model repository, a model folder or
 a single config.pbtxt (then only its text is checked). Envelopes are compared with their model
 folder in the model repository: the one given with `repo`, else a model repository among the
-paths, else `model_repository/` in the working folder, else `model_repository/` next to the
-envelopes folder; when none exists those folder rules are skipped.
+paths, else `model_repository/` next to the envelopes folder, else `model_repository/` in the
+working folder; when none exists those folder rules are skipped.
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ def _find_repo(kinds: list[tuple[Path, PathKind]], repo: Path | None) -> Path | 
 def _repo_for(envelope_dir: Path, repo: Path | None) -> Path | None:
     if repo is not None:
         return repo
-    for candidate in (Path(DEFAULT_PATHS[1]), envelope_dir.parent / DEFAULT_PATHS[1]):
+    for candidate in (envelope_dir.parent / DEFAULT_PATHS[1], Path(DEFAULT_PATHS[1])):
         if candidate.is_dir():
             return candidate
     return None
@@ -95,6 +95,13 @@ def _repo_for(envelope_dir: Path, repo: Path | None) -> Path | None:
 def _envelope_files(folder: Path) -> list[Path]:
     return [folder / e.name for e in _listdir(folder)
             if e.name.endswith(ENVELOPE_SUFFIXES) and not e.name.startswith(".")]
+
+
+def _sealed(model_dir: Path) -> list[Finding]:
+    """Changes to published (sealed) versions of a model: they must never change."""
+    from triton_ops.repository.seal import verify_sealed_versions
+
+    return verify_sealed_versions(model_dir)
 
 
 def validate_paths(paths: list[Path | str] | None = None, repo: Path | str | None = None
@@ -130,12 +137,16 @@ def validate_paths(paths: list[Path | str] | None = None, repo: Path | str | Non
             from triton_ops.repository.layout import check_repository
 
             result.extend(check_repository(path))
+            for entry in _listdir(path):
+                if entry.is_dir() and not entry.name.startswith("."):
+                    result.findings.extend(_sealed(Path(entry.path)))
             result.files.extend(str(path / e.name / "config.pbtxt") for e in _listdir(path)
                                 if os.path.lexists(os.path.join(e.path, "config.pbtxt")))
         elif kind is PathKind.MODEL_DIR:
             from triton_ops.repository.layout import check_model_dir
 
             result.extend(check_model_dir(path))
+            result.findings.extend(_sealed(path))
             result.files.append(str(path / "config.pbtxt"))
         elif kind is PathKind.CONFIG:
             from triton_ops.modelconfig.rules import check_config_file
