@@ -1,9 +1,173 @@
-"""CLI commands of the server capability."""
+"""CLI commands of the server capability: `serve` (the embedded Triton) and `probe`."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+EXIT_HEALTHY = 0
+EXIT_UNHEALTHY = 1
+EXIT_USAGE = 2
+
+
+def _split_models(models: str | None) -> list[str]:
+    return [m.strip() for m in (models or "").split(",") if m.strip()]
+
+
+def _repository_models(repo: Path) -> list[str]:
+    return sorted(p.name for p in repo.iterdir() if (p / "config.pbtxt").is_file())
+
+
+def _fail(message: str, code: int) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def serve(
+    repo: Annotated[Path, typer.Option(
+        help="Model repository to serve.")] = Path("model_repository"),
+    models: Annotated[str | None, typer.Option(
+        help="Comma-separated models to load (default: every model in the repository; "
+        "models that fail to load are reported and the rest are served).")] = None,
+    grpc_port: Annotated[int | None, typer.Option(help="gRPC port (default: a free one).")] = None,
+    http_port: Annotated[int | None, typer.Option(help="HTTP port (default: a free one).")] = None,
+    metrics_port: Annotated[int | None, typer.Option(
+        help="Metrics port (default: a free one).")] = None,
+    log_file: Annotated[Path | None, typer.Option(
+        help="Server log file (default: a new file under the temp folder).")] = None,
+    startup_timeout: Annotated[float, typer.Option(
+        help="Seconds to wait for the server and its models.")] = 120.0,
+) -> None:
+    """Run the embedded Triton server in the foreground on 127.0.0.1 until Ctrl-C or SIGTERM."""
+    import signal
+    import time
+
+    from triton_ops.server.endpoints import model_states
+    from triton_ops.server.local import LocalTriton, ServerError
+
+    if not repo.is_dir():
+        raise _fail(f"model repository {repo} does not exist or is not a folder", EXIT_USAGE)
+    requested = _split_models(models)
+    available = _repository_models(repo)
+    unknown = [m for m in requested if m not in available]
+    if unknown:
+        raise _fail(
+            f"no model {', '.join(unknown)} in {repo}/ (models there: "
+            f"{', '.join(available) or 'none'})", EXIT_USAGE)
+    to_load = requested or available
+    server = LocalTriton(
+        repo, models=to_load, log_path=log_file, startup_timeout_s=startup_timeout,
+        grpc_port=grpc_port, http_port=http_port, metrics_port=metrics_port,
+        # Keep serving the models that load; which ones failed is reported below.
+        extra_args=[] if requested else ["--exit-on-error=false", "--strict-readiness=false"],
+    )
+
+    stopping = False
+
+    def on_signal(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    previous = signal.signal(signal.SIGTERM, on_signal)
+    try:
+        try:
+            server.start()
+        except ServerError as exc:
+            raise _fail(str(exc), EXIT_UNHEALTHY) from None
+        states = model_states(server.http_url)
+        failed = [s for s in states if s.get("name") in to_load and s.get("state") != "READY"]
+        typer.echo(f"tritonserver running (pid {server.pid}), repository {server.repository}")
+        typer.echo(f"  grpc:    {server.grpc_url}")
+        typer.echo(f"  http:    {server.http_url}")
+        typer.echo(f"  metrics: {server.metrics_url}")
+        typer.echo(f"  log:     {server.log_path}")
+        ready = [s["name"] for s in states if s.get("state") == "READY"]
+        typer.echo(f"  models:  {', '.join(ready) or 'none loaded'}")
+        for state in failed:
+            typer.echo(
+                f"  NOT LOADED {state.get('name')}: {state.get('reason') or state.get('state')}",
+                err=True)
+        typer.echo("Press Ctrl-C to stop.")
+        try:
+            while not stopping:
+                server.check_alive()
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            pass
+        except ServerError as exc:
+            raise _fail(str(exc), EXIT_UNHEALTHY) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        server.stop()
+    typer.echo("tritonserver stopped")
+
+
+def probe(
+    model: Annotated[str, typer.Argument(help="Model to probe (its envelope holds the probe).")],
+    url: Annotated[str | None, typer.Option(
+        help="gRPC address HOST:PORT of a running Triton (default: start the embedded server "
+        "with this model).")] = None,
+    envelopes: Annotated[Path, typer.Option(help="Envelope folder.")] = Path("envelopes"),
+    repo: Annotated[Path, typer.Option(
+        help="Model repository for the embedded server.")] = Path("model_repository"),
+    version: Annotated[str, typer.Option(
+        help="Model version to probe (default: the highest loaded).")] = "",
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the answer.")] = 10.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Send the envelope's golden request and compare the answer.
+
+    Exit 0: healthy; 1: unhealthy (what differed is printed); 2: usage error.
+    """
+    from triton_ops.envelope.loader import EnvelopeError, find_envelope, require_envelope
+    from triton_ops.server.endpoints import open_server
+    from triton_ops.server.local import ServerError
+    from triton_ops.server.probe import ProbeResult, ProbeSetupError, probe_inputs, run_probe
+
+    if version and not version.isdigit():
+        raise _fail(f"--version must be a version number, got {version!r}", EXIT_USAGE)
+    try:
+        envelope = require_envelope(find_envelope(model, envelopes))
+    except FileNotFoundError as exc:
+        raise _fail(str(exc), EXIT_USAGE) from None
+    except EnvelopeError as exc:
+        lines = "\n".join(
+            f"  {f.file}:{f.line}:{f.column}: {f.message}" for f in exc.findings)
+        raise _fail(f"the envelope of {model!r} is not valid:\n{lines}", EXIT_USAGE) from None
+    try:
+        probe_inputs(envelope)  # envelope problems are usage errors, found before any server
+    except ProbeSetupError as exc:
+        raise _fail(f"{find_envelope(model, envelopes)}: {exc}", EXIT_USAGE) from None
+    if url is None and not (repo / model / "config.pbtxt").is_file():
+        raise _fail(
+            f"no model {model!r} in {repo}/ ({repo / model / 'config.pbtxt'} is missing); "
+            "pass --repo, or --url to probe a running server", EXIT_USAGE)
+
+    try:
+        with open_server(url, repo, [model]) as endpoints:
+            result = run_probe(
+                envelope, endpoints.grpc_url, model_name=model, model_version=version,
+                timeout_s=timeout)
+    except ValueError as exc:  # a malformed --url
+        raise _fail(str(exc), EXIT_USAGE) from None
+    except ServerError as exc:
+        result = ProbeResult(ok=False, model=model, version=version,
+                             error=f"the embedded server could not serve it: {exc}")
+    if as_json:
+        typer.echo(json.dumps({
+            "model": result.model, "version": result.version, "ok": result.ok,
+            "differences": result.differences, "latency_s": result.latency_s,
+            "error": result.error,
+        }, indent=2))
+    else:
+        typer.echo(result.summary(), err=not result.ok)
+    raise typer.Exit(EXIT_HEALTHY if result.ok else EXIT_UNHEALTHY)
 
 
 def register(app: typer.Typer) -> None:
     """Add this capability's commands to the main app."""
+    app.command()(serve)
+    app.command()(probe)

@@ -96,3 +96,16 @@ def open_server(
             embedded=True,
             local=server,
         )
+
+
+def model_states(http_url: str, timeout_s: float = 10.0) -> list[dict[str, str]]:
+    """The repository index of a server: name, version, state (READY, UNAVAILABLE...), reason."""
+    import json
+    import urllib.request
+
+    request = urllib.request.Request(
+        f"http://{http_url}/v2/repository/index", data=b"{}", method="POST",
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310
+        return list(json.loads(response.read() or b"[]"))

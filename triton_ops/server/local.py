@@ -36,6 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from triton_ops.server import _watchdog
+
 DEFAULT_CACHE_DIR = Path(os.environ.get("TRITON_OPS_CACHE_DIR", "~/.cache/triton-ops")).expanduser()
 _STUB_NAME = "triton_python_backend_stub"
 _PORT_ATTEMPTS = 4  # a free port can be taken between picking it and the server binding it
@@ -183,57 +185,12 @@ def port_in_use(port: int) -> bool:
     return False
 
 
-# The watchdog: a tiny separate process, in its own session, holding the read end of a pipe
-# whose write end only the starting process holds. EOF without the "stop" byte means the
-# starter died (however it died, SIGKILL included): the watchdog then kills the server's
-# process group, after checking the group leader is still the server it was given (by its
-# start time), so a reused pid is never hit.
-_WATCHDOG = r"""
-import os, signal, sys, time
-fd, pid, start = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-def started():
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return None if fields[0] in ("Z", "X") else fields[19]  # a zombie is dead already
-try:
-    data = os.read(fd, 1)
-except OSError:
-    data = b""
-if data == b"":
-    if started() == start:
-        try:
-            os.killpg(pid, signal.SIGTERM)
-        except OSError:
-            pass
-        for _ in range(50):
-            if started() != start:
-                break
-            time.sleep(0.1)
-    # Whatever is left in the group (the server after the grace time, or stubs whose
-    # server already died) is killed; the group id cannot be reused while members remain.
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except OSError:
-        pass
-"""
-
-
-def _proc_start_time(pid: int) -> str | None:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[19]
-    except OSError:
-        return None
-
-
 def _pdeathsig_preexec() -> Callable[[], None] | None:
-    """A preexec_fn that asks the kernel to SIGKILL the child when its parent dies.
+    """A preexec_fn that asks the kernel to SIGTERM the child when its parent dies.
 
-    The kernel ties this signal to the parent THREAD, so it is only used when the server is
-    started from the main thread; the watchdog covers every case.
+    SIGTERM, not SIGKILL, so the server still unloads its models and removes its shared
+    memory. The kernel ties this signal to the parent THREAD, so it is only used when the
+    server is started from the main thread; the watchdog covers every case.
     """
     main = threading.current_thread() is threading.main_thread()
     if not sys.platform.startswith("linux") or not main:
@@ -247,7 +204,7 @@ def _pdeathsig_preexec() -> Callable[[], None] | None:
     parent = os.getpid()
 
     def preexec() -> None:
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
         if os.getppid() != parent:  # the parent died before prctl took effect
             os._exit(1)
 
@@ -296,6 +253,7 @@ class LocalTriton:
         self._log_file: object | None = None
         self._watchdog: subprocess.Popen[bytes] | None = None
         self._watchdog_fd: int | None = None
+        self._start_time: str | None = None
 
     # ---- endpoints -----------------------------------------------------------------------
     @property
@@ -409,14 +367,15 @@ class LocalTriton:
 
     def _start_watchdog(self) -> None:
         assert self._proc is not None
-        start = _proc_start_time(self._proc.pid)
+        start = _watchdog.proc_start_time(self._proc.pid)
+        self._start_time = start
         if start is None:  # already gone: _wait_ready reports it with the log
             return
         read_fd, write_fd = os.pipe()  # both non-inheritable; read end passed explicitly
         try:
             self._watchdog = subprocess.Popen(
-                [sys.executable, "-I", "-S", "-c", _WATCHDOG, str(read_fd),
-                 str(self._proc.pid), start],
+                [sys.executable, "-I", "-S", _watchdog.__file__, str(read_fd),
+                 str(self._proc.pid), start, str(self.exit_timeout_s + 5)],
                 pass_fds=(read_fd,),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
@@ -495,16 +454,12 @@ class LocalTriton:
         """SIGTERM the server's process group, SIGKILL it after `grace_s` seconds."""
         proc = self._proc
         if proc is not None:
-            pgid = proc.pid  # start_new_session: the server leads its own group
-            if proc.poll() is None:
-                _signal_group(pgid, signal.SIGTERM)
-                try:
-                    proc.wait(timeout=grace_s)
-                except subprocess.TimeoutExpired:
-                    _signal_group(pgid, signal.SIGKILL)
-                    proc.wait(timeout=30)
-            # Stubs left behind in the group (the server died abruptly) go too.
-            _signal_group(pgid, signal.SIGKILL)
+            # start_new_session: the server leads its own group, its stubs are in it
+            _watchdog.stop_group(proc.pid, self._start_time, grace_s)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:  # unkillable (D state): do not hang forever
+                pass
             self._proc = None
         self._release_watchdog()
         if self._log_file is not None:
@@ -526,9 +481,3 @@ class LocalTriton:
         state = f"pid {self.pid}, grpc {self.grpc_url}" if self.running else "stopped"
         return f"LocalTriton({str(self.repository)!r}, {state})"
 
-
-def _signal_group(pgid: int, sig: int) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass

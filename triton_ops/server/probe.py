@@ -44,7 +44,9 @@ class ProbeResult:
         if self.error:
             return f"{target}: UNHEALTHY: {self.error}"
         if self.differences:
-            return f"{target}: UNHEALTHY: " + "; ".join(self.differences)
+            return f"{target}: UNHEALTHY, the answer differs from the golden one:\n" + "\n".join(
+                f"  {d}" for d in self.differences
+            )
         return f"{target}: healthy (golden answer matched in {self.latency_s * 1000:.1f} ms)"
 
 
