@@ -9,7 +9,7 @@ import pytest
 from triton_ops.findings import Severity
 from triton_ops.modelconfig.rules import RULES, check_config_file, check_config_text
 
-from .rule_cases import CASES, Case, ens, py
+from .test_rules_cases import CASES, Case, ens, py
 
 DATA = Path(__file__).parent / "data"
 

@@ -182,6 +182,8 @@ def _scan_model_dir(model_dir: Path) -> ModelDirReport:
     for entry in _list_dir(model_dir, findings):
         if entry.name.startswith("."):
             continue  # hidden: ignored by Triton; .triton-ops holds sealed-version manifests
+        if entry.name == CONFIG_NAME:
+            continue  # already read (and reported) above
         problem = _entry_problem(entry)
         if problem:
             findings.append(_finding(entry, "repo-unreadable", problem))

@@ -1,0 +1,98 @@
+"""Differential test: the rules' verdicts against a real Triton's, on the Python backend.
+
+Every rule case marked `triton=True` is written into one model repository twice (breaking
+and passing variant). triton-ops must report errors for exactly the models Triton refuses to
+load. Layout cases (config name vs folder, missing version folders) ride along.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from triton_ops.findings import Severity
+from triton_ops.repository.layout import check_repository
+
+from .test_rules_cases import CASES
+
+DATA = Path(__file__).parent / "data"
+MODEL_PY = '''\
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        return [pb_utils.InferenceResponse([]) for _ in requests]
+'''
+
+
+def _add_model(repo: Path, name: str, config: str, versions: tuple[str, ...] = ("1",)) -> None:
+    folder = repo / name
+    folder.mkdir()
+    for v in versions:
+        (folder / v).mkdir()
+        (folder / v / "model.py").write_text(MODEL_PY)
+    (folder / "config.pbtxt").write_text(config)
+
+
+def _build_repository(repo: Path) -> dict[str, bool]:
+    """Write the models; returns model name -> whether Triton is expected to load it."""
+    expected: dict[str, bool] = {}
+    for case in CASES:
+        if not case.triton:
+            continue
+        for variant, text in (("bad", case.bad), ("good", case.good)):
+            name = f"{case.rule.removeprefix('config-')}-{variant}"
+            _add_model(repo, name, text.replace('name: "m"', f'name: "{name}"', 1))
+            expected[name] = variant == "good"
+    # Layout: config name differs from folder; a specific version without its folder.
+    _add_model(repo, "renamed", 'name: "other"\nbackend: "python"\nmax_batch_size: 0\n'
+               'input [ { name: "IN" data_type: TYPE_FP32 dims: [ 4 ] } ]\n'
+               'output [ { name: "OUT" data_type: TYPE_FP32 dims: [ 4 ] } ]\n')
+    expected["renamed"] = False
+    _add_model(repo, "versionless", 'name: "versionless"\nbackend: "python"\n'
+               'max_batch_size: 0\nversion_policy { specific { versions: [ 3 ] } }\n'
+               'input [ { name: "IN" data_type: TYPE_FP32 dims: [ 4 ] } ]\n'
+               'output [ { name: "OUT" data_type: TYPE_FP32 dims: [ 4 ] } ]\n')
+    expected["versionless"] = False
+    shutil.copytree(DATA.parent / "data", repo / ".fixtures")  # hidden: ignored by both
+    _add_model(repo, "streaming_asr", (DATA / "sequence.pbtxt").read_text())
+    expected["streaming_asr"] = True
+    return expected
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_rule_errors_match_what_triton_refuses(tmp_path: Path) -> None:
+    from tritonclient.http import InferenceServerClient
+    from tritonclient.utils import InferenceServerException
+
+    from triton_ops.server.local import LocalTriton
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    expected = _build_repository(repo)
+
+    result = check_repository(repo)
+    flagged = {Path(f.file).relative_to(repo).parts[0] for f in result.findings
+               if f.severity is Severity.ERROR}
+    ours = {name: name not in flagged for name in expected}
+    assert ours == expected  # triton-ops' own verdicts match the case table
+
+    triton: dict[str, bool] = {}
+    reasons: dict[str, str] = {}
+    with LocalTriton(repo, startup_timeout_s=120) as server:
+        client = InferenceServerClient(server.http_url, network_timeout=120.0)
+        for name in sorted(expected):
+            try:
+                client.load_model(name)
+                triton[name] = True
+                client.unload_model(name)
+            except InferenceServerException as exc:
+                triton[name] = False
+                reasons[name] = str(exc)[:200]
+    disagreements = {n: (ours[n], triton[n], reasons.get(n)) for n in expected
+                     if ours[n] != triton[n]}
+    assert disagreements == {}
