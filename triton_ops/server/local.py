@@ -41,6 +41,9 @@ from triton_ops.server import _watchdog
 DEFAULT_CACHE_DIR = Path(os.environ.get("TRITON_OPS_CACHE_DIR", "~/.cache/triton-ops")).expanduser()
 _STUB_NAME = "triton_python_backend_stub"
 _PORT_ATTEMPTS = 4  # a free port can be taken between picking it and the server binding it
+# Error lines every CPU-only start logs; they say nothing about why a start failed.
+_LOG_NOISE = ("CudaDriverHelper has not been initialized", "Failed to initialize NVML",
+              "DCGM unable to start", "Unable to get CUDA device count")
 _ADDRESS_IN_USE = ("address already in use", "failed to bind", "address in use")
 
 
@@ -416,8 +419,7 @@ class LocalTriton:
             if time.monotonic() > deadline:
                 raise ServerError(
                     f"tritonserver did not become ready within {self.startup_timeout_s:.0f} s "
-                    f"(models: {', '.join(self.models) or 'none'}).\n"
-                    f"Last lines of {self.log_path}:\n{self.log_tail()}"
+                    f"(models: {', '.join(self.models) or 'none'}).\n{self._log_report()}"
                 )
             time.sleep(0.1)
 
@@ -439,8 +441,33 @@ class LocalTriton:
         when = f" during {during}" if during else ""
         raise ServerError(
             f"tritonserver {how}{when} (models: {', '.join(self.models) or 'none'}).\n"
-            f"Last lines of {self.log_path}:\n{self.log_tail()}"
+            f"{self._log_report()}"
         )
+
+    def log_errors(self, limit: int = 20) -> list[str]:
+        """The error lines of the server log (glog "E" lines, "error:", bad options)."""
+        try:
+            text = self.log_path.read_text("utf-8", "replace")
+        except OSError:
+            return []
+        errors = []
+        for line in text.splitlines():
+            stripped = line.strip()
+            is_error = (
+                (len(stripped) > 1 and stripped[0] == "E" and stripped[1].isdigit())
+                or stripped.lower().startswith("error")
+                or "unrecognized option" in stripped
+            )
+            if is_error and not any(noise in stripped for noise in _LOG_NOISE):
+                errors.append(stripped)
+        return errors[-limit:]
+
+    def _log_report(self) -> str:
+        errors = self.log_errors()
+        report = ""
+        if errors:
+            report = "Errors in the server log:\n" + "\n".join(f"  {e}" for e in errors) + "\n"
+        return report + f"Last lines of {self.log_path}:\n{self.log_tail(20)}"
 
     def log_tail(self, lines: int = 40) -> str:
         try:
