@@ -109,3 +109,9 @@ def test_rule_crash_becomes_finding(monkeypatch: pytest.MonkeyPatch) -> None:
                         replace(RULES["config-name-missing"], check=boom))
     findings = check_config_text(py("", mbs=-1), "c")[2]
     assert {f.rule for f in findings} == {"config-name-missing", "config-max-batch-size-negative"}
+
+
+def test_docs_list_every_rule() -> None:
+    doc = (Path(__file__).parents[2] / "docs" / "rules.md").read_text()
+    missing = [rule_id for rule_id in RULES if f"`{rule_id}`" not in doc]
+    assert missing == []

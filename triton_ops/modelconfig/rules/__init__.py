@@ -28,7 +28,10 @@ class Rule:
     id: str
     severity: Severity
     doc: str
-    source: str  # where Triton enforces it: "core:src/file.cc Function" or "docs:page.md"
+    # Where the rule comes from: "core:<file> <function>" (read in Triton's sources),
+    # "observed: ..." (seen refused/accepted by Triton 2.51), or "judgement: ..." (a warning
+    # for what Triton accepts but is almost always a mistake).
+    source: str
     check: CheckFn
 
     def run(self, config: ModelConfig, source: ConfigSourceMap) -> Iterator[Finding]:

@@ -65,7 +65,7 @@ def priority_policy_level(config: ModelConfig) -> Iterator[Issue]:
 
 @rule("config-dynamic-priority-without-levels", W,
       "default_priority_level or priority_queue_policy set without priority_levels: Triton "
-      "ignores them", "docs:model_configuration.md (Priority)")
+      "ignores them", f"{SRC} ValidateModelConfig (checked only when priority_levels != 0)")
 def priority_without_levels(config: ModelConfig) -> Iterator[Issue]:
     db = config.dynamic_batching
     if not config.HasField(DB) or db.priority_levels != 0:
@@ -98,7 +98,7 @@ def preserve_ordering(config: ModelConfig) -> Iterator[Issue]:
 
 @rule("config-dynamic-no-batching", W,
       "dynamic_batching on a model with max_batch_size 0 never forms batches",
-      "docs:model_configuration.md (Dynamic Batcher)")
+      "judgement: Triton 2.51 loads it (observed)")
 def dynamic_no_batching(config: ModelConfig) -> Iterator[Issue]:
     if config.HasField(DB) and config.max_batch_size == 0:
         yield (DB,), ("dynamic_batching has no batching effect with max_batch_size 0 (only its "
@@ -108,7 +108,7 @@ def dynamic_no_batching(config: ModelConfig) -> Iterator[Issue]:
 
 @rule("config-queue-delay-large", W,
       "a max_queue_delay_microseconds over 1 s holds requests for over a second (units are "
-      "microseconds)", "docs:model_configuration.md (Delayed Batching)")
+      "microseconds)", "judgement: Triton accepts any delay")
 def queue_delay_large(config: ModelConfig) -> Iterator[Issue]:
     delays = []
     if config.HasField(DB):
@@ -128,7 +128,7 @@ def queue_delay_large(config: ModelConfig) -> Iterator[Issue]:
 
 @rule("config-queue-policy-timeout", W,
       "a queue policy's timeout settings have no effect without default_timeout_microseconds",
-      "proto:model_config.proto ModelQueuePolicy")
+      "judgement: ValidateModelConfig does not check it")
 def queue_policy_timeout(config: ModelConfig) -> Iterator[Issue]:
     if not config.HasField(DB):
         return
@@ -237,7 +237,7 @@ def slot_utilization(config: ModelConfig) -> Iterator[Issue]:
 @rule("config-sequence-state", W,
       "each implicit state names input_name and output_name, a data_type and dims, distinct "
       "from the model's own inputs/outputs and from other states",
-      "docs:architecture.md (Implicit State Management)")
+      "judgement: Triton 2.51 loads such states (observed); they fail at inference")
 def sequence_state(config: ModelConfig) -> Iterator[Issue]:
     inputs = {io.name for io in config.input}
     outputs = {io.name for io in config.output}
@@ -270,7 +270,7 @@ def sequence_state(config: ModelConfig) -> Iterator[Issue]:
 
 @rule("config-sequence-initial-state", E,
       "an initial_state gives its data (zero_data or data_file) and fixed dims",
-      "core:src/sequence_state.cc (initial state)")
+      "observed: Triton 2.51 refuses ('initial_state setting expects ... state_data set')")
 def initial_state(config: ModelConfig) -> Iterator[Issue]:
     for i, st in enumerate(config.sequence_batching.state):
         for j, init in enumerate(st.initial_state):

@@ -122,7 +122,8 @@ def latest_zero(config: ModelConfig) -> Iterator[Issue]:
 
 
 @rule("config-version-policy-duplicate", W,
-      "a 'specific' version policy lists a version twice", "docs:model_configuration.md")
+      "a 'specific' version policy lists a version twice",
+      "judgement: harmless to Triton, always a typo")
 def specific_duplicate(config: ModelConfig) -> Iterator[Issue]:
     seen: set[int] = set()
     for i, v in enumerate(config.version_policy.specific.versions):
@@ -131,12 +132,12 @@ def specific_duplicate(config: ModelConfig) -> Iterator[Issue]:
         seen.add(v)
 
 
-@rule("config-version-policy-nonpositive", E,
-      "version numbers are positive integers (folder names 1, 2, ...)",
+@rule("config-version-policy-negative", E,
+      "version numbers are >= 0 (they are folder names)",
       "core:src/model_repository_manager.cc GetModelVersionsFromPath")
-def specific_nonpositive(config: ModelConfig) -> Iterator[Issue]:
+def specific_negative(config: ModelConfig) -> Iterator[Issue]:
     for i, v in enumerate(config.version_policy.specific.versions):
-        if v < 1:
+        if v < 0:
             yield (("version_policy", "specific", "versions", i),
                    f"version {v} cannot exist: version folders are named 1, 2, 3, ...")
 

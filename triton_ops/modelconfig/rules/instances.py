@@ -57,7 +57,7 @@ def profile(config: ModelConfig) -> Iterator[Issue]:
 
 
 @rule("config-instance-name-duplicate", W, "instance group names are unique",
-      "docs:model_configuration.md (Instance Groups)")
+      "judgement: Triton does not check it")
 def name_duplicate(config: ModelConfig) -> Iterator[Issue]:
     seen: set[str] = set()
     for i, group in enumerate(config.instance_group):
@@ -68,7 +68,7 @@ def name_duplicate(config: ModelConfig) -> Iterator[Issue]:
 
 @rule("config-rate-limiter-resource", W,
       "rate_limiter resources have a name, appear once per group and have count >= 1",
-      "docs:rate_limiter.md")
+      "judgement: Triton 2.51 loads such groups (observed)")
 def rate_limiter(config: ModelConfig) -> Iterator[Issue]:
     for i, group in enumerate(config.instance_group):
         seen: set[str] = set()

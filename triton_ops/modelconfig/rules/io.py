@@ -36,7 +36,8 @@ def name_missing(config: ModelConfig) -> Iterator[Issue]:
 
 @rule("config-io-name-duplicate", E,
       "input names are unique, and output names are unique (Triton core loads duplicates, "
-      "but a request can only address one of them)", "docs:model_configuration.md")
+      "but a request can only address one of them)",
+      "judgement: stricter than Triton 2.51, which loads duplicates (observed)")
 def name_duplicate(config: ModelConfig) -> Iterator[Issue]:
     for kind in ("input", "output"):
         seen: dict[str, int] = {}
@@ -184,7 +185,8 @@ def non_linear(config: ModelConfig) -> Iterator[Issue]:
 
 @rule("config-io-ragged-no-batching", W,
       "allow_ragged_batch has no effect unless the model batches (max_batch_size > 0 and a "
-      "dynamic or sequence batcher)", "docs:ragged_batching.md")
+      "dynamic or sequence batcher)",
+      "judgement: Triton 2.51 loads it (observed); see docs/user_guide/ragged_batching.md")
 def ragged_no_batching(config: ModelConfig) -> Iterator[Issue]:
     batches = config.max_batch_size > 0 and (config.HasField("dynamic_batching")
                                              or config.HasField("sequence_batching"))
@@ -235,8 +237,9 @@ def batch_source_unknown(config: ModelConfig) -> Iterator[Issue]:
                         f"{', '.join(sorted(names)) or 'none'}")
 
 
-@rule("config-batch-input-target-missing", E, "a batch_input needs a target_name",
-      "proto:model_config.proto BatchInput.target_name")
+@rule("config-batch-input-target-missing", W,
+      "a batch_input without target_name gives the model a tensor with no name",
+      "judgement: ValidateBatchIO does not check it")
 def batch_input_target(config: ModelConfig) -> Iterator[Issue]:
     for i, bi in enumerate(config.batch_input):
         if not bi.target_name:

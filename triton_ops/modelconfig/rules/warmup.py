@@ -29,7 +29,7 @@ def input_data(config: ModelConfig) -> Iterator[Issue]:
 
 @rule("config-warmup-batch-size", E,
       "a warmup batch_size is at most max_batch_size (1 for a non-batching model)",
-      "core:src/infer_request.cc (request batch size check)")
+      "observed: Triton 2.51 refuses ('batch size N ... max allowed is M')")
 def batch_size(config: ModelConfig) -> Iterator[Issue]:
     limit = max(config.max_batch_size, 1)
     for i, w in enumerate(config.model_warmup):
@@ -40,7 +40,7 @@ def batch_size(config: ModelConfig) -> Iterator[Issue]:
 
 @rule("config-warmup-inputs-match", E,
       "a warmup sample gives every required model input with the model's data_type and a "
-      "shape its dims allow", "core:src/infer_request.cc (request validation)")
+      "shape its dims allow", "observed: Triton 2.51 request validation refuses the warmup sample")
 def inputs_match(config: ModelConfig) -> Iterator[Issue]:
     if config.platform == "ensemble":
         return
@@ -72,7 +72,8 @@ def inputs_match(config: ModelConfig) -> Iterator[Issue]:
 
 
 @rule("config-warmup-unknown-input", W,
-      "a warmup input that is not a model input is ignored", SRC)
+      "a warmup input that is not a model input is ignored",
+      "observed: Triton 2.51 loads it")
 def unknown_input(config: ModelConfig) -> Iterator[Issue]:
     names = {io.name for io in config.input}
     names |= {ci.name for ci in config.sequence_batching.control_input}
