@@ -63,6 +63,7 @@ def test_unknown_paths_fall_back_to_nearest_parent() -> None:
     ('name: "m"\ninput {\n', 2, 7, 'Expected "}"'),
     ('name: "m"\nmax_batch_size: 99999999999\n', 2, 17, "out of range"),
     ('name: "m"\nmax_batch_size: "8"\n', 2, 17, "integer"),
+    ('\ufeffname: "m"\n', 1, 1, "byte-order mark"),
     ('platform: "ensemble"\nsequence_batching { }\nensemble_scheduling { }\n', 3, 1,
      "another member of oneof"),
 ])
@@ -91,3 +92,9 @@ def test_unreadable_files_are_findings(tmp_path: Path, content: bytes, rule: str
 def test_missing_file_is_a_finding(tmp_path: Path) -> None:
     result = check_config_file(tmp_path / "nope.pbtxt")
     assert [f.rule for f in result.findings] == ["config-file-unreadable"]
+
+
+def test_crlf_line_endings_keep_locations() -> None:
+    config, source, findings = parse_config_text(TEXT.replace("\n", "\r\n"), "c.pbtxt")
+    assert findings == [] and config is not None
+    assert source.locate(("input", 0, "dims", 1)) == (6, 16)

@@ -165,6 +165,10 @@ def parse_config_text(text: str, file: str
                       ) -> tuple[ModelConfig | None, ConfigSourceMap, list[Finding]]:
     """Parse config.pbtxt text. Syntax errors come back as findings, never exceptions."""
     source = ConfigSourceMap(file)
+    if text.startswith("\ufeff"):
+        return None, source, [Finding(file, 1, 1, PARSE_RULE, Severity.ERROR,
+                                      "config.pbtxt starts with a byte-order mark, which "
+                                      "Triton's parser rejects; save it as UTF-8 without BOM")]
     parser = _LocatingParser()
     config = ModelConfig()
     try:
