@@ -31,9 +31,9 @@ class TritonPythonModel:
         for r in requests:
             x = pb_utils.get_input_tensor_by_name(r, "X").as_numpy()
             if FAIL_ABOVE is not None and float(x.flat[0]) > FAIL_ABOVE:
-                out.append(pb_utils.InferenceResponse(
-                    error=pb_utils.TritonError("input out of range for this version")))
-                continue
+                # Raised, not returned as an error response: Triton 2.51 counts an error
+                # response of the Python backend in nv_inference_request_success.
+                raise pb_utils.TritonModelException("input out of range for this version")
             y = (x * 2.0 + OFFSET).astype(np.float32)
             out.append(pb_utils.InferenceResponse([pb_utils.Tensor("Y", y)]))
         return out
