@@ -58,6 +58,8 @@ class SingleTritonTarget:
         concurrency: int = 4,
         timeout_s: float = 10.0,
         load_timeout_s: float = 300.0,
+        warmup: int = 8,
+        down_after: int = 5,
     ) -> None:
         if not requests:
             raise ValueError("the analysis needs at least one request")
@@ -71,6 +73,8 @@ class SingleTritonTarget:
         self.concurrency = max(1, concurrency)
         self.timeout_s = timeout_s
         self.load_timeout_s = load_timeout_s
+        self.warmup = warmup
+        self.down_after = down_after  # canary failures in a row that mean "it is down"
         self.store = store_for(self.repository, model)
         self.weight = 0
         self.stable: list[int] = []
@@ -178,6 +182,14 @@ class SingleTritonTarget:
         if missing:
             raise TargetError(f"stable versions {missing} are not ready; not loading a canary")
         self._serve(sorted({*stable, canary}))
+        # The golden probe first: a canary that answers it wrongly never gets traffic, and
+        # the first requests (stub start, lazy initialisation) do not count in a window.
+        problem = self.probe(canary)
+        if problem:
+            raise TargetError(problem)
+        for request in self.requests[: self.warmup]:
+            with contextlib.suppress(Exception):
+                self._infer(canary, request)
 
     def set_weight(self, weight: int) -> None:
         self.weight = weight
@@ -186,6 +198,8 @@ class SingleTritonTarget:
         stable_version, canary = max(self.stable), self.canary
         latencies: dict[str, list[float]] = {"stable": [], "canary": []}
         errors = {"stable": 0, "canary": 0}
+        streak = {"failures": 0, "last": ""}  # canary failures in a row
+        stop = threading.Event()
         lock = threading.Lock()
         total = max(1, int(self.rate * duration_s))
         interval = 1.0 / self.rate if self.rate > 0 else 0.0
@@ -197,18 +211,27 @@ class SingleTritonTarget:
             version = canary if to_canary else stable_version
             request = self.requests[(self._sent + index) % len(self.requests)]
             delay = due - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
+            if delay > 0 and stop.wait(delay):
+                return
+            if stop.is_set():
+                return
             start = time.perf_counter()
             try:
                 self._infer(version, request)
-            except Exception:  # noqa: BLE001 - every failure is an error of that version
+            except Exception as exc:  # noqa: BLE001 - every failure is an error of that version
                 with lock:
                     errors[side] += 1
+                    if to_canary:
+                        streak["failures"] += 1
+                        streak["last"] = _short(exc)
+                        if streak["failures"] >= self.down_after:
+                            stop.set()  # the canary is down: no need to finish the window
                 return
             elapsed_us = (time.perf_counter() - start) * 1e6
             with lock:
                 latencies[side].append(elapsed_us)
+                if to_canary:
+                    streak["failures"] = 0
 
         began = time.perf_counter()
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
@@ -221,7 +244,10 @@ class SingleTritonTarget:
             canary=VersionWindow.from_latencies(latencies["canary"], errors["canary"]),
             duration_s=time.perf_counter() - began,
         )
-        if not self._ready(canary):
+        if stop.is_set():
+            metrics.canary_down = (f"version {canary} failed {streak['failures']} requests in "
+                                   f"a row (last: {streak['last']})")
+        elif not self._ready(canary):
             metrics.canary_down = f"version {canary} of {self.model} is not ready"
         return metrics
 
