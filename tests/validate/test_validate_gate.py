@@ -263,3 +263,20 @@ def test_cli_does_not_import_heavy_modules(project: Path, args: list[str]) -> No
     assert json.loads(lines[-1].removeprefix("LOADED=")) == []
     if args[0] == "validate":
         assert '"files_checked"' in proc.stdout or "checked:" in proc.stdout
+
+
+def test_parallel_workers_give_the_same_result(project: Path, monkeypatch: pytest.MonkeyPatch
+                                               ) -> None:
+    from triton_ops.validate import gate
+
+    envelopes = project / "envelopes"
+    for name, content in list(BAD_FILES.items())[:4]:
+        (envelopes / name).write_bytes(content)
+    sequential = validate_paths([envelopes, project / "model_repository"])
+    monkeypatch.setattr(gate, "PARALLEL_MIN_WEIGHT", 0)
+    monkeypatch.setattr(gate, "CHUNK", 1)
+    monkeypatch.setenv(gate.JOBS_ENV, "2")
+    parallel = validate_paths([envelopes, project / "model_repository"])
+    assert parallel.findings == sequential.findings
+    assert parallel.files == sequential.files
+    assert parallel.files_checked == sequential.files_checked

@@ -35,6 +35,8 @@ class _LocatingLoader(_BaseSafeLoader):
 def _construct_mapping(loader: _LocatingLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
     seen: dict[Any, yaml.Node] = {}
     for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue  # `<<: *defaults`: SafeConstructor.flatten_mapping merges it
         key = loader.construct_object(key_node, deep=True)
         try:
             hash(key)
@@ -73,6 +75,82 @@ def _index_locations(node: yaml.Node, path: KeyPath, out: dict[KeyPath, Location
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
             _index_locations(item, (*path, i), out)
+
+
+_STR_TAG = "tag:yaml.org,2002:str"
+_MAP_TAG = "tag:yaml.org,2002:map"
+_SEQ_TAG = "tag:yaml.org,2002:seq"
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+class _NeedsGenericConstruction(Exception):
+    """The document uses a YAML feature the fast builder leaves to PyYAML (merge keys, tags)."""
+
+
+def _build(loader: Any, node: yaml.Node, path: KeyPath, out: dict[KeyPath, Location],
+           built: dict[int, Any]) -> Any:
+    """Python data from a composed node, recording each path's location on the way.
+
+    One walk instead of PyYAML's generator-based construction plus a separate indexing walk:
+    validating a thousand envelopes is dominated by this. Aliased nodes are built once and
+    shared (as PyYAML does), so an alias bomb stays linear.
+    """
+    mark = node.start_mark
+    out.setdefault(path, (mark.line + 1, mark.column + 1))
+    if isinstance(node, yaml.ScalarNode):
+        if node.tag == _STR_TAG:
+            return node.value
+        return loader.construct_object(node)
+    key_id = id(node)
+    if key_id in built:
+        if built[key_id] is _IN_PROGRESS:
+            raise yaml.constructor.ConstructorError(
+                None, None, "a recursive alias (a node containing itself) is not allowed", mark)
+        return built[key_id]
+    built[key_id] = _IN_PROGRESS
+    if isinstance(node, yaml.MappingNode):
+        if node.tag != _MAP_TAG:
+            raise _NeedsGenericConstruction
+        result: dict[Any, Any] = {}
+        first_line: dict[Any, int] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == _MERGE_TAG:
+                raise _NeedsGenericConstruction
+            if isinstance(key_node, yaml.ScalarNode):
+                key = key_node.value if key_node.tag == _STR_TAG else \
+                    loader.construct_object(key_node)
+            else:
+                key = None
+            try:
+                hash(key)
+            except TypeError:
+                key = None
+            if key is None and not (isinstance(key_node, yaml.ScalarNode)
+                                    and key_node.tag.endswith(":null")):
+                raise yaml.constructor.ConstructorError(
+                    None, None, "a mapping key must be a plain value", key_node.start_mark)
+            key_mark = key_node.start_mark
+            if key in first_line:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first defined on line "
+                    f"{first_line[key]})", key_mark)
+            first_line[key] = key_mark.line + 1
+            child = (*path, key)
+            # Findings about a key point at the key itself, its children at their own lines.
+            out[child] = (key_mark.line + 1, key_mark.column + 1)
+            result[key] = _build(loader, value_node, child, out, built)
+        built[key_id] = result
+        return result
+    if isinstance(node, yaml.SequenceNode):
+        if node.tag != _SEQ_TAG:
+            raise _NeedsGenericConstruction
+        items = [_build(loader, item, (*path, i), out, built) for i, item in enumerate(node.value)]
+        built[key_id] = items
+        return items
+    raise _NeedsGenericConstruction
+
+
+_IN_PROGRESS = object()
 
 
 @dataclass
@@ -150,8 +228,12 @@ def parse_yaml(text: str, file: str) -> tuple[Any, SourceMap, list[Finding]]:
         if node is None:
             return None, source, [Finding(file, 1, 1, "yaml-syntax", Severity.ERROR,
                                           "document is empty")]
-        _index_locations(node, (), source.locations)
-        data = loader.construct_document(node)
+        try:
+            data = _build(loader, node, (), source.locations, {})
+        except _NeedsGenericConstruction:
+            source.locations.clear()
+            _index_locations(node, (), source.locations)
+            data = loader.construct_document(node)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)

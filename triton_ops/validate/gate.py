@@ -10,9 +10,11 @@ working folder; when none exists those folder rules are skipped.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
+from typing import Any
 
 from triton_ops.findings import CheckResult, Finding, Severity
 
@@ -104,15 +106,91 @@ def _sealed(model_dir: Path) -> list[Finding]:
     return verify_sealed_versions(model_dir)
 
 
+# Jobs: (function, args, weight). Each function returns a CheckResult; the weight (files it
+# reads) decides whether running jobs in forked worker processes pays for itself.
+Job = tuple[Callable[..., CheckResult], tuple[Any, ...], int]
+CHUNK = 100  # envelopes per job
+PARALLEL_MIN_WEIGHT = 200
+JOBS_ENV = "TRITON_OPS_JOBS"
+
+
+def _check_envelopes(files: list[Path], repo: Path | None) -> CheckResult:
+    from triton_ops.envelope.rules import check_envelope_file
+
+    result = CheckResult()
+    for file in files:
+        result.extend(check_envelope_file(file, repo))
+    return result
+
+
+def _check_repository(path: Path) -> CheckResult:
+    from triton_ops.repository.layout import check_repository
+
+    result = check_repository(path)
+    for entry in _listdir(path):
+        if entry.is_dir() and not entry.name.startswith("."):
+            result.findings.extend(_sealed(Path(entry.path)))
+    return result
+
+
+def _check_model_dir(path: Path) -> CheckResult:
+    from triton_ops.repository.layout import check_model_dir
+
+    result = check_model_dir(path)
+    result.findings.extend(_sealed(path))
+    return result
+
+
+def _check_config(path: Path) -> CheckResult:
+    from triton_ops.modelconfig.rules import check_config_file
+
+    return check_config_file(path)
+
+
+def _worker_count() -> int:
+    configured = os.environ.get(JOBS_ENV, "")
+    if configured.isdigit() and int(configured) > 0:
+        return int(configured)
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _run_jobs(jobs: list[Job]) -> list[CheckResult]:
+    """Run the jobs, in forked worker processes when there is enough work and cores.
+
+    Parsing YAML and text-format protobuf is CPU-bound pure Python, so threads would not help;
+    forked workers inherit the already imported modules and start in milliseconds. Set
+    TRITON_OPS_JOBS=1 to run everything in this process.
+    """
+    import multiprocessing
+
+    workers = min(_worker_count(), len(jobs), 8)
+    weight = sum(job[2] for job in jobs)
+    if (workers < 2 or weight < PARALLEL_MIN_WEIGHT
+            or "fork" not in multiprocessing.get_all_start_methods()):
+        return [fn(*args) for fn, args, _ in jobs]
+    from concurrent.futures import ProcessPoolExecutor
+
+    # Heaviest first, so that a long job (a whole repository) starts right away.
+    order = sorted(range(len(jobs)), key=lambda i: -jobs[i][2])
+    results: list[CheckResult | None] = [None] * len(jobs)
+    with ProcessPoolExecutor(max_workers=workers,
+                             mp_context=multiprocessing.get_context("fork")) as pool:
+        futures = {i: pool.submit(jobs[i][0], *jobs[i][1]) for i in order}
+        for i, future in futures.items():
+            results[i] = future.result()
+    return [r for r in results if r is not None]
+
+
 def validate_paths(paths: list[Path | str] | None = None, repo: Path | str | None = None
-                   ) -> CheckResult:
+                   ) -> GateResult:
     """Run every check that applies to `paths` (default: envelopes/ and model_repository/).
 
     Raises UsageProblem when a path does not exist, or when no path was given and neither
     default folder exists.
     """
-    from triton_ops.envelope.rules import check_envelope_file
-
     repo_path = Path(repo) if repo is not None else None
     if repo_path is not None and not repo_path.is_dir():
         raise UsageProblem(f"model repository {repo_path} is not a folder")
@@ -124,38 +202,34 @@ def validate_paths(paths: list[Path | str] | None = None, repo: Path | str | Non
     kinds = [(Path(p), classify_path(Path(p))) for p in paths]
     repo_path = _find_repo(kinds, repo_path)
     result = GateResult()
+    jobs: list[Job] = []
     for path, kind in kinds:
         if kind is PathKind.ENVELOPE:
-            result.extend(check_envelope_file(path, _repo_for(path.parent, repo_path)))
+            jobs.append((_check_envelopes, ([path], _repo_for(path.parent, repo_path)), 1))
             result.files.append(str(path))
         elif kind is PathKind.ENVELOPE_DIR:
             envelope_repo = _repo_for(path, repo_path)
-            for file in _envelope_files(path):
-                result.extend(check_envelope_file(file, envelope_repo))
-                result.files.append(str(file))
+            files = _envelope_files(path)
+            for start in range(0, len(files), CHUNK):
+                chunk = files[start:start + CHUNK]
+                jobs.append((_check_envelopes, (chunk, envelope_repo), len(chunk)))
+            result.files.extend(str(f) for f in files)
         elif kind is PathKind.REPOSITORY:
-            from triton_ops.repository.layout import check_repository
-
-            result.extend(check_repository(path))
-            for entry in _listdir(path):
-                if entry.is_dir() and not entry.name.startswith("."):
-                    result.findings.extend(_sealed(Path(entry.path)))
-            result.files.extend(str(path / e.name / "config.pbtxt") for e in _listdir(path)
-                                if os.path.lexists(os.path.join(e.path, "config.pbtxt")))
+            configs = [str(path / e.name / "config.pbtxt") for e in _listdir(path)
+                       if os.path.lexists(os.path.join(e.path, "config.pbtxt"))]
+            jobs.append((_check_repository, (path,), len(configs)))
+            result.files.extend(configs)
         elif kind is PathKind.MODEL_DIR:
-            from triton_ops.repository.layout import check_model_dir
-
-            result.extend(check_model_dir(path))
-            result.findings.extend(_sealed(path))
+            jobs.append((_check_model_dir, (path,), 1))
             result.files.append(str(path / "config.pbtxt"))
         elif kind is PathKind.CONFIG:
-            from triton_ops.modelconfig.rules import check_config_file
-
-            result.extend(check_config_file(path))
+            jobs.append((_check_config, (path,), 1))
             result.files.append(str(path))
         else:
             result.findings.append(Finding(str(path), 0, 0, "validate-empty", Severity.WARNING,
                                            "folder holds no envelopes, config.pbtxt or model "
                                            "folders; nothing was checked"))
+    for job_result in _run_jobs(jobs):
+        result.extend(job_result)
     result.findings = result.sorted()
     return result
