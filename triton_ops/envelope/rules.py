@@ -145,6 +145,19 @@ def renders(ctx: EnvelopeContext) -> Iterator[Issue]:
         yield error.path, str(error)
 
 
+@rule("envelope-input-max-dims", E,
+      "Every input with a variable (-1) dim gives max_dims: the largest request size, used "
+      "for admission, GPU memory estimates and load generation.")
+def input_max_dims(ctx: EnvelopeContext) -> Iterator[Issue]:
+    for i, spec in enumerate(ctx.envelope.inputs):
+        if -1 in spec.dims and spec.max_dims is None and not spec.is_shape_tensor:
+            example = [d if d != -1 else "<max>" for d in spec.dims]
+            yield ("inputs", i, "dims"), (
+                f"input {spec.name!r} has variable dims {spec.dims} but no max_dims; add "
+                f"max_dims: [{', '.join(str(d) for d in example)}] with the largest size a "
+                "request may use")
+
+
 def instances_per_gpu(envelope: Envelope) -> int | None:
     """Most instances that land on one GPU, or None when the model runs on CPUs only.
 
