@@ -15,7 +15,6 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
-import psutil
 import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
@@ -300,8 +299,3 @@ def test_remote_endpoints_overrides_and_errors() -> None:
     with pytest.raises(ValueError, match="empty"):
         remote_endpoints(" ")
 
-
-def test_no_server_left_by_this_module() -> None:
-    leftovers = [p for p in psutil.Process().children(recursive=True)
-                 if p.name() == "tritonserver" and p.status() != psutil.STATUS_ZOMBIE]
-    assert leftovers == []
