@@ -4,7 +4,8 @@ Not a test (timings are not asserted): run it to see the batching knee that `tun
 
     .venv/bin/python tests/server/bench_dense_mlp_batches.py [--requests 200]
 
-One request at a time with batch B, so every execution has exactly B items; the numbers are
+One request at a time with batch B, so every execution has exactly B items (sizes taken in
+turn, 10 requests at a time); the numbers are
 Triton's own per-batch-size statistics (compute_infer = the model's execute()), averaged.
 """
 
@@ -31,16 +32,22 @@ def main() -> int:
     rng = np.random.default_rng(0)
     with LocalTriton(ROOT / "model_repository", models=["dense_mlp"]) as server:
         client = grpcclient.InferenceServerClient(server.grpc_url)
+        tensors = {}
         for size in sizes:
-            x = rng.standard_normal((size, 32), dtype=np.float32)
-            tensor = grpcclient.InferInput("FEATURES", [size, 32], "FP32")
-            tensor.set_data_from_numpy(x)
-            for _ in range(args.requests):
-                client.infer("dense_mlp", [tensor], client_timeout=30)
+            tensors[size] = grpcclient.InferInput("FEATURES", [size, 32], "FP32")
+            tensors[size].set_data_from_numpy(rng.standard_normal((size, 32), dtype=np.float32))
+        # Round-robin over the sizes in small groups, so that load from other processes on a
+        # shared machine spreads over every size instead of skewing one.
+        group = 10
+        for _ in range(max(1, args.requests // group)):
+            for size in sizes:
+                for _ in range(group):
+                    client.infer("dense_mlp", [tensors[size]], client_timeout=30)
         stats = client.get_inference_statistics("dense_mlp", as_json=True)
         client.close()
     batch_stats = {int(b["batch_size"]): b for b in stats["model_stats"][0]["batch_stats"]}
-    print(f"dense_mlp, {args.requests} executions per batch size (Triton batch statistics)")
+    executions = max(1, args.requests // group) * group
+    print(f"dense_mlp, {executions} executions per batch size (Triton batch statistics)")
     header = ("batch", "infer ms/exec", "total ms/exec", "us/item", "vs batch 1")
     print(f"{header[0]:>5} {header[1]:>14} {header[2]:>14} {header[3]:>9} {header[4]:>10}")
     base = None
