@@ -28,8 +28,30 @@ KeyPath = tuple[str | int, ...]
 _BaseSafeLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
+_RESOLVED_TAGS: dict[tuple[Any, Any, Any], str] = {}
+_RESOLVED_TAGS_MAX = 50_000
+
+
 class _LocatingLoader(_BaseSafeLoader):
     """SafeLoader that rejects duplicate keys; nodes keep where they start."""
+
+    # The C parser calls back into Python for every node: resolving a plain scalar's tag
+    # runs a list of regexes. Envelopes repeat the same keys and values, so the (pure, for a
+    # SafeLoader without path resolvers) answer is memoised.
+    def resolve(self, kind: Any, value: Any, implicit: Any) -> str:
+        key = (kind, value, implicit)
+        tag = _RESOLVED_TAGS.get(key)
+        if tag is None:
+            tag = super().resolve(kind, value, implicit)
+            if len(_RESOLVED_TAGS) < _RESOLVED_TAGS_MAX:
+                _RESOLVED_TAGS[key] = tag
+        return tag
+
+    def descend_resolver(self, current_node: Any, current_index: Any) -> None:
+        """No path resolvers are registered: nothing to track."""
+
+    def ascend_resolver(self) -> None:
+        """No path resolvers are registered: nothing to track."""
 
 
 def _construct_mapping(loader: _LocatingLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
