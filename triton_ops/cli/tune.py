@@ -1,9 +1,209 @@
-"""CLI commands of the tune capability."""
+"""CLI commands of the tune capability: `triton-ops tune MODEL`."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
 
 import typer
 
 
+def _int_list(text: str | None, what: str, *, durations: bool = False) -> list[int] | None:
+    if not text:
+        return None
+    from triton_ops.envelope.units import parse_duration_us
+
+    out = []
+    for part in text.split(","):
+        part = part.strip()
+        try:
+            out.append(parse_duration_us(part) if durations else int(part))
+        except ValueError as exc:
+            raise typer.BadParameter(f"{what}: {part!r} is not valid ({exc})") from None
+    return out
+
+
+def tune_command(
+    model: str = typer.Argument(..., help="Model name (envelopes/<model>.yaml)"),
+    envelope: Path | None = typer.Option(None, help="Envelope file (default: envelopes/<model>.yaml)"),
+    envelopes_dir: Path = typer.Option(Path("envelopes"), help="Folder of envelopes"),
+    repository: Path = typer.Option(Path("model_repository"), help="Model repository"),
+    url: str | None = typer.Option(None, help="gRPC host:port of a running Triton (default: "
+                                   "start an embedded one)"),
+    http_url: str | None = typer.Option(None, help="HTTP host:port of the remote server"),
+    metrics_url: str | None = typer.Option(None, help="Metrics URL of the remote server"),
+    slo_p99: str | None = typer.Option(None, help="p99 latency SLO, e.g. 50ms (default: the "
+                                       "envelope's slo.p99_latency)"),
+    budget: str = typer.Option("10m", help="Time budget, e.g. 3m, 90s"),
+    out: Path | None = typer.Option(None, help="Output folder (default tune-results/<model>/<UTC time>/)"),
+    resume: Path | None = typer.Option(None, help="Continue the interrupted run in this folder"),
+    output_format: str = typer.Option("text", "--format", help="text or json (best.json on stdout)"),
+    apply: bool = typer.Option(False, "--apply", help="Write the chosen settings into the "
+                               "envelope and regenerate config.pbtxt"),
+    allow_reload: bool = typer.Option(False, help="Allow reloading the model on a remote server"),
+    workers: int = typer.Option(1, min=1, max=64, help="Load generator processes"),
+    max_batch_sizes: str | None = typer.Option(None, help="Comma list, e.g. 1,4,16,64"),
+    delays: str | None = typer.Option(None, help="Comma list of max queue delays, e.g. 0,500us,2ms"),
+    instances: str | None = typer.Option(None, help="Comma list of instance counts, e.g. 1,2"),
+    preferred: bool = typer.Option(False, help="Also try preferred batch sizes"),
+    max_measured: int = typer.Option(12, min=1, help="Measure at most this many candidates"),
+) -> None:
+    """Find the max_batch_size / max_queue_delay / instance count with the highest goodput
+    under a p99 SLO, measured on a live Triton."""
+    from rich.console import Console
+
+    from triton_ops.envelope.loader import EnvelopeError, find_envelope, require_envelope
+    from triton_ops.envelope.units import parse_duration_us
+
+    err = Console(stderr=True)
+    if output_format not in ("text", "json"):
+        raise typer.BadParameter("--format is text or json")
+    try:
+        budget_s = parse_duration_us(budget) / 1e6
+        slo_us = float(parse_duration_us(slo_p99)) if slo_p99 else None
+    except ValueError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    if budget_s < 30:
+        err.print("[red]error:[/] --budget must be at least 30s (server start, profile, baseline)")
+        raise typer.Exit(2)
+    try:
+        env_path = envelope or find_envelope(model, envelopes_dir)
+        env = require_envelope(env_path)
+    except FileNotFoundError as exc:
+        err.print(f"[red]error:[/] {exc}; pass --envelope PATH")
+        raise typer.Exit(2) from None
+    except EnvelopeError as exc:
+        for f in exc.findings:
+            err.print(f"{f.file}:{f.line}:{f.column}: [red]{f.rule}[/] {f.message}")
+        raise typer.Exit(2) from None
+    if env.name != model:
+        err.print(f"[red]error:[/] {env_path} describes model {env.name!r}, not {model!r}")
+        raise typer.Exit(2)
+    if resume is not None and not (resume / "state.json").is_file():
+        err.print(f"[red]error:[/] {resume} holds no state.json from an earlier tune run")
+        raise typer.Exit(2)
+    from triton_ops.tune.run import TuneError, TuneOptions, default_out_dir
+
+    options = TuneOptions(
+        model=model, envelope=env, repository=repository, url=url, http_url=http_url,
+        metrics_url=metrics_url, slo_us=slo_us, budget_s=budget_s,
+        out_dir=resume or out or default_out_dir(model), resume=resume is not None, allow_reload=allow_reload,
+        workers=workers, max_batch_sizes=_int_list(max_batch_sizes, "--max-batch-sizes"),
+        delays_us=_int_list(delays, "--delays", durations=True),
+        instance_counts=_int_list(instances, "--instances"), preferred=preferred,
+        max_measured=max_measured,
+    )
+    try:
+        result = _run_with_progress(options, err)
+    except TuneError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted[/]: the model's original config was restored; continue "
+                  f"with --resume {options.out_dir or 'DIR'}")
+        raise typer.Exit(130) from None
+    except Exception as exc:  # noqa: BLE001 - server/loadgen failures: message, not traceback
+        from triton_ops.loadgen.engine import LoadGenError
+        from triton_ops.server.local import ServerError
+
+        if isinstance(exc, (LoadGenError, ServerError, ConnectionError, OSError)) or \
+                type(exc).__name__ == "InferenceServerException":
+            err.print(f"[red]error:[/] {exc}")
+            raise typer.Exit(1) from None
+        raise
+    best = result.best
+    if output_format == "json":
+        typer.echo(json.dumps(best, indent=2))
+    else:
+        _print_best(best, err)
+    if apply and best.get("chosen") and best.get("slo_met"):
+        from triton_ops.tune.apply import ApplyError, apply_to_envelope
+        from triton_ops.tune.batcher import Candidate
+
+        try:
+            for line in apply_to_envelope(Path(env_path), Candidate.from_dict(best["chosen"]),
+                                          repository):
+                err.print(line)
+        except ApplyError as exc:
+            err.print(f"[red]error:[/] {exc}")
+            raise typer.Exit(1) from None
+    elif apply:
+        err.print("[yellow]--apply skipped:[/] no config met the SLO")
+    if not best.get("slo_met"):
+        raise typer.Exit(1)
+
+
+def _print_best(best: dict[str, Any], console: Any) -> None:
+    chosen = best.get("chosen")
+    if not chosen:
+        console.print(f"[red]no config met the p99 SLO of {best['slo_p99_us'] / 1000:g} ms[/] "
+                      f"(see {best['out_dir']}/report.html)")
+        return
+    re = best.get("remeasured") or {}
+    console.print(
+        f"[bold]chosen[/]: max_batch_size={chosen['max_batch_size']} "
+        f"max_queue_delay={chosen['max_queue_delay_us']}us "
+        f"instances={chosen['instance_count']}"
+        + (f" preferred={chosen['preferred_batch_sizes']}" if chosen["preferred_batch_sizes"] else ""))
+    if re:
+        console.print(
+            f"goodput {best['goodput']:.0f} req/s at p99 {(re['p99_us'] or 0) / 1000:.2f} ms "
+            f"(95% CI {(re['p99_ci_low_us'] or 0) / 1000:.2f}-"
+            f"{(re['p99_ci_high_us'] or float('nan')) / 1000:.2f} ms, {re['samples']} samples), "
+            f"SLO {best['slo_p99_us'] / 1000:g} ms")
+    base = best.get("baseline")
+    if base:
+        ratio = best.get("goodput_vs_baseline")
+        console.print(f"baseline {base['config']['max_batch_size']}/"
+                      f"{base['config']['max_queue_delay_us']}us/"
+                      f"{base['config']['instance_count']}: {base['goodput']:.0f} req/s"
+                      + (f" (chosen is {ratio:.2f}x)" if ratio else ""))
+    console.print(f"{best['measured_candidates']} configs measured in {best['elapsed_s']:.0f} s "
+                  f"of a {best['budget_s']:.0f} s budget; files in {best['out_dir']}")
+
+
+def _run_with_progress(options: Any, console: Any) -> Any:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from triton_ops.tune.run import tune
+
+    budget = options.budget_s
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                  TextColumn("{task.completed:.0f}/{task.total:.0f} s budget"),
+                  TimeElapsedColumn(), console=console, transient=False) as progress:
+        task = progress.add_task("starting", total=budget)
+        import time
+
+        t0 = time.monotonic()
+
+        def on_event(kind: str, data: dict[str, Any]) -> None:
+            elapsed = time.monotonic() - t0
+            progress.update(task, completed=min(elapsed, budget))
+            if kind == "phase":
+                progress.update(task, description=str(data["name"]))
+            elif kind == "probe":
+                cand = data["candidate"]
+                what = "re-measuring" if data.get("final") else "measuring"
+                progress.update(task, description=f"{what} {cand.label()} at "
+                                f"{data['rate']:.0f} req/s")
+            elif kind == "measured":
+                r = data["result"]
+                tag = "baseline " if data.get("baseline") else ""
+                progress.console.print(
+                    f"  {tag}{r.candidate.label()}: goodput {r.goodput:.0f} req/s "
+                    f"(predicted {r.predicted_goodput:.0f}, {len(r.probes)} probes, "
+                    f"{r.seconds:.0f} s)" + (" [generator-limited]" if r.generator_limited else ""))
+            elif kind in ("infeasible", "skipped"):
+                progress.console.print(f"  [yellow]{kind}[/] {data['candidate'].label()}: "
+                                       f"{data['reason']}")
+            elif kind == "stop":
+                progress.console.print(f"  search stopped: {data['reason']}")
+
+        return tune(options, on_event)
+
+
 def register(app: typer.Typer) -> None:
     """Add this capability's commands to the main app."""
+    app.command("tune")(tune_command)

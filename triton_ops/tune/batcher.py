@@ -79,11 +79,17 @@ class ServiceProfile:
     overhead_us: per-request latency outside queue and compute (RPC, serialisation, client).
     parallel_efficiency: how much a second concurrently busy instance adds (1 = perfect
     scaling, 0 = instances only take turns on the same cores).
+    contention: how much slower an execution is under load than alone (the load generator,
+    the server's frontend and other processes share the machine), measured under load.
+    ceiling_rps: the most requests/s the whole system (client, frontend, model) completed
+    with the largest batch; no config can go beyond it.
     """
 
     batch_us: dict[int, float]
     overhead_us: float = 0.0
     parallel_efficiency: float = 1.0
+    contention: float = 1.0
+    ceiling_rps: float | None = None
     _sizes: list[int] = field(default_factory=list, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -118,14 +124,19 @@ class ServiceProfile:
         """Upper bound on the throughput (inferences/s) of a candidate config."""
         top = max(candidate.max_batch_size, 1)
         sizes = range(1, top + 1)
-        best = max(b / self.service_us(b) for b in sizes) * 1e6
-        return best * self.speedup(candidate.instance_count)
+        best = max(b / self.service_us(b) for b in sizes) * 1e6 / self.contention
+        capacity = best * self.speedup(candidate.instance_count)
+        if self.ceiling_rps:
+            capacity = min(capacity, self.ceiling_rps)
+        return capacity
 
     def to_dict(self) -> dict[str, object]:
         return {
             "batch_us": {str(k): v for k, v in sorted(self.batch_us.items())},
             "overhead_us": self.overhead_us,
             "parallel_efficiency": self.parallel_efficiency,
+            "contention": self.contention,
+            "ceiling_rps": self.ceiling_rps,
         }
 
     @classmethod
@@ -134,6 +145,8 @@ class ServiceProfile:
             batch_us={int(k): float(v) for k, v in data["batch_us"].items()},  # type: ignore[union-attr]
             overhead_us=float(data.get("overhead_us", 0.0)),  # type: ignore[arg-type]
             parallel_efficiency=float(data.get("parallel_efficiency", 1.0)),  # type: ignore[arg-type]
+            contention=float(data.get("contention", 1.0)),  # type: ignore[arg-type]
+            ceiling_rps=float(data["ceiling_rps"]) if data.get("ceiling_rps") else None,  # type: ignore[arg-type]
         )
 
 
@@ -212,7 +225,7 @@ def simulate(candidate: Candidate, profile: ServiceProfile, arrivals_us: list[fl
         # Instances executing at time t share the machine: slow this one down accordingly.
         busy_until = [e for e in busy_until if e > t]
         k = len(busy_until) + 1
-        service = profile.service_us(size) * k / profile.speedup(k)
+        service = profile.service_us(size) * profile.contention * k / profile.speedup(k)
         end = t + service
         busy_until.append(end)
         heapq.heappush(free, end)

@@ -153,7 +153,11 @@ def bisect_rate(probe: Callable[[float], ProbeResult], guess: float, *, rel_tol:
         elif lo == 0.0:
             if rate <= floor:
                 break
-            rate = max(rate / 1.6, floor)
+            # Over capacity, an open-loop server completes about its capacity: aim below it.
+            step = rate / 1.6
+            if result.verdict is Verdict.FAIL and 0 < result.throughput < rate:
+                step = min(step, 0.85 * result.throughput)
+            rate = max(step, floor)
         else:
             if hi / lo - 1 <= rel_tol:
                 break
@@ -186,11 +190,13 @@ def run_search(
     done: Sequence[CandidateResult] = (),
     on_event: Callable[[str, dict[str, object]], None] = lambda kind, data: None,
     predict: Callable[[Candidate], float] | None = None,
+    probe_s: float = 0.0,
 ) -> SearchOutcome:
     """Measure the promising candidates within the budget and re-measure the winner.
 
     `done` holds results of an interrupted run (--resume): they are not measured again.
-    `reserve_s` is kept back at the end (restore, report).
+    `reserve_s` is kept back at the end (restore, report); `probe_s` is how long one probe
+    may take, so that no probe starts that would end past the budget.
     """
     start = clock()
     deadline = start + budget_s - reserve_s
@@ -226,7 +232,7 @@ def run_search(
             break
         expected = statistics.median(per_candidate) if per_candidate else 0.0
         # Keep time for the final re-measurement (about one candidate's worth).
-        if left() < expected * 1.5 or left() <= 0:
+        if left() < max(expected, probe_s * 2) or left() <= 0:
             stopped_by_budget = True
             on_event("stop", {"reason": "time budget"})
             break
@@ -242,7 +248,7 @@ def run_search(
         guess = predicted * calibration if predicted > 0 else 1.0
         goodput, p99, limited, probes = bisect_rate(
             lambda r, c=cand: target.probe(c, r), guess, rel_tol=rel_tol,
-            should_stop=lambda: left() <= 0,
+            should_stop=lambda: left() <= probe_s,
         )
         result = CandidateResult(cand, predicted, goodput, p99, generator_limited=limited,
                                  probes=probes, seconds=clock() - t0)
@@ -256,7 +262,7 @@ def run_search(
     best = best_so_far()
     final: ProbeResult | None = None
     final_rate = 0.0
-    if best is not None:
+    if best is not None and best.goodput > 0:
         if target.load(best.candidate) is None:
             rate = best.goodput
             for _ in range(4):

@@ -155,3 +155,52 @@ def trend_rising(window_p99s: Sequence[float], *, factor: float = 1.5) -> bool:
     if len(tail) < 3 or not all(math.isfinite(v) for v in tail):
         return False
     return tail[0] < tail[1] < tail[2] and tail[2] >= factor * tail[0]
+
+
+def judge_windows(
+    latency_us: Sequence[Sequence[float]],
+    service_us: Sequence[Sequence[float]],
+    lateness_us: Sequence[Sequence[float]],
+    *,
+    requests: int,
+    errors: int,
+    slo_us: float,
+    max_error_rate: float,
+    min_samples: int = 300,
+    last: bool = False,
+    late_threshold_us: float = 2000.0,
+    max_late_fraction: float = 0.01,
+) -> Verdict:
+    """The verdict on a measurement so far (one list of samples per window).
+
+    latency_us: from the scheduled send time (what counts); service_us: from the actual send
+    (server and network only); lateness_us: how late each request went out. Late sends are
+    already charged in latency_us, so they only matter when they decide the outcome: a run
+    that fails counted from the schedule but passes counted from the actual sends, with
+    many late sends, says nothing about the server -> GENERATOR_LIMITED, not FAIL.
+    """
+    if requests and errors >= 3 and errors / requests > max_error_rate:
+        return Verdict.FAIL
+    lat = [v for w in latency_us for v in w]
+    svc = [v for w in service_us for v in w]
+    late = [v for w in lateness_us for v in w]
+    p99s = [quantile_ci(w, 0.99).value if len(w) else math.inf for w in latency_us]
+    if trend_rising(p99s) and p99s[-1] > slo_us:
+        return Verdict.FAIL  # the queue keeps growing: over capacity
+    enough = len(lat) >= min_samples
+    if not enough and not last:
+        # Early exit only when even the server-side part is clearly over the SLO.
+        if len(svc) >= 100 and quantile_ci(svc, 0.99).low > slo_us:
+            return Verdict.FAIL
+        return Verdict.UNSURE
+    stable = last or windows_stable(p99s)
+    scheduled = slo_verdict(quantile_ci(lat, 0.99), slo_us, stable=stable)
+    if scheduled is Verdict.PASS:
+        return Verdict.PASS
+    served = slo_verdict(quantile_ci(svc, 0.99), slo_us, stable=stable)
+    if served is Verdict.FAIL:
+        return Verdict.FAIL
+    late_fraction = sum(1 for v in late if v > late_threshold_us) / len(late) if late else 0.0
+    if scheduled is Verdict.FAIL and late_fraction > max_late_fraction:
+        return Verdict.GENERATOR_LIMITED
+    return scheduled

@@ -1,0 +1,66 @@
+"""Request inputs built from the envelope's tensor specs: random data of the right shape and type."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from triton_ops.envelope.model import TensorSpec
+
+if TYPE_CHECKING:
+    import numpy as np
+
+_NUMPY_TYPES = {
+    "BOOL": "bool", "UINT8": "uint8", "UINT16": "uint16", "UINT32": "uint32",
+    "UINT64": "uint64", "INT8": "int8", "INT16": "int16", "INT32": "int32", "INT64": "int64",
+    "FP16": "float16", "FP32": "float32", "FP64": "float64", "STRING": "object",
+    "BF16": "float32",  # numpy has no bfloat16; tritonclient sends BF16 from float32
+}
+
+
+def numpy_dtype(data_type: str) -> Any:
+    import numpy as np
+
+    return np.dtype(_NUMPY_TYPES[data_type.upper().removeprefix("TYPE_")])
+
+
+def random_tensor(spec: TensorSpec, batch: int | None, rng: np.random.Generator) -> np.ndarray:
+    """One tensor for `spec`: variable dims sampled in 1..max_dims, values in a safe range."""
+    import numpy as np
+
+    dims = []
+    max_shape = spec.max_shape()
+    for d, m in zip(spec.dims, max_shape, strict=True):
+        if d == -1:
+            top = m if m > 0 else 16
+            dims.append(int(rng.integers(1, top + 1)))
+        else:
+            dims.append(d)
+    shape = ([batch] if batch is not None else []) + dims
+    dtype = spec.data_type
+    if dtype == "STRING":
+        flat = [f"s{int(v)}".encode() for v in rng.integers(0, 10_000, size=int(np.prod(shape)))]
+        return np.array(flat, dtype=object).reshape(shape)
+    if dtype == "BOOL":
+        return rng.integers(0, 2, size=shape).astype(bool)
+    np_type = numpy_dtype(dtype)
+    if np.issubdtype(np_type, np.integer):
+        # Small non-negative values: valid for embedding indices and token ids alike.
+        return rng.integers(0, 100, size=shape).astype(np_type)
+    return rng.standard_normal(size=shape).astype(np_type)
+
+
+def make_input_sets(specs: Sequence[TensorSpec], *, batch: int | None, count: int = 16,
+                    seed: int = 0) -> list[dict[str, np.ndarray]]:
+    """`count` different input sets (name -> array), optional inputs left out."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    return [
+        {s.name: random_tensor(s, batch, rng) for s in specs if not s.optional}
+        for _ in range(count)
+    ]
+
+
+def triton_type(spec: TensorSpec) -> str:
+    return "BYTES" if spec.data_type == "STRING" else spec.data_type

@@ -1,0 +1,92 @@
+"""`tune --apply`: the chosen settings written into the envelope, comments and key order kept.
+
+The envelope is edited with ruamel.yaml's round-trip mode (only the batching and instance
+keys change), validated before it replaces the file (atomically), then config.pbtxt is
+regenerated from it exactly as `triton-ops generate` does.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+from triton_ops.envelope.units import format_duration_us
+from triton_ops.tune.batcher import Candidate
+
+
+class ApplyError(RuntimeError):
+    pass
+
+
+def apply_to_envelope_text(text: str, candidate: Candidate) -> str:
+    """The envelope YAML with the candidate's batching and instance settings."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
+    yaml = YAML(typ="rt")
+    yaml.preserve_quotes = True
+    data = yaml.load(text)
+    if not isinstance(data, CommentedMap):
+        raise ApplyError("the envelope is not a YAML mapping")
+    batching = data.get("batching")
+    if batching is None:
+        batching = CommentedMap()
+        data["batching"] = batching
+    batching["max_batch_size"] = candidate.max_batch_size
+    if candidate.max_batch_size > 0:
+        dynamic = batching.get("dynamic")
+        if dynamic is None:
+            dynamic = CommentedMap()
+            batching["dynamic"] = dynamic
+        dynamic["max_queue_delay"] = format_duration_us(candidate.max_queue_delay_us) \
+            if candidate.max_queue_delay_us else 0
+        if candidate.preferred_batch_sizes:
+            seq = CommentedSeq(list(candidate.preferred_batch_sizes))
+            seq.fa.set_flow_style()
+            dynamic["preferred_batch_sizes"] = seq
+        elif "preferred_batch_sizes" in dynamic:
+            del dynamic["preferred_batch_sizes"]
+    instances = data.get("instances")
+    if not instances:
+        group = CommentedMap()
+        group["kind"] = "CPU" if data.get("backend") == "python" else "GPU"
+        group["count"] = candidate.instance_count
+        data["instances"] = CommentedSeq([group])
+    else:
+        instances[0]["count"] = candidate.instance_count
+        while len(instances) > 1:  # the tuned count is the model's whole instance count
+            del instances[-1]
+    out = io.StringIO()
+    yaml.dump(data, out)
+    return out.getvalue()
+
+
+def apply_to_envelope(envelope_path: Path, candidate: Candidate, repository: Path
+                      ) -> list[str]:
+    """Write the candidate into the envelope file and regenerate config.pbtxt.
+
+    Returns human-readable lines saying what was written.
+    """
+    from triton_ops.envelope.loader import load_envelope
+    from triton_ops.modelconfig.render import atomic_write_text, generate
+
+    original = envelope_path.read_text(encoding="utf-8")
+    updated = apply_to_envelope_text(original, candidate)
+    tmp = envelope_path.with_name(f".{envelope_path.name}.check.yaml")
+    try:
+        tmp.write_text(updated, encoding="utf-8")
+        loaded = load_envelope(tmp)
+    finally:
+        tmp.unlink(missing_ok=True)
+    if loaded.envelope is None:
+        problems = "; ".join(f"line {f.line}: {f.message}" for f in loaded.findings)
+        raise ApplyError(f"the tuned envelope would not validate ({problems}); "
+                         f"{envelope_path} was left unchanged")
+    atomic_write_text(envelope_path, updated)
+    lines = [f"wrote {candidate.label()} into {envelope_path}"]
+    outcomes: list[Any] = generate([envelope_path], repository)
+    for o in outcomes:
+        lines.append(f"{o.status}: {o.config_path or o.envelope}")
+        lines.extend(o.messages)
+    return lines

@@ -1,0 +1,362 @@
+"""The live side of `tune`: candidate configs applied to a running Triton, and measured.
+
+`LiveTarget` implements the search's SearchTarget: `load` applies a candidate with the
+model-control API (`load_model(name, config=json)`, no server restart); `probe` runs one
+open-loop measurement at an arrival rate with the persistent load generator, stops as soon
+as the p99 confidence interval decides the SLO (or the windows are stable), diffs Triton's
+statistics per window, and appends every window to the measurement log. `profile_service`
+measures the cost of one execution per batch size from the same statistics.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+import urllib.request
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from triton_ops.envelope.model import Envelope
+from triton_ops.loadgen.engine import LoadGenerator, Window
+from triton_ops.loadgen.inputs import make_input_sets, triton_type
+from triton_ops.tune.batcher import Candidate, ServiceProfile
+from triton_ops.tune.search import ProbeResult
+from triton_ops.tune.server_stats import Counters, counters_from_json, diff, gpu_metrics
+from triton_ops.tune.stats import Verdict, judge_windows, quantile_ci
+
+
+def candidate_config(base: Mapping[str, Any], candidate: Candidate) -> dict[str, Any]:
+    """The model's config (protobuf JSON form) with the candidate's settings put in."""
+    cfg = copy.deepcopy(dict(base))
+    cfg["max_batch_size"] = candidate.max_batch_size
+    if candidate.max_batch_size > 0:
+        dyn = dict(cfg.get("dynamic_batching") or {})
+        dyn["max_queue_delay_microseconds"] = str(candidate.max_queue_delay_us)
+        if candidate.preferred_batch_sizes:
+            dyn["preferred_batch_size"] = list(candidate.preferred_batch_sizes)
+        else:
+            dyn.pop("preferred_batch_size", None)
+        cfg["dynamic_batching"] = dyn
+    else:
+        cfg.pop("dynamic_batching", None)
+    groups = [dict(g) for g in cfg.get("instance_group") or [{}]]
+    # The candidate's count goes to the first group; others (if any) are dropped so that the
+    # instance count means what it says.
+    first = groups[0]
+    first["count"] = candidate.instance_count
+    cfg["instance_group"] = [first]
+    return cfg
+
+
+def candidate_from_config(cfg: Mapping[str, Any]) -> Candidate:
+    """The settings of a loaded config, as a Candidate (the baseline)."""
+    dyn = cfg.get("dynamic_batching") or {}
+    groups = cfg.get("instance_group") or [{}]
+    count = sum(int(g.get("count", 1) or 1) for g in groups)
+    mbs = int(cfg.get("max_batch_size", 0) or 0)
+    pref = tuple(int(p) for p in dyn.get("preferred_batch_size", []) or [] if int(p) <= mbs)
+    return Candidate(mbs, int(dyn.get("max_queue_delay_microseconds", 0) or 0) if mbs else 0,
+                     max(count, 1), pref if mbs else ())
+
+
+@dataclass
+class ProbeSettings:
+    warmup_s: float = 0.7
+    window_s: float = 1.0
+    max_windows: int = 5
+    min_samples: int = 300  # before the CI may decide (n>=300 bounds a p99 from above)
+    final_windows: int = 6
+    late_threshold_us: float = 1000.0  # a send this late counts as late
+    max_late_fraction: float = 0.01
+
+
+class LiveTarget:
+    """Applies candidates to `model` on a running Triton and measures them."""
+
+    def __init__(self, grpc_url: str, model: str, envelope: Envelope, *, slo_us: float,
+                 max_error_rate: float, loadgen: LoadGenerator,
+                 record: Callable[[dict[str, object]], None],
+                 metrics_url: str | None = None, settings: ProbeSettings | None = None,
+                 load_timeout_s: float = 120.0) -> None:
+        import tritonclient.grpc as grpcclient
+
+        self.grpc_url = grpc_url
+        self.client = grpcclient.InferenceServerClient(grpc_url)
+        self.model = model
+        self.envelope = envelope
+        self.slo_us = slo_us
+        self.max_error_rate = max_error_rate
+        self.loadgen = loadgen
+        self.record = record
+        self.metrics_url = metrics_url
+        self.settings = settings or ProbeSettings()
+        self.load_timeout_s = load_timeout_s
+        self.was_loaded = self.client.is_model_ready(model)
+        if not self.was_loaded:
+            self.client.load_model(model)
+        self.original = self.client.get_model_config(model, as_json=True)["config"]
+        self.loaded: Candidate | None = candidate_from_config(self.original)
+        self.phase = "search"
+
+    # ---- configs ---------------------------------------------------------------------------
+    def load(self, candidate: Candidate) -> str | None:
+        from tritonclient.utils import InferenceServerException
+
+        cfg = candidate_config(self.original, candidate)
+        try:
+            self.client.load_model(self.model, config=json.dumps(cfg))
+        except InferenceServerException as exc:
+            self.loaded = None
+            self._reload_original_quietly()
+            return str(exc.message() or exc)
+        deadline = time.monotonic() + self.load_timeout_s
+        while not self.client.is_model_ready(self.model):
+            if time.monotonic() > deadline:
+                return f"not ready {self.load_timeout_s:.0f} s after loading"
+            time.sleep(0.1)
+        self.loaded = candidate
+        return None
+
+    def _reload_original_quietly(self) -> None:
+        try:
+            self.client.load_model(self.model, config=json.dumps(self.original))
+        except Exception:  # noqa: BLE001 - best effort; restore() reports for real
+            pass
+
+    def restore(self) -> None:
+        """Put the model back as it was: its original config, or unloaded."""
+        self.client.load_model(self.model, config=json.dumps(self.original))
+        if not self.was_loaded:
+            self.client.unload_model(self.model)
+
+    def close(self) -> None:
+        self.client.close()
+
+    # ---- measurement -----------------------------------------------------------------------
+    def counters(self) -> Counters:
+        return counters_from_json(
+            self.client.get_inference_statistics(self.model, as_json=True), self.model)
+
+    def gpu(self) -> dict[str, float]:
+        if not self.metrics_url:
+            return {}
+        try:
+            with urllib.request.urlopen(self.metrics_url, timeout=2) as resp:  # noqa: S310
+                return gpu_metrics(resp.read().decode("utf-8", "replace"))
+        except (OSError, ValueError):
+            return {}
+
+    def probe(self, candidate: Candidate, rate: float, *, final: bool = False) -> ProbeResult:
+        import numpy as np
+
+        s = self.settings
+        snapshots: dict[int, Counters] = {}
+        verdicts: list[Verdict] = []
+
+        def at_boundary(k: int) -> None:
+            snapshots[k] = self.counters()
+
+        def judge(windows: list[Window]) -> Verdict:
+            last = len(windows) >= (s.final_windows if final else s.max_windows)
+            return judge_windows(
+                [w.latency_us().tolist() for w in windows],
+                [w.service_latency_us().tolist() for w in windows],
+                [w.lateness_us().tolist() for w in windows],
+                requests=sum(w.requests for w in windows),
+                errors=sum(w.errors for w in windows),
+                slo_us=self.slo_us, max_error_rate=self.max_error_rate,
+                min_samples=s.min_samples, last=last,
+                late_threshold_us=s.late_threshold_us, max_late_fraction=s.max_late_fraction)
+
+        def decide(windows: list[Window]) -> bool:
+            v = judge(windows)
+            verdicts.append(v)
+            if final and len(windows) < s.final_windows and v is not Verdict.FAIL:
+                return False
+            return v is not Verdict.UNSURE
+
+        m = self.loadgen.measure(mode="open", rate=rate, warmup_s=s.warmup_s,
+                                 window_s=s.window_s,
+                                 max_windows=s.final_windows if final else s.max_windows,
+                                 decide=decide, at_boundary=at_boundary)
+        self._drain()
+        gpu_after = self.gpu()
+        verdict = verdicts[-1] if verdicts else Verdict.FAIL
+        if verdict is Verdict.UNSURE:
+            verdict = Verdict.FAIL
+        windows = m.windows
+        lat = np.concatenate([w.latency_us() for w in windows]) if windows else np.array([])
+        est = quantile_ci(lat.tolist(), 0.99)
+        secs = sum(w.seconds for w in windows) or 1.0
+        requests = sum(w.requests for w in windows)
+        errors = sum(w.errors for w in windows)
+        throughput = float(sum(int(w.ok.sum()) for w in windows)) / secs
+        for w in windows:
+            before, after = snapshots.get(w.index - 1), snapshots.get(w.index)
+            server = diff(before, after).to_row() if before and after else {}
+            wl = w.latency_us()
+            row: dict[str, object] = {
+                "time": time.time(), "phase": "final" if final else self.phase,
+                "candidate": candidate.key, **candidate.to_dict(),
+                "preferred_batch_sizes": "-".join(map(str, candidate.preferred_batch_sizes)),
+                "mode": "open", "rate": rate, "window": w.index, "window_s": w.seconds,
+                "requests": w.requests, "errors": w.errors, "throughput": w.throughput(),
+                "p50_us": float(np.percentile(wl, 50)) if len(wl) else math.nan,
+                "p99_us": float(np.percentile(wl, 99)) if len(wl) else math.nan,
+                "late_fraction": float(np.mean(w.lateness_us() > s.late_threshold_us))
+                if w.requests else 0.0,
+                "verdict": verdicts[w.index].value if w.index < len(verdicts) else "",
+                **{f"server_{k}": v for k, v in server.items()},
+                **{k: v for k, v in gpu_after.items()},
+            }
+            self.record(row)
+        return ProbeResult(rate, verdict, est, throughput,
+                           errors / requests if requests else 0.0, m.seconds)
+
+    # ---- profiling ----------------------------------------------------------------------------
+    def profile_service(self, max_batch_size: int, *, instances: int = 1,
+                        seconds_per_size: float = 0.4, measure_parallel: bool = False
+                        ) -> ServiceProfile:
+        """Cost of one execution per batch size (powers of two up to max_batch_size).
+
+        One request of batch b at a time on one instance with no queue delay, so Triton
+        executes exactly batch b; the cost is read from Triton's per-batch-size statistics.
+        The per-request overhead outside Triton (RPC, client) is the client-measured latency
+        of batch-1 requests minus the server's queue + compute time.
+        """
+        import tritonclient.grpc as grpcclient
+
+        mbs = max(max_batch_size, 1)
+        batching = max_batch_size > 0
+        base = Candidate(max_batch_size, 0, 1)
+        error = self.load(base)
+        if error is not None:
+            raise RuntimeError(f"cannot load the profiling config ({base.label()}): {error}")
+        sizes = sorted({min(2**k, mbs) for k in range(0, int(math.log2(mbs)) + 2)}) if batching else [1]
+        types = {s.name: triton_type(s) for s in self.envelope.inputs}
+        batch_us: dict[int, float] = {}
+        overhead = 0.0
+        for b in sizes:
+            sets = make_input_sets(self.envelope.inputs, batch=b if batching else None, count=4,
+                                   seed=b)
+            reqs = []
+            for tensors in sets:
+                inputs = []
+                for name, arr in tensors.items():
+                    inp = grpcclient.InferInput(name, list(arr.shape), types[name])
+                    inp.set_data_from_numpy(arr)
+                    inputs.append(inp)
+                reqs.append(inputs)
+            self.client.infer(self.model, reqs[0])  # warm
+            before = self.counters()
+            t_end = time.monotonic() + seconds_per_size
+            n = 0
+            client_s = 0.0
+            while time.monotonic() < t_end or n < 5:
+                t = time.monotonic()
+                self.client.infer(self.model, reqs[n % len(reqs)])
+                client_s += time.monotonic() - t
+                n += 1
+            w = diff(before, self.counters())
+            if b in w.batch_compute_us:
+                batch_us[b] = w.batch_compute_us[b]
+            if b == 1:
+                server_us = w.queue_us + w.compute_input_us + w.compute_infer_us + w.compute_output_us
+                overhead = max(0.0, client_s / n * 1e6 - server_us)
+        if not batch_us:
+            raise RuntimeError("Triton reported no per-batch-size statistics while profiling")
+        contention, ceiling = self._under_load(max_batch_size, batch_us)
+        efficiency = 1.0
+        if measure_parallel and instances > 1:
+            efficiency = self._parallel_efficiency(max_batch_size, batch_us, seconds_per_size)
+        return ServiceProfile(batch_us, overhead_us=overhead, parallel_efficiency=efficiency,
+                              contention=contention, ceiling_rps=ceiling)
+
+    def _under_load(self, max_batch_size: int, batch_us: dict[int, float]
+                    ) -> tuple[float, float | None]:
+        """Closed-loop load on the largest-batch config: the system's ceiling (req/s) and how
+        much slower executions get under load than alone (weighted by executions)."""
+        concurrency = max(8, min(2 * max(max_batch_size, 1), 256))
+        snapshots: dict[int, Counters] = {}
+        m = self.loadgen.measure(mode="closed", concurrency=concurrency, warmup_s=0.5,
+                                 window_s=1.5, max_windows=1,
+                                 at_boundary=lambda k: snapshots.__setitem__(k, self.counters()))
+        self._drain()
+        if not m.windows or -1 not in snapshots or 0 not in snapshots:
+            return 1.0, None
+        w = diff(snapshots[-1], snapshots[0])
+        ratios: list[tuple[float, int]] = []
+        for size, n in w.batch_executions.items():
+            ref = batch_us.get(size)
+            if ref is None:
+                # interpolate from the isolated profile for sizes it did not run
+                ref = ServiceProfile(batch_us).service_us(size)
+            ratios.append((w.batch_compute_us[size] / ref, n))
+        contention = 1.0
+        if ratios:
+            ratios.sort()
+            total = sum(n for _, n in ratios)
+            acc = 0
+            for r, n in ratios:
+                acc += n
+                if acc >= total / 2:
+                    contention = max(1.0, r)
+                    break
+        ceiling = m.windows[0].throughput() or None
+        return contention, ceiling
+
+    def _drain(self, timeout_s: float = 10.0) -> None:
+        """Wait until the server has finished what an overloaded probe left queued."""
+        deadline = time.monotonic() + timeout_s
+        last = self.counters().inferences
+        while time.monotonic() < deadline:
+            time.sleep(0.1)
+            now = self.counters().inferences
+            if now == last:
+                return
+            last = now
+
+    def _parallel_efficiency(self, max_batch_size: int, batch_us: dict[int, float],
+                             seconds: float) -> float:
+        """How much a second busy instance adds: same batch on 2 instances, 2 clients."""
+        import threading
+
+        import tritonclient.grpc as grpcclient
+
+        b = 1 if max_batch_size <= 1 else min(8, max_batch_size)
+        error = self.load(Candidate(max_batch_size, 0, 2))
+        if error is not None:
+            return 0.5
+        batching = max_batch_size > 0
+        types = {s.name: triton_type(s) for s in self.envelope.inputs}
+        tensors = make_input_sets(self.envelope.inputs, batch=b if batching else None, count=1)[0]
+        before = self.counters()
+        stop = time.monotonic() + seconds * 2
+
+        def client_loop() -> None:
+            c = grpcclient.InferenceServerClient(self.grpc_url)
+            inputs = []
+            for name, arr in tensors.items():
+                inp = grpcclient.InferInput(name, list(arr.shape), types[name])
+                inp.set_data_from_numpy(arr)
+                inputs.append(inp)
+            while time.monotonic() < stop:
+                c.infer(self.model, inputs)
+            c.close()
+
+        threads = [threading.Thread(target=client_loop) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=seconds * 4 + 10)
+        w = diff(before, self.counters())
+        single = batch_us.get(b)
+        both = w.batch_compute_us.get(b)
+        if not single or not both:
+            return 0.5
+        # Two executions overlap: each takes `both`; throughput of two = 2*single/both units.
+        return max(0.0, min(1.0, 2 * single / both - 1))
+
