@@ -202,3 +202,9 @@ def test_import_does_not_modify_the_model_folder(tmp_path: Path) -> None:
     before = (config.read_bytes(), config.stat().st_mtime_ns)
     CliRunner().invoke(app, ["import", str(folder), "-o", str(tmp_path / "b.yaml")])
     assert (config.read_bytes(), config.stat().st_mtime_ns) == before
+
+
+def test_output_that_is_a_folder_is_a_usage_error(tmp_path: Path) -> None:
+    folder = model_dir(tmp_path, "python_classifier", CONFIGS["python_classifier"])
+    result = CliRunner().invoke(app, ["import", str(folder), "-o", str(tmp_path), "--force"])
+    assert result.exit_code == 2 and "is a folder" in result.output

@@ -81,7 +81,11 @@ def generate(
         raise _fail(f"error: {envelopes} does not exist; give --envelopes DIR", EXIT_USAGE)
     if repo.exists() and not repo.is_dir():
         raise _fail(f"error: {repo} is not a folder", EXIT_USAGE)
-    outcomes = run_generate(files, repo, check=check)
+    try:
+        outcomes = run_generate(files, repo, check=check)
+    except OSError as exc:
+        raise _fail(f"error: cannot write {exc.filename or repo}: {exc.strerror or exc}",
+                    EXIT_FINDINGS) from None
     failed = False
     for outcome in outcomes:
         if outcome.status == "invalid":
@@ -127,9 +131,16 @@ def import_model(
         typer.echo(text, nl=False)
         raise typer.Exit(EXIT_OK)
     target = Path(output) if output else Path("envelopes") / f"{result.data['name']}.yaml"
+    if target.is_dir():
+        raise _fail(f"error: {target} is a folder; give the envelope file to write",
+                    EXIT_USAGE)
     if (target.exists() or target.is_symlink()) and not force:
         raise _fail(f"error: {target} exists; pass --force to overwrite it", EXIT_FINDINGS)
-    atomic_write_text(target, text)
+    try:
+        atomic_write_text(target, text)
+    except OSError as exc:
+        raise _fail(f"error: cannot write {target}: {exc.strerror or exc}", EXIT_FINDINGS
+                    ) from None
     typer.echo(f"{target}: written from {source}")
 
 

@@ -112,11 +112,15 @@ _STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "yellow", Severity.INFO:
 
 def render_human(result: CheckResult, stream: IO[str] | None = None) -> None:
     """A table of findings per file and a summary line, for a terminal or a CI log."""
+    import os
+
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
     console = Console(file=stream, highlight=False, soft_wrap=False)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = 120  # CI logs are wide; rich would assume 80 columns
     by_file: dict[str, list[Finding]] = defaultdict(list)
     for f in result.sorted():
         by_file[f.file].append(f)
