@@ -299,3 +299,14 @@ def test_remote_endpoints_overrides_and_errors() -> None:
     with pytest.raises(ValueError, match="empty"):
         remote_endpoints(" ")
 
+
+
+@pytest.mark.parametrize(("url", "loopback"), [
+    ("127.0.0.1:8001", True), ("localhost:1", True), ("[::1]:8001", True), ("::1", True),
+    ("grpc://127.0.0.1:5", True), ("10.0.0.1:8001", False), ("triton:8001", False),
+])
+def test_is_loopback(url: str, loopback: bool) -> None:
+    from triton_ops.server.endpoints import grpc_channel_args, is_loopback
+
+    assert is_loopback(url) is loopback
+    assert (grpc_channel_args(url) is not None) is loopback

@@ -190,3 +190,17 @@ def test_cli_probe_usage_errors(tmp_path: Path, envelopes_dir: Path, setup: str,
     assert result.exit_code == 2, result.output
     assert message in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.slow
+def test_probe_of_loopback_ignores_http_proxy(local_triton: LocalTriton, envelopes_dir: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """gRPC honours http_proxy even for 127.0.0.1; the embedded server must not go through it."""
+    from triton_ops.envelope import require_envelope
+
+    for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "grpc_proxy"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    result = run_probe(require_envelope(envelopes_dir / "dense_mlp.yaml"), local_triton.grpc_url)
+    assert result.ok, result.summary()

@@ -107,5 +107,34 @@ def model_states(http_url: str, timeout_s: float = 10.0) -> list[dict[str, str]]
         f"http://{http_url}/v2/repository/index", data=b"{}", method="POST",
         headers={"Content-Type": "application/json"},
     )
-    with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(request, timeout=timeout_s) as response:
         return list(json.loads(response.read() or b"[]"))
+
+
+_INT32_MAX = 2**31 - 1  # tritonclient's MAX_GRPC_MESSAGE_SIZE
+
+
+def is_loopback(url: str) -> bool:
+    """Whether a server URL ("host:port", "grpc://host", "[::1]:8001") names this machine."""
+    text = url.strip()
+    if text.count(":") > 1 and not text.startswith("[") and "://" not in text:
+        text = f"[{text}]"  # a bare IPv6 address
+    host = urlsplit(text if "://" in text else f"//{text}").hostname or ""
+    return host == "localhost" or host.startswith("127.") or host == "::1"
+
+
+def grpc_channel_args(url: str) -> list[tuple[str, int]] | None:
+    """channel_args for tritonclient.grpc clients of `url` (pass as channel_args=...).
+
+    For a loopback server (the embedded one) gRPC must not go through an http_proxy set in
+    the environment, which it otherwise honours even for 127.0.0.1. The message limits are
+    repeated because tritonclient drops its defaults when channel_args is given.
+    """
+    if not is_loopback(url):
+        return None
+    return [
+        ("grpc.max_send_message_length", _INT32_MAX),
+        ("grpc.max_receive_message_length", _INT32_MAX),
+        ("grpc.enable_http_proxy", 0),
+    ]

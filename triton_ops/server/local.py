@@ -408,10 +408,12 @@ class LocalTriton:
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.startup_timeout_s
         url = f"http://{self.http_url}/v2/health/ready"
+        # Loopback never goes through an http_proxy the environment may name.
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         while True:
             self.check_alive(during="startup")
             try:
-                with urllib.request.urlopen(url, timeout=1.0) as response:  # noqa: S310 - loopback
+                with opener.open(url, timeout=1.0) as response:
                     if response.status == 200 and self._grpc_accepts():
                         return
             except (urllib.error.URLError, OSError):

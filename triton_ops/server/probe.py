@@ -212,13 +212,17 @@ def run_probe(
     import tritonclient.grpc as grpcclient
     from tritonclient.utils import InferenceServerException
 
+    from triton_ops.server.endpoints import grpc_channel_args
+
     name = model_name or envelope.name
     version = str(model_version or "")
     arrays = probe_inputs(envelope)
     assert envelope.probe is not None
     result = ProbeResult(ok=False, model=name, version=version)
     try:
-        client = grpcclient.InferenceServerClient(grpc_url)
+        client = grpcclient.InferenceServerClient(
+            grpc_url, channel_args=grpc_channel_args(grpc_url)
+        )
     except Exception as exc:  # noqa: BLE001 - a bad URL is reported, not raised
         result.error = f"cannot connect to {grpc_url}: {exc}"
         return result
