@@ -124,6 +124,8 @@ def test_written_yaml_uses_human_units_and_passthrough(tmp_path: Path) -> None:
     assert dynamic["max_queue_delay"] == "2500us"
     assert dynamic["default_queue_policy"]["default_timeout"] == "100ms"
     assert set(data["passthrough"]) == {"modelWarmup", "optimization", "responseCache"}
+    # int64 fields as numbers, not protobuf JSON's strings
+    assert data["passthrough"]["modelWarmup"][0]["inputs"]["x"]["dims"] == [3, 224, 224]
     text = CliRunner().invoke(app, ["import", str(folder), "-o", "-"]).output
     assert "max_queue_delay: 2500us" in text and "default_timeout: 100ms" in text
     assert text.startswith("# Envelope imported by `triton-ops import`")

@@ -199,10 +199,47 @@ def config_to_envelope(config: Any, model_dir: Path | None = None) -> ImportResu
     rest.CopyFrom(config)
     for name_ in MODELLED_FIELDS:
         rest.ClearField(name_)
-    passthrough = json_format.MessageToDict(rest)
+    passthrough = _readable_ints(json_format.MessageToDict(rest), ModelConfig.DESCRIPTOR)
     if passthrough:
         data["passthrough"] = passthrough
     return ImportResult(data, notes)
+
+
+_INT64_TYPES = frozenset({3, 4, 6, 16, 18})  # INT64, UINT64, FIXED64, SFIXED64, SINT64
+
+
+def _readable_ints(value: Any, descriptor: Any) -> Any:
+    """Protobuf JSON writes 64-bit integers as strings ("dims": ["3"]); write them as numbers.
+
+    Walks the dict alongside the message descriptor, so only real int64 fields change
+    (ParseDict accepts both spellings, so the round trip is unaffected).
+    """
+    if not isinstance(value, dict):
+        return value
+    fields = {f.json_name: f for f in descriptor.fields} | {f.name: f for f in descriptor.fields}
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        field = fields.get(key)
+        out[key] = item if field is None else _readable_field(item, field)
+    return out
+
+
+def _readable_field(item: Any, field: Any) -> Any:
+    if field.message_type is not None and field.message_type.GetOptions().map_entry:
+        value_field = field.message_type.fields_by_name["value"]
+        return {k: _readable_field(v, value_field) for k, v in item.items()} \
+            if isinstance(item, dict) else item
+    if isinstance(item, list):
+        return [_readable_one(x, field) for x in item]
+    return _readable_one(item, field)
+
+
+def _readable_one(item: Any, field: Any) -> Any:
+    if field.message_type is not None:
+        return _readable_ints(item, field.message_type)
+    if field.type in _INT64_TYPES and isinstance(item, str) and item.lstrip("-").isdigit():
+        return int(item)
+    return item
 
 
 def verify_round_trip(result: ImportResult, config: Any) -> list[str]:
