@@ -331,12 +331,15 @@ class LocalTriton:
                 in_use = any(s in str(exc).lower() for s in _ADDRESS_IN_USE)
                 self.stop()
                 if not in_use or attempt == attempts:
-                    if in_use:
+                    if in_use and attempts > 1:
                         raise ServerError(
                             f"{exc}\n(a port was taken by another process {attempts} times; "
                             "is something binding many ports on 127.0.0.1?)"
                         ) from None
                     raise
+            except BaseException:  # Ctrl-C while waiting: never leave the server behind
+                self.stop()
+                raise
         raise AssertionError("unreachable")
 
     def _pick_ports(self) -> None:
