@@ -108,3 +108,26 @@ def test_policy_from_envelope():
     assert policy.p99_slo_us == 25_000
     assert policy.max_error_rate == 0.02
     assert policy.min_requests == 7
+
+
+def test_shadow_pairs_give_the_relative_bound_at_full_weight():
+    paired = [AgreementSample(agree=True, stable_latency_us=1000.0, canary_latency_us=1100.0)
+              for _ in range(10)]
+    metrics = WindowMetrics(canary=VersionWindow(requests=100, p99_latency_us=3000.0),
+                            agreement=paired)
+    verdict = analyze(metrics, POLICY)
+    assert verdict.result is Result.PASS
+    assert "same 10 shadow requests" in verdict.reason
+    slow = [AgreementSample(agree=True, stable_latency_us=1000.0, canary_latency_us=80_000.0)
+            for _ in range(10)]
+    metrics = WindowMetrics(canary=VersionWindow(requests=100, p99_latency_us=3000.0),
+                            agreement=slow)
+    assert analyze(metrics, POLICY).result is Result.FAIL
+
+
+def test_shadow_canary_errors_count_as_errors():
+    failed = [AgreementSample(agree=None, canary_error=True, detail="canary failed: x")] * 3
+    metrics = window()
+    metrics.agreement = metrics.agreement + failed
+    verdict = analyze(metrics, POLICY)
+    assert verdict.result is Result.FAIL and "error-rate" in verdict.reason

@@ -66,6 +66,8 @@ class AgreementSample(_Data):
     agree: bool | None
     detail: str = ""
     canary_error: bool = Field(default=False, description="the canary's request failed")
+    stable_latency_us: float | None = Field(default=None, ge=0)
+    canary_latency_us: float | None = Field(default=None, ge=0)
 
 
 class WindowMetrics(_Data):
@@ -179,18 +181,30 @@ def _latency_check(m: WindowMetrics, policy: AnalysisPolicy,
         return Check(name="p99-latency", result=Result.FAIL,
                      reason=f"canary p99 {p99 / 1000:.1f} ms > SLO "
                      f"{policy.p99_slo_us / 1000:.1f} ms")
+    # The relative bound compares like with like: the window's two versions when stable got
+    # enough of the window's traffic; else the shadow pairs (the same requests sent to both,
+    # one at a time); else stable's p99 from earlier windows.
+    paired = [(s.stable_latency_us, s.canary_latency_us) for s in m.agreement
+              if s.stable_latency_us is not None and s.canary_latency_us is not None]
     stable_ok = m.stable.requests - m.stable.errors
-    reference = m.stable.p99_latency_us if stable_ok >= policy.min_requests else None
-    source = "stable in this window"
-    if reference is None:
-        reference, source = baseline_stable_p99_us, "stable baseline from earlier windows"
-    if reference is None:
+    if stable_ok >= policy.min_requests and m.stable.p99_latency_us is not None:
+        observed, reference = p99, m.stable.p99_latency_us
+        source = "canary p99 {o} vs stable {r} in this window"
+    elif paired and len(paired) >= max(1, policy.min_agreement_samples):
+        observed = percentile([c for _, c in paired], 99.0)
+        reference = percentile([s for s, _ in paired], 99.0)
+        source = f"canary p99 {{o}} vs stable {{r}} on the same {len(paired)} shadow requests"
+    elif baseline_stable_p99_us is not None:
+        observed, reference = p99, baseline_stable_p99_us
+        source = "canary p99 {o} vs stable baseline {r} from earlier windows"
+    else:
         return Check(name="p99-latency", result=Result.INCONCLUSIVE,
-                     reason="no stable p99 to compare with (too few stable requests)")
+                     reason="no stable latency to compare with (too few stable requests and "
+                     "shadow samples)")
     bound = reference * policy.max_p99_ratio + policy.p99_slack_us
-    text = (f"canary p99 {p99 / 1000:.1f} ms vs {source} {reference / 1000:.1f} ms "
-            f"(bound {bound / 1000:.1f} ms)")
-    if p99 > bound:
+    text = (source.format(o=f"{observed / 1000:.1f} ms", r=f"{reference / 1000:.1f} ms")
+            + f" (bound {bound / 1000:.1f} ms)")
+    if observed > bound:
         return Check(name="p99-latency", result=Result.FAIL, reason=text)
     return Check(name="p99-latency", result=Result.PASS, reason=text)
 

@@ -256,20 +256,26 @@ class SingleTritonTarget:
         results = []
         for i in range(samples):
             request = self.requests[(self._sent + i) % len(self.requests)]
+            began = time.perf_counter()
             try:
                 want = self._infer(stable_version, request)
             except Exception as exc:  # noqa: BLE001
                 results.append(AgreementSample(agree=None, detail=f"stable failed: "
                                                f"{_short(exc)}"))
                 continue
+            stable_us = (time.perf_counter() - began) * 1e6
+            began = time.perf_counter()
             try:
                 got = self._infer(canary, request)
             except Exception as exc:  # noqa: BLE001
                 results.append(AgreementSample(agree=None, canary_error=True,
                                                detail=f"canary failed: {_short(exc)}"))
                 continue
+            canary_us = (time.perf_counter() - began) * 1e6
             difference = compare_outputs(want, got, self.tolerance)
-            results.append(AgreementSample(agree=difference is None, detail=difference or ""))
+            results.append(AgreementSample(agree=difference is None, detail=difference or "",
+                                           stable_latency_us=stable_us,
+                                           canary_latency_us=canary_us))
         self._sent += samples
         return results
 

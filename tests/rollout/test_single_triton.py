@@ -1,0 +1,236 @@
+"""Rollouts against the real embedded Triton, with faulty canaries.
+
+In every scenario a client on the stable path keeps sending requests during the whole
+rollout and must see ZERO failures; the end state must be consistent (fully promoted or
+fully rolled back); and the model must never be without a ready version.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from rollout_models import MODEL, envelope, make_repo
+
+from triton_ops.repository.seal import publish
+from triton_ops.rollout.analysis import policy_from_envelope
+from triton_ops.rollout.engine import Engine, RolloutRefused
+from triton_ops.rollout.single import SingleTritonTarget, store_for
+from triton_ops.rollout.state import Phase, RolloutSpec
+from triton_ops.rollout.traffic import envelope_requests
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
+
+CLI = [sys.executable, "-m", "triton_ops.cli.main"]
+
+
+class PathClient:
+    """Sends a request every few ms (to `version`, or unversioned) and checks that the model
+    has a ready version, until stopped; records every failure."""
+
+    def __init__(self, grpc_url: str, version: str = "") -> None:
+        self.grpc_url = grpc_url
+        self.version = version
+        self.sent = 0
+        self.failures: list[str] = []
+        self.not_ready = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        import numpy as np
+        import tritonclient.grpc as grpcclient
+
+        client = grpcclient.InferenceServerClient(self.grpc_url)
+        x = np.array([[1.0, -2.0, 3.0, 4.0]], dtype=np.float32)
+        try:
+            while not self._stop.is_set():
+                tensor = grpcclient.InferInput("X", [1, 4], "FP32")
+                tensor.set_data_from_numpy(x)
+                self.sent += 1
+                try:
+                    result = client.infer(MODEL, [tensor], model_version=self.version,
+                                          client_timeout=10)
+                    y = result.as_numpy("Y")
+                    if not np.allclose(y, x * 2):
+                        self.failures.append(f"wrong answer {y.tolist()}")
+                except Exception as exc:  # noqa: BLE001 - every failure counts
+                    self.failures.append(str(exc)[:200])
+                try:
+                    if not client.is_model_ready(MODEL):
+                        self.not_ready += 1
+                except Exception:  # noqa: BLE001
+                    self.not_ready += 1
+                self._stop.wait(0.01)
+        finally:
+            client.close()
+
+    def __enter__(self) -> PathClient:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+
+def setup(tmp_path: Path, start_triton, canary: str, seal: bool = True):
+    repo = make_repo(tmp_path, {1: "good", 2: canary})
+    publish(repo / MODEL, 1)
+    if seal:
+        publish(repo / MODEL, 2)
+    server = start_triton(repo, models=[MODEL])
+    env = envelope()
+    target = SingleTritonTarget(grpc_url=server.grpc_url, repository=repo, model=MODEL,
+                                envelope=env, requests=envelope_requests(env, 16), rate=60,
+                                concurrency=4, timeout_s=10)
+    return repo, server, target
+
+
+def spec(**kw) -> RolloutSpec:
+    values = {"model": MODEL, "stable": [1], "canary": 2, "steps": [50, 100],
+              "interval_s": 1.0, "failure_limit": 2, "shadow_samples": 10,
+              "policy": policy_from_envelope(envelope(), min_requests=20, max_p99_ratio=3.0,
+                                             p99_slack_us=30_000)}
+    values.update(kw)
+    return RolloutSpec(**values)
+
+
+def ready_versions(target: SingleTritonTarget) -> list[int]:
+    return [v for v in (1, 2) if target._ready(v)]
+
+
+@pytest.mark.parametrize("behaviour, reason", [
+    ("errors", "error-rate"),
+    ("slow", "p99-latency"),
+    ("wrong", "output-agreement"),
+    ("dies", "in a row"),
+    ("load-fails", "failed to load"),
+])
+def test_faulty_canary_rolls_back_and_stable_never_fails(tmp_path, start_triton,
+                                                         behaviour, reason):
+    repo, server, target = setup(tmp_path, start_triton, behaviour)
+    try:
+        with PathClient(server.grpc_url, version="1") as stable_path:
+            state = Engine(target).start(spec())
+        assert state.phase is Phase.ROLLED_BACK, state.reason
+        assert reason in state.reason
+        assert stable_path.sent > 50
+        assert stable_path.failures == []
+        assert stable_path.not_ready == 0
+        assert ready_versions(target) == [1]
+        assert store_for(repo, MODEL).load().phase is Phase.ROLLED_BACK
+        verdicts = [r.get("verdict") for r in target.store.read_audit()]
+        if behaviour != "load-fails":
+            assert "FAIL" in verdicts and "PASS" not in verdicts[-1:]
+    finally:
+        target.close()
+
+
+def test_healthy_canary_is_promoted_without_a_gap(tmp_path, start_triton):
+    repo, server, target = setup(tmp_path, start_triton, "good")
+    try:
+        with PathClient(server.grpc_url) as unversioned:
+            state = Engine(target).start(spec(failure_limit=3))
+        assert state.phase is Phase.SUCCEEDED, state.reason
+        assert unversioned.failures == [] and unversioned.not_ready == 0
+        assert ready_versions(target) == [2]
+        assert target.store.known_good() == [[1], [2]]
+    finally:
+        target.close()
+
+
+def test_tampered_sealed_version_is_refused_before_load(tmp_path, start_triton):
+    repo, server, target = setup(tmp_path, start_triton, "good")
+    (repo / MODEL / "2" / "model.py").write_text("raise SystemExit('tampered')\n")
+    try:
+        with pytest.raises(RolloutRefused, match="model.py was modified"):
+            Engine(target).start(spec())
+        assert ready_versions(target) == [1]
+        assert "scaler:2" not in server.log_path.read_text()  # never even tried to load it
+        assert target.store.load() is None
+    finally:
+        target.close()
+
+
+def cli(*args: str, **kw) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=120, **kw)
+
+
+def wait_for(predicate, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError("condition not met in time")
+
+
+def test_killed_mid_rollout_then_resumed_from_another_shell(tmp_path, start_triton):
+    repo, server, target = setup(tmp_path, start_triton, "good")
+    target.close()
+    store = store_for(repo, MODEL)
+    common = ["--repo", str(repo)]
+    with PathClient(server.grpc_url) as unversioned:
+        driver = subprocess.Popen(
+            [*CLI, "rollout", MODEL, "--canary", "2", "--url", server.grpc_url,
+             "--steps", "25,50,100", "--interval", "2s", "--rate", "50",
+             "--envelopes", str(tmp_path / "envelopes"), "--max-p99-ratio", "3",
+             "--p99-slack", "30ms", "--failure-limit", "3", *common],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            wait_for(lambda: any(r.get("event") == "canary-loaded"
+                                 for r in store.read_audit()))
+            time.sleep(0.7)  # in the middle of the first analysis window
+        finally:
+            os.kill(driver.pid, signal.SIGKILL)
+            driver.communicate(timeout=30)
+        persisted = store.load()
+        assert persisted.phase is Phase.PROGRESSING
+        status = cli("rollout", "status", MODEL, *common)
+        assert "NOT DRIVEN" in status.stdout.replace("\n", " ")
+        resumed = cli("rollout", "resume", MODEL, "--format", "json", *common)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert '"phase": "Succeeded"' in resumed.stdout
+    assert unversioned.failures == [] and unversioned.not_ready == 0
+    events = [r["event"] for r in store.read_audit()]
+    assert "resumed" in events and events[-1] == "promoted"
+
+
+def test_abort_and_confirm_from_another_shell(tmp_path, start_triton):
+    repo, server, target = setup(tmp_path, start_triton, "good")
+    target.close()
+    store = store_for(repo, MODEL)
+    common = ["--repo", str(repo)]
+    with PathClient(server.grpc_url, version="1") as stable_path:
+        driver = subprocess.Popen(
+            [*CLI, "rollout", MODEL, "--canary", "2", "--url", server.grpc_url,
+             "--steps", "100", "--interval", "1s", "--rate", "50", "--confirm",
+             "--envelopes", str(tmp_path / "envelopes"), "--max-p99-ratio", "3",
+             "--p99-slack", "30ms", "--failure-limit", "3", "--format", "json", *common],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            wait_for(lambda: (store.load() is not None
+                              and store.load().phase is Phase.PAUSED), timeout_s=90)
+            aborted = cli("rollout", "abort", MODEL, *common)
+            assert aborted.returncode == 0, aborted.stderr
+            out, err = driver.communicate(timeout=60)
+        finally:
+            if driver.poll() is None:
+                driver.kill()
+    assert driver.returncode == 1, out + err
+    assert '"phase": "RolledBack"' in out
+    assert "aborted by" in store.load().reason
+    assert stable_path.failures == [] and stable_path.not_ready == 0
+    target2 = SingleTritonTarget(grpc_url=server.grpc_url, repository=repo, model=MODEL,
+                                 envelope=envelope(), requests=envelope_requests(envelope(), 4))
+    try:
+        assert ready_versions(target2) == [1]
+    finally:
+        target2.close()
