@@ -460,9 +460,10 @@ def _command(model: str, repo: Path, url: str | None, action: str, output_format
         if state is None:
             raise _fail(f"no rollout of {model}")
         if state.phase.terminal:
-            printer.final(state, exit_code(state))
-            raise typer.Exit(EXIT_OK if action == "promote" and exit_code(state) == 0
-                             else EXIT_ROLLED_BACK if action == "promote" else EXIT_OK)
+            # Nothing left to do: abort is satisfied, promote reports whether it promoted.
+            code = exit_code(state) if action == "promote" else EXIT_OK
+            printer.final(state, code)
+            raise typer.Exit(code)
         if store.is_locked():
             # The driving process acts on it between two windows.
             from triton_ops.rollout.state import Command
