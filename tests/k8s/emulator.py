@@ -4,9 +4,9 @@ kmock's KubernetesEmulator stores objects and serves create/get/list/merge-patch
 real HTTP. A real API server also does optimistic concurrency, which kmock leaves out, so
 `ApiServer` adds exactly that: every write bumps metadata.resourceVersion, and a write that
 carries a stale resourceVersion gets 409 Conflict, as the API server answers; and a create is
-answered 201 Created, as the API server does. Everything else (routing, storage, merge
-patches, errors) is kmock's. The emulator runs its asyncio loop in a thread so that the
-synchronous client can use it.
+answered 201 Created and a spec change bumps metadata.generation, as the API server does.
+Everything else (routing, storage, merge patches, errors) is kmock's. The emulator runs its
+asyncio loop in a thread so that the synchronous client can use it.
 """
 
 from __future__ import annotations
@@ -32,8 +32,9 @@ class ApiServer(kmock.KubernetesEmulator):
         self._versions = itertools.count(1000)
 
     async def _handle(self, request: Any) -> Any:
-        if request.resource is not None and isinstance(request.data, dict):
-            action = request.action
+        action = request.action
+        if request.resource is not None and isinstance(request.data, dict) and \
+                action in (enums.action.CREATE, enums.action.UPDATE):
             meta = request.data.setdefault("metadata", {})
             if action == enums.action.UPDATE and request.name is not None:
                 key = (request.resource, request.namespace, request.name)
@@ -48,6 +49,14 @@ class ApiServer(kmock.KubernetesEmulator):
                             "your changes to the latest version and try again")
             if action in (enums.action.CREATE, enums.action.UPDATE):
                 meta["resourceVersion"] = str(next(self._versions))
+                # metadata.generation counts spec changes, as the API server does.
+                if action == enums.action.CREATE and "spec" in request.data:
+                    meta["generation"] = 1
+                elif "spec" in request.data and request.name is not None:
+                    key = (request.resource, request.namespace, request.name)
+                    if key in self.objects and not self.objects[key].deleted:
+                        old = self.objects[key].get("metadata", {}).get("generation") or 0
+                        meta["generation"] = int(old) + 1
                 if action == enums.action.CREATE:
                     meta.setdefault("uid", f"uid-{meta['resourceVersion']}")
                     if request.namespace and "namespace" not in meta:

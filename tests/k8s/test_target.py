@@ -1,0 +1,221 @@
+"""The Kubernetes rollout target driven by the real rollout engine: the chart's objects in the
+API emulator (real client, real HTTP), real Triton servers as the stable and canary pods, a
+real Prometheus scraping them, and live traffic split by the HTTPRoute weights or the
+replica ratio. See cluster_sim.py for what stands in for Kubernetes components."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from triton_ops.envelope.loader import require_envelope
+from triton_ops.k8s.cluster import Cluster, connect
+from triton_ops.k8s.prometheus import Prometheus
+from triton_ops.k8s.target import KubernetesTarget
+from triton_ops.k8s.values import probe_values
+from triton_ops.rollout.analysis import AnalysisPolicy
+from triton_ops.rollout.engine import Engine, RolloutRefused
+from triton_ops.rollout.state import Phase, RolloutSpec
+from triton_ops.rollout.target import RolloutTarget
+from triton_ops.server.local import LocalTriton
+
+from .cluster_sim import (
+    FULLNAME,
+    NS,
+    Controller,
+    Gateway,
+    chart_values,
+    install_chart,
+    proxy_setup,
+    wait_until,
+)
+from .emulator import RunningApiServer, api_server
+from .support import prometheus_server, require_prometheus
+
+pytestmark = pytest.mark.slow
+ENVELOPE = require_envelope(Path(__file__).parent / "data" / "affine_envelope.yaml")
+PROBE = probe_values(ENVELOPE)
+
+
+@dataclass
+class Fleet:
+    tritons: dict[str, LocalTriton]
+    prometheus: str
+
+
+@pytest.fixture(scope="module")
+def fleet(affine_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    require_prometheus()
+    tmp = tmp_path_factory.mktemp("k8s-fleet")
+    tritons = {track: LocalTriton(affine_repository, log_path=tmp / f"{track}.log",
+                                  startup_timeout_s=120,
+                                  extra_args=["--metrics-config=summary_latencies=true"])
+               for track in ("stable", "canary")}
+    with tritons["stable"], tritons["canary"]:
+        jobs = {"triton": [(t.metrics_url.split("//")[1].split("/")[0], {"namespace": NS})
+                           for t in tritons.values()]}
+        with prometheus_server(tmp / "prometheus", jobs) as url:
+            yield Fleet(tritons, url)
+
+
+@dataclass
+class Sim:
+    server: RunningApiServer
+    cluster: Cluster
+    controller: Controller
+    gateway: Gateway
+    fleet: Fleet
+
+    def target(self, gateway: bool = True, **kwargs: object) -> KubernetesTarget:
+        return KubernetesTarget(
+            cluster=self.cluster, model="affine", release=FULLNAME,
+            prometheus=Prometheus(self.fleet.prometheus, matchers=[f'namespace="{NS}"']),
+            envelope=ENVELOPE, gateway=gateway, scrape_lag_s=2.5, poll_s=0.2,
+            ready_timeout_s=30, **kwargs)  # type: ignore[arg-type]
+
+    def deployment(self, track: str) -> dict:
+        return self.server.objects("apps/v1/deployments")[(NS, f"{FULLNAME}-{track}")]
+
+    def route_weights(self) -> list[int]:
+        route = self.server.objects("gateway.networking.k8s.io/v1/httproutes")[(NS, FULLNAME)]
+        return [r["weight"] for r in route["spec"]["rules"][0]["backendRefs"]]
+
+
+def make_sim(fleet: Fleet, tmp_path: Path, gateway: bool) -> Iterator[Sim]:
+    with api_server(proxy_setup(fleet.tritons)) as server:
+        install_chart(server, chart_values(PROBE, gateway))
+        cluster = Cluster(connect(server.kubeconfig(tmp_path / "kubeconfig", NS)), NS)
+        controller = Controller(server, fleet.tritons).start({"affine": PROBE})
+        wait_until(lambda: int((server.objects("apps/v1/deployments")[
+            (NS, f"{FULLNAME}-stable")].get("status") or {}).get("readyReplicas") or 0) == 2,
+            what="stable ready")
+        traffic = Gateway(server, fleet.tritons, gateway).start()
+        try:
+            yield Sim(server, cluster, controller, traffic, fleet)
+        finally:
+            traffic.stop()
+            controller.stop()
+
+
+@pytest.fixture
+def sim(fleet: Fleet, tmp_path: Path) -> Iterator[Sim]:
+    yield from make_sim(fleet, tmp_path, gateway=True)
+
+
+@pytest.fixture
+def ratio_sim(fleet: Fleet, tmp_path: Path) -> Iterator[Sim]:
+    yield from make_sim(fleet, tmp_path, gateway=False)
+
+
+def spec(canary: int, **overrides: object) -> RolloutSpec:
+    values: dict[str, object] = dict(
+        model="affine", stable=[1], canary=canary, steps=[50, 100], interval_s=2.0,
+        failure_limit=1, max_inconclusive=3, shadow_samples=5,
+        policy=AnalysisPolicy(min_requests=10, min_agreement_samples=3, max_error_rate=0.01,
+                              p99_slo_us=2_000_000, p99_slack_us=300_000))
+    values.update(overrides)
+    return RolloutSpec.model_validate(values)
+
+
+def test_good_version_is_promoted_by_httproute_weights(sim: Sim) -> None:
+    target = sim.target()
+    assert isinstance(target, RolloutTarget)
+    assert target.serving_versions() == [1]
+    seen: list[tuple[str, int]] = []
+    engine = Engine(target, poll_s=0.2,
+                    listener=lambda state, record: seen.append((state.phase.value,
+                                                                sim.route_weights()[1])))
+    state = engine.start(spec(4))
+    assert state.phase is Phase.SUCCEEDED, state.reason
+    # The canary took 50% then 100% of the live traffic before promotion.
+    assert ("Progressing", 50) in seen and ("Promoting", 100) in seen
+    assert sim.gateway.sent["canary"] > 20
+    # Stable now serves 4 (rolled, probe-checked), canary drained, route back on stable.
+    assert '"affine":[4]' in sim.deployment("stable")["spec"]["template"]["metadata"][
+        "annotations"]["triton-ops.io/versions"]
+    assert sim.deployment("canary")["spec"]["replicas"] == 0
+    assert sim.route_weights() == [100, 0]
+    wait_until(lambda: target.serving_versions() == [4], what="stable serving 4")
+    # Audit in the ConfigMap, an Event per decision, the lease released.
+    audit = target.store.read_audit()
+    assert [r["event"] for r in audit][-1] == "promoted"
+    assert sum(1 for r in audit if r.get("verdict") == "PASS") == 2
+    events = sim.server.objects("v1/events")
+    assert len(events) == len(audit)
+    assert not target.store.is_locked()
+    assert target.store.known_good()[-1] == [4]
+    assert not sim.controller.errors
+
+
+def test_failing_version_is_rolled_back_and_stable_untouched(sim: Sim) -> None:
+    target = sim.target()
+    stable_before = sim.deployment("stable")["spec"]
+    state = Engine(target, poll_s=0.2).start(spec(3))
+    assert state.phase is Phase.ROLLED_BACK, state.reason
+    assert "error-rate" in state.reason
+    assert sim.deployment("stable")["spec"] == stable_before
+    assert sim.deployment("canary")["spec"]["replicas"] == 0
+    assert sim.route_weights() == [100, 0]
+    warnings = [e for e in sim.server.objects("v1/events").values() if e["type"] == "Warning"]
+    assert any(e["reason"] == "RolledBack" for e in warnings)
+
+
+def test_wrong_answers_are_caught_by_shadow_comparison_through_the_service_proxy(
+        sim: Sim) -> None:
+    # v5 passes the golden probe (ready) and answers 200, but adds 0.5 whenever X[0] > 0:
+    # counters look healthy, outputs are not.
+    target = sim.target()
+    state = Engine(target, poll_s=0.2).start(spec(5))
+    assert state.phase is Phase.ROLLED_BACK, state.reason
+    assert "output-agreement" in state.reason
+    assert state.last_verdict is not None and state.last_verdict.critical
+
+
+def test_replica_ratio_without_a_gateway(ratio_sim: Sim) -> None:
+    target = ratio_sim.target(gateway=False, max_canary_replicas=4)
+    state = Engine(target, poll_s=0.2).start(spec(4))
+    assert state.phase is Phase.SUCCEEDED, state.reason
+    # 50% next to 2 stable pods = 2 canary pods; 100% = the cap.
+    assert ratio_sim.controller.max_replicas["canary"] == 4
+    assert ratio_sim.deployment("canary")["spec"]["replicas"] == 0
+    assert ratio_sim.deployment("stable")["spec"]["replicas"] == 2
+    assert ratio_sim.gateway.sent["canary"] > 20
+
+
+@pytest.mark.parametrize("version", [2, 9], ids=["fails-golden-probe", "not-in-repository"])
+def test_canary_that_never_becomes_ready_is_abandoned(sim: Sim, version: int) -> None:
+    # v2 loads but answers the golden probe wrong; v9 does not exist: neither gets ready.
+    target = sim.target()
+    target.ready_timeout_s = 3
+    state = Engine(target, poll_s=0.2,
+                   sleep=lambda s: time.sleep(min(s, 0.5))).start(spec(version))
+    assert state.phase in (Phase.ROLLED_BACK, Phase.FAILED)
+    assert "ready pods" in state.reason or "ready pods" in str(target.store.read_audit())
+    assert sim.deployment("canary")["spec"]["replicas"] == 0
+
+
+def test_second_rollout_is_refused_and_abort_works_from_another_machine(sim: Sim) -> None:
+    import threading
+
+    driver = sim.target()
+    results: dict[str, object] = {}
+    thread = threading.Thread(target=lambda: results.setdefault(
+        "state", Engine(driver, poll_s=0.2).start(spec(4, steps=[10, 20, 30, 40, 50]))))
+    thread.start()
+    # Another machine: its own client and store on the same cluster.
+    other = sim.target()
+    wait_until(lambda: other.store.is_locked() or "state" in results, what="rollout started")
+    with pytest.raises(RolloutRefused, match="still Initializing|still Progressing|lease"):
+        Engine(other, poll_s=0.2).start(spec(4))
+    wait_until(lambda: (st := other.store.load()) is not None and
+               st.phase is Phase.PROGRESSING, what="progressing")
+    state, drove = Engine(other, poll_s=0.2).command("abort", by="bob@laptop")
+    assert not drove  # the driver picked the command up
+    thread.join(timeout=120)
+    final = results["state"]
+    assert final.phase is Phase.ROLLED_BACK  # type: ignore[attr-defined]
+    assert "bob@laptop" in final.reason  # type: ignore[attr-defined]
