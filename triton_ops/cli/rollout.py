@@ -210,7 +210,7 @@ class _Printer:
         if self._console is None:
             from rich.console import Console
 
-            self._console = Console(stderr=self.json, highlight=False)
+            self._console = Console(stderr=self.json, highlight=False, soft_wrap=True)
         return self._console
 
     def __call__(self, state: Any, record: Any) -> None:
@@ -389,7 +389,7 @@ def status(
     from rich.console import Console
     from rich.markup import escape
 
-    console = Console(highlight=False)
+    console = Console(highlight=False, soft_wrap=True)
     spec = state.spec
     console.print(f"[bold]{model}[/]: version {spec.canary} over stable {spec.stable}")
     console.print(f"  phase     {state.phase.value}"
