@@ -279,7 +279,10 @@ def test_open_server_embedded_and_remote(small_repo: Path) -> None:
             assert again == remote and not again.embedded
             np.testing.assert_array_equal(double(endpoints.local), [[0, 2, 4, 6]])
         pgid = endpoints.local.pid
+        log_dir = endpoints.local.log_path.parent
+        assert log_dir.is_dir()
     assert pgid is not None and wait_group_gone(pgid, 5) == []
+    assert not log_dir.exists(), "a cleanly stopped embedded server leaves no temp log behind"
 
 
 @pytest.mark.parametrize(("url", "grpc", "http", "metrics"), [

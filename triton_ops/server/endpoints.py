@@ -88,7 +88,9 @@ def open_server(
         return
     from triton_ops.server.local import LocalTriton
 
-    with LocalTriton(repository, models=models, startup_timeout_s=startup_timeout_s) as server:
+    with LocalTriton(
+        repository, models=models, startup_timeout_s=startup_timeout_s, keep_log=False
+    ) as server:
         yield TritonEndpoints(
             grpc_url=server.grpc_url,
             http_url=server.http_url,

@@ -235,6 +235,7 @@ class LocalTriton:
         install: TritonInstall | None = None,
         cache_dir: Path | None = None,
         exit_timeout_s: int = 5,
+        keep_log: bool = True,
     ) -> None:
         self.repository = Path(repository).resolve()
         self.models = list(models)
@@ -244,6 +245,9 @@ class LocalTriton:
         self._fixed_ports = (grpc_port, http_port, metrics_port)
         self._install = install
         self._cache_dir = cache_dir
+        # With keep_log=False, a log this object created itself is deleted after a clean stop
+        # (kept whenever the server failed, since the error points at it).
+        self.keep_log = keep_log
         self._own_log_dir: Path | None = None
         if log_path is None:
             self._own_log_dir = Path(tempfile.mkdtemp(prefix="triton-ops-server-"))
@@ -493,10 +497,15 @@ class LocalTriton:
             except subprocess.TimeoutExpired:  # unkillable (D state): do not hang forever
                 pass
             self._proc = None
+            clean = proc.returncode == 0
+        else:
+            clean = False
         self._release_watchdog()
         if self._log_file is not None:
             self._log_file.close()  # type: ignore[attr-defined]
             self._log_file = None
+        if clean and not self.keep_log and self._own_log_dir is not None:
+            shutil.rmtree(self._own_log_dir, ignore_errors=True)
 
     def __enter__(self) -> LocalTriton:
         return self.start()
