@@ -54,6 +54,12 @@ def test_probe_inputs_are_typed_from_the_envelope() -> None:
     ({"inputs": {"X": [[1, 2, 3]]}, "expected": {"Y": [[1, 1]]}}, "lacks required input"),
     ({"inputs": {"X": [[1, 2, 3]], "T": [[1]]}, "expected": {"Q": [[1]]}},
      "does not declare: Q"),
+    ({"inputs": {"X": [[1, 2, 3]], "T": [[1]]}, "expected": {"Y": [[1, 1], [2]]}},
+     "'Y': the values are not a regular FP32 array"),
+    ({"inputs": {"X": [[1, 2, 3]], "T": [[1]]}, "expected": {"Y": [[1, 1, 1]]}},
+     r"'Y' has shape \[1, 3\], but the model returns \[N, 2\]"),
+    ({"inputs": {"X": [[1, 2, 3]], "T": [[1]]}, "expected": {"Y": [[1, 1], [2, 2]]}},
+     "has 2 rows but the probe inputs have a batch of 1"),
 ])
 def test_probe_setup_errors(probe: object, message: str) -> None:
     with pytest.raises(ProbeSetupError, match=message):

@@ -128,13 +128,34 @@ def probe_inputs(envelope: Envelope) -> dict[str, np.ndarray]:
     missing = [s.name for s in envelope.inputs if s.name not in arrays and not s.optional]
     if missing:
         raise ProbeSetupError(f"probe.inputs lacks required input(s): {', '.join(missing)}")
-    outputs = {spec.name for spec in envelope.outputs}
+    outputs = {spec.name: spec for spec in envelope.outputs}
     unknown = [name for name in envelope.probe.expected if name not in outputs]
     if unknown:
         raise ProbeSetupError(
             f"probe.expected names output(s) the model does not declare: {', '.join(unknown)} "
             f"(outputs: {', '.join(sorted(outputs)) or 'none'})"
         )
+    batch_sizes = {a.shape[0] for a in arrays.values() if a.ndim} if batched else set()
+    for name, value in envelope.probe.expected.items():
+        spec = outputs[name]
+        try:
+            expected = np.array(value, dtype=np.object_ if spec.data_type == "STRING"
+                                else np.float64)
+        except (TypeError, ValueError) as exc:
+            raise ProbeSetupError(
+                f"probe.expected {name!r}: the values are not a regular {spec.data_type} "
+                f"array ({exc}); every row must have the same length"
+            ) from None
+        if not _shape_ok(expected.shape, spec, batched):
+            raise ProbeSetupError(
+                f"probe.expected {name!r} has shape {list(expected.shape)}, but the model "
+                f"returns {_expected_shape(spec, batched)}"
+            )
+        if batched and len(batch_sizes) == 1 and expected.shape[0] not in batch_sizes:
+            raise ProbeSetupError(
+                f"probe.expected {name!r} has {expected.shape[0]} rows but the probe inputs "
+                f"have a batch of {batch_sizes.pop()}"
+            )
     return arrays
 
 
