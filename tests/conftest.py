@@ -8,7 +8,8 @@
   starts a LocalTriton and stops it when the test ends.
 
 No fixture here skips: if the embedded server cannot start, the tests that need it fail
-with the server log in the message.
+with the server log in the message. At the end of the session, any tritonserver or stub
+still running under this pytest process is killed and reported as an error.
 """
 
 from __future__ import annotations
