@@ -31,6 +31,10 @@ from typing import Any
 HTTP_URL = os.environ.get("TRITON_OPS_HTTP_URL", "http://127.0.0.1:8000")
 PROBES_FILE = os.environ.get("TRITON_OPS_PROBES", "/etc/triton-ops/probes.json")
 TIMEOUT_S = float(os.environ.get("TRITON_OPS_REQUEST_TIMEOUT_S", "30"))
+# Written by `serve` once exactly the wanted versions are loaded; `ready` needs it, so a pod
+# is never ready while its first load still serves other versions (and unversioned requests
+# would go to the highest one).
+LOADED_MARKER = os.environ.get("TRITON_OPS_LOADED_MARKER", "/tmp/triton-ops-loaded")
 
 
 class PodError(Exception):
@@ -106,6 +110,8 @@ def serve(argv: list[str]) -> int:
     if not argv:
         raise PodError("usage: triton_pod.py serve -- tritonserver ARGS...")
     versions = wanted_versions()
+    if os.path.exists(LOADED_MARKER):
+        os.unlink(LOADED_MARKER)
     proc = subprocess.Popen(argv)  # noqa: S603 - the chart's own command line
 
     def forward(signum: int, _frame: object) -> None:
@@ -119,6 +125,9 @@ def serve(argv: list[str]) -> int:
         for model, model_versions in versions.items():
             print(f"triton-ops: loading {model} versions {model_versions}", flush=True)
             load_versions(model, model_versions)
+        with open(LOADED_MARKER + ".tmp", "w", encoding="utf-8") as fh:
+            json.dump(versions, fh)
+        os.replace(LOADED_MARKER + ".tmp", LOADED_MARKER)
         print("triton-ops: all models loaded", flush=True)
     except PodError as exc:
         print(f"triton-ops: {exc}", file=sys.stderr, flush=True)
@@ -181,14 +190,35 @@ def probe_model(model: str, version: int, probe: dict[str, Any] | None) -> str |
     return None
 
 
+def extra_versions(versions: dict[str, list[int]]) -> list[str]:
+    """Loaded versions of the served models that are not wanted."""
+    index = _request("POST", "/v2/repository/index", {"ready": True}, timeout=5) or []
+    return [f"{m['name']} v{m['version']} is loaded but not wanted {versions[m['name']]}"
+            for m in index if m.get("name") in versions and m.get("state") == "READY"
+            and str(m.get("version", "")).isdigit()
+            and int(m["version"]) not in versions[m["name"]]]
+
+
 def ready() -> int:
     versions = wanted_versions()
+    try:
+        with open(LOADED_MARKER, encoding="utf-8") as fh:
+            loaded = json.load(fh)
+    except (OSError, ValueError):
+        loaded = None
+    if loaded != versions:
+        print("not ready: the models are still being loaded", flush=True)
+        return 1
     probes: dict[str, Any] = {}
     if os.path.exists(PROBES_FILE):
         with open(PROBES_FILE, encoding="utf-8") as fh:
             probes = json.load(fh)
     problems = [p for model, vs in versions.items() for v in vs
                 if (p := probe_model(model, v, probes.get(model)))]
+    try:
+        problems += extra_versions(versions)
+    except PodError as exc:
+        problems.append(str(exc))
     for problem in problems:
         print(f"not ready: {problem}", flush=True)
     return 1 if problems else 0
