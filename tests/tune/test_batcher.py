@@ -106,3 +106,18 @@ def test_candidate_round_trip_and_validation() -> None:
         Candidate(4, 0, 1, (8,))
     profile = ServiceProfile({1: 100.0, 4: 200.0}, overhead_us=5, parallel_efficiency=0.5)
     assert ServiceProfile.from_dict(profile.to_dict()).batch_us == profile.batch_us
+
+
+def test_system_ceiling_adds_a_per_request_cost() -> None:
+    # Executions alone would allow 1 / (100 us) = 10,000 req/s at batch 8; the system was
+    # seen to top out at 2,000 req/s with batch 8: 400 us per request elsewhere.
+    p = ServiceProfile({1: 100.0, 8: 800.0}, ceiling_rps=2000.0, ceiling_batch=8)
+    assert p.request_cost_us == pytest.approx(400.0)
+    assert p.capacity(Candidate(8, 0, 1)) == pytest.approx(2000.0)
+    assert p.capacity(Candidate(1, 0, 1)) == pytest.approx(2000.0)
+    cheap_batches = ServiceProfile({1: 1000.0, 8: 1200.0}, ceiling_rps=2000.0, ceiling_batch=8)
+    # Batching still wins when executions have a fixed cost, ceiling or not.
+    assert cheap_batches.capacity(Candidate(8, 0, 1)) > 2 * cheap_batches.capacity(
+        Candidate(1, 0, 1))
+    again = ServiceProfile.from_dict(p.to_dict())
+    assert again.request_cost_us == pytest.approx(400.0)

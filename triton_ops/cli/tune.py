@@ -18,7 +18,10 @@ def _int_list(text: str | None, what: str, *, durations: bool = False) -> list[i
     for part in text.split(","):
         part = part.strip()
         try:
-            out.append(parse_duration_us(part) if durations else int(part))
+            if durations and not part.isdigit():
+                out.append(parse_duration_us(part))
+            else:
+                out.append(int(part))  # a bare number of a duration means µs
         except ValueError as exc:
             raise typer.BadParameter(f"{what}: {part!r} is not valid ({exc})") from None
     return out

@@ -24,8 +24,14 @@ def apply_to_envelope_text(text: str, candidate: Candidate) -> str:
     from ruamel.yaml import YAML
     from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
+    from ruamel.yaml.util import load_yaml_guess_indent
+
+    _, indent, block_seq_indent = load_yaml_guess_indent(text)
     yaml = YAML(typ="rt")
     yaml.preserve_quotes = True
+    # Keep the file's own indentation style (e.g. "  - name:" under a key).
+    yaml.indent(mapping=2, sequence=indent or 2, offset=block_seq_indent or 0)
+    yaml.width = 4096
     data = yaml.load(text)
     if not isinstance(data, CommentedMap):
         raise ApplyError("the envelope is not a YAML mapping")

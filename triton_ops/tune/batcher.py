@@ -82,7 +82,9 @@ class ServiceProfile:
     contention: how much slower an execution is under load than alone (the load generator,
     the server's frontend and other processes share the machine), measured under load.
     ceiling_rps: the most requests/s the whole system (client, frontend, model) completed
-    with the largest batch; no config can go beyond it.
+    with batches of `ceiling_batch`. What that costs beyond the executions themselves is a
+    per-request cost (`request_cost_us`: RPC, serialisation, the load generator on the same
+    cores) that every config pays on top of its execution cost.
     """
 
     batch_us: dict[int, float]
@@ -90,6 +92,7 @@ class ServiceProfile:
     parallel_efficiency: float = 1.0
     contention: float = 1.0
     ceiling_rps: float | None = None
+    ceiling_batch: int | None = None
     _sizes: list[int] = field(default_factory=list, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -116,6 +119,13 @@ class ServiceProfile:
         value = t_lo + (t_hi - t_lo) * (batch - lo) / (hi - lo)
         return max(value, min(self.batch_us.values()) * 0.5)
 
+    @property
+    def request_cost_us(self) -> float:
+        if not self.ceiling_rps or not self.ceiling_batch:
+            return 0.0
+        b = self.ceiling_batch
+        return max(0.0, 1e6 / self.ceiling_rps - self.service_us(b) * self.contention / b)
+
     def speedup(self, busy: int) -> float:
         """Aggregate throughput of `busy` concurrently executing instances, in units of one."""
         return 1.0 + (busy - 1) * max(0.0, min(1.0, self.parallel_efficiency))
@@ -126,9 +136,7 @@ class ServiceProfile:
         sizes = range(1, top + 1)
         best = max(b / self.service_us(b) for b in sizes) * 1e6 / self.contention
         capacity = best * self.speedup(candidate.instance_count)
-        if self.ceiling_rps:
-            capacity = min(capacity, self.ceiling_rps)
-        return capacity
+        return 1e6 / (1e6 / capacity + self.request_cost_us)
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -137,6 +145,8 @@ class ServiceProfile:
             "parallel_efficiency": self.parallel_efficiency,
             "contention": self.contention,
             "ceiling_rps": self.ceiling_rps,
+            "ceiling_batch": self.ceiling_batch,
+            "request_cost_us": self.request_cost_us,
         }
 
     @classmethod
@@ -147,6 +157,7 @@ class ServiceProfile:
             parallel_efficiency=float(data.get("parallel_efficiency", 1.0)),  # type: ignore[arg-type]
             contention=float(data.get("contention", 1.0)),  # type: ignore[arg-type]
             ceiling_rps=float(data["ceiling_rps"]) if data.get("ceiling_rps") else None,  # type: ignore[arg-type]
+            ceiling_batch=int(data["ceiling_batch"]) if data.get("ceiling_batch") else None,  # type: ignore[arg-type]
         )
 
 
@@ -197,6 +208,7 @@ def simulate(candidate: Candidate, profile: ServiceProfile, arrivals_us: list[fl
     done = 0
     i = 0
     overhead = profile.overhead_us
+    request_cost = profile.request_cost_us
     while i < n or queue:
         if not queue:
             queue.append(arrivals_us[i])
@@ -225,7 +237,8 @@ def simulate(candidate: Candidate, profile: ServiceProfile, arrivals_us: list[fl
         # Instances executing at time t share the machine: slow this one down accordingly.
         busy_until = [e for e in busy_until if e > t]
         k = len(busy_until) + 1
-        service = profile.service_us(size) * profile.contention * k / profile.speedup(k)
+        service = (profile.service_us(size) * profile.contention * k / profile.speedup(k)
+                   + size * request_cost)
         end = t + service
         busy_until.append(end)
         heapq.heappush(free, end)

@@ -268,17 +268,16 @@ class LiveTarget:
                 overhead = max(0.0, client_s / n * 1e6 - server_us)
         if not batch_us:
             raise RuntimeError("Triton reported no per-batch-size statistics while profiling")
-        contention, ceiling = self._under_load(max_batch_size, batch_us)
+        ceiling, ceiling_batch = self._ceiling(max_batch_size)
         efficiency = 1.0
         if measure_parallel and instances > 1:
             efficiency = self._parallel_efficiency(max_batch_size, batch_us, seconds_per_size)
         return ServiceProfile(batch_us, overhead_us=overhead, parallel_efficiency=efficiency,
-                              contention=contention, ceiling_rps=ceiling)
+                              ceiling_rps=ceiling, ceiling_batch=ceiling_batch)
 
-    def _under_load(self, max_batch_size: int, batch_us: dict[int, float]
-                    ) -> tuple[float, float | None]:
-        """Closed-loop load on the largest-batch config: the system's ceiling (req/s) and how
-        much slower executions get under load than alone (weighted by executions)."""
+    def _ceiling(self, max_batch_size: int) -> tuple[float | None, int | None]:
+        """Closed-loop load on the largest-batch config: the most requests/s the whole system
+        (load generator, Triton frontend, model, sharing one machine) completes."""
         concurrency = max(8, min(2 * max(max_batch_size, 1), 256))
         snapshots: dict[int, Counters] = {}
         m = self.loadgen.measure(mode="closed", concurrency=concurrency, warmup_s=0.5,
@@ -286,27 +285,10 @@ class LiveTarget:
                                  at_boundary=lambda k: snapshots.__setitem__(k, self.counters()))
         self._drain()
         if not m.windows or -1 not in snapshots or 0 not in snapshots:
-            return 1.0, None
+            return None, None
         w = diff(snapshots[-1], snapshots[0])
-        ratios: list[tuple[float, int]] = []
-        for size, n in w.batch_executions.items():
-            ref = batch_us.get(size)
-            if ref is None:
-                # interpolate from the isolated profile for sizes it did not run
-                ref = ServiceProfile(batch_us).service_us(size)
-            ratios.append((w.batch_compute_us[size] / ref, n))
-        contention = 1.0
-        if ratios:
-            ratios.sort()
-            total = sum(n for _, n in ratios)
-            acc = 0
-            for r, n in ratios:
-                acc += n
-                if acc >= total / 2:
-                    contention = max(1.0, r)
-                    break
-        ceiling = m.windows[0].throughput() or None
-        return contention, ceiling
+        batch = max(1, round(w.avg_batch)) if w.avg_batch else None
+        return (m.windows[0].throughput() or None), batch
 
     def _drain(self, timeout_s: float = 10.0) -> None:
         """Wait until the server has finished what an overloaded probe left queued."""

@@ -282,10 +282,9 @@ def tune(options: TuneOptions, on_event: EventSink = lambda k, d: None) -> TuneR
                 err = target.load(base_cand)
                 if err is not None:
                     raise TuneError(f"cannot reload the model's own config: {err}")
-                guess = (envelope.slo.target_throughput if envelope.slo and
-                         envelope.slo.target_throughput else predicted)
+                guess = predicted or (profile.ceiling_rps or 10.0) / 2
                 goodput, p99, limited, probes = bisect_rate(
-                    lambda r: target.probe(base_cand, r), min(guess, predicted) or 1.0,
+                    lambda r: target.probe(base_cand, r), guess, slo_us=slo_us,
                     rel_tol=0.08, max_probes=7,
                     should_stop=lambda: time.monotonic() - started > options.budget_s * 0.4)
                 baseline = CandidateResult(base_cand, predicted, goodput, p99,

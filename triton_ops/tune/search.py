@@ -122,6 +122,7 @@ def rank_candidates(space: Sequence[Candidate], predict: Callable[[Candidate], f
 def bisect_rate(probe: Callable[[float], ProbeResult], guess: float, *, rel_tol: float = 0.05,
                 max_probes: int = 10, floor: float = 1.0,
                 should_stop: Callable[[], bool] = lambda: False,
+                slo_us: float | None = None,
                 ) -> tuple[float, QuantileEstimate | None, bool, list[ProbeResult]]:
     """Highest passing arrival rate, by bracketing around `guess` then bisecting.
 
@@ -149,7 +150,9 @@ def bisect_rate(probe: Callable[[float], ProbeResult], guess: float, *, rel_tol:
             if result.verdict is Verdict.GENERATOR_LIMITED:
                 limited = True
         if math.isinf(hi):
-            rate = rate * 1.3
+            # Far under the SLO: the knee is further away; close to it: small steps.
+            far = slo_us is not None and result.p99.value < slo_us / 3
+            rate = rate * (2.0 if far else 1.3)
         elif lo == 0.0:
             if rate <= floor:
                 break
@@ -224,7 +227,10 @@ def run_search(
             continue
         calibration = statistics.median(ratios) if ratios else 1.0
         best = best_so_far()
-        if best is not None and predicted * calibration < best.goodput * (1 - give_up_margin):
+        # Trust the model's ranking more than its scale: a candidate is hopeless when its
+        # prediction is clearly below the prediction of the best one measured so far.
+        if best is not None and best.predicted_goodput > 0 and \
+                predicted < best.predicted_goodput * (1 - give_up_margin):
             on_event("stop", {"reason": "remaining candidates are predicted to be worse"})
             break
         if measured >= max_measured:
@@ -248,7 +254,7 @@ def run_search(
         guess = predicted * calibration if predicted > 0 else 1.0
         goodput, p99, limited, probes = bisect_rate(
             lambda r, c=cand: target.probe(c, r), guess, rel_tol=rel_tol,
-            should_stop=lambda: left() <= probe_s,
+            should_stop=lambda: left() <= probe_s, slo_us=slo_us,
         )
         result = CandidateResult(cand, predicted, goodput, p99, generator_limited=limited,
                                  probes=probes, seconds=clock() - t0)

@@ -1,0 +1,124 @@
+"""Benchmark: `tune` against an exhaustive grid over the same space, same model, same machine.
+
+The grid measures every candidate with the same open-loop rate bisection `tune` uses
+(same probe settings, same load generator, started from half the system's measured
+ceiling). `tune` runs with its time budget on the same server. Printed:
+  time ratio     tune wall time / grid wall time                     (target <= 0.25)
+  goodput ratio  grid-measured goodput of tune's choice / grid best  (target >= 0.95)
+  (and tune's own re-measured goodput / grid best, for reference: on a noisy machine two
+   measurements of one config taken minutes apart differ by more than the configs do)
+
+Run: .venv/bin/python bench/tune_vs_grid.py [--budget 100] [--model dense_mlp]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="dense_mlp")
+    parser.add_argument("--budget", type=float, default=100.0, help="tune budget (s)")
+    parser.add_argument("--max-batch-sizes", default="1,4,16,64")
+    parser.add_argument("--delays-us", default="0,1000,5000")
+    parser.add_argument("--instances", default="1,2")
+    parser.add_argument("--out", type=Path, default=None, help="where to keep results")
+    args = parser.parse_args()
+
+    from triton_ops.envelope.loader import require_envelope
+    from triton_ops.loadgen.engine import LoadGenerator
+    from triton_ops.server.local import LocalTriton
+    from triton_ops.tune.live import LiveTarget, ProbeSettings
+    from triton_ops.tune.run import MeasurementLog, TuneOptions, tune
+    from triton_ops.tune.search import bisect_rate, candidate_space
+
+    envelope = require_envelope(REPO_ROOT / "envelopes" / f"{args.model}.yaml")
+    assert envelope.slo is not None, "the benchmark model needs an SLO in its envelope"
+    slo_us = float(envelope.slo.p99_latency)
+    sizes = [int(x) for x in args.max_batch_sizes.split(",")]
+    delays = [int(x) for x in args.delays_us.split(",")]
+    counts = [int(x) for x in args.instances.split(",")]
+    space = candidate_space(sizes, delays, counts)
+    out = args.out or Path(tempfile.mkdtemp(prefix="tune-vs-grid-"))
+    out.mkdir(parents=True, exist_ok=True)
+    repo = out / "model_repository"
+    if not repo.exists():
+        shutil.copytree(REPO_ROOT / "model_repository", repo,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    settings = ProbeSettings(late_threshold_us=max(2000.0, 0.05 * slo_us))
+    print(f"space: {len(space)} candidates; SLO p99 {slo_us / 1000:g} ms; results in {out}",
+          flush=True)
+    with LocalTriton(repo, models=[args.model], startup_timeout_s=120) as server:
+        # ---- grid -----------------------------------------------------------------------
+        grid_log = MeasurementLog(out / "grid-measurements.csv")
+        t0 = time.monotonic()
+        with LoadGenerator(server.grpc_url, args.model, envelope.inputs,
+                           outputs=[o.name for o in envelope.outputs],
+                           batching=envelope.max_batch_size > 0) as lg:
+            target = LiveTarget(server.grpc_url, args.model, envelope, slo_us=slo_us,
+                                max_error_rate=envelope.slo.max_error_rate, loadgen=lg,
+                                record=grid_log.append, metrics_url=server.metrics_url,
+                                settings=settings)
+            try:
+                target.load(space[-1])
+                ceiling = target._ceiling(max(sizes))[0] or 100.0
+                grid: dict[str, float] = {}
+                for i, cand in enumerate(space):
+                    err = target.load(cand)
+                    if err is not None:
+                        grid[cand.key] = 0.0
+                        continue
+                    goodput, *_ = bisect_rate(lambda r, c=cand: target.probe(c, r),
+                                              ceiling / 2, slo_us=slo_us)
+                    grid[cand.key] = goodput
+                    print(f"grid {i + 1}/{len(space)} {cand.label()}: {goodput:.0f} req/s "
+                          f"({time.monotonic() - t0:.0f} s)", flush=True)
+            finally:
+                target.restore()
+                target.close()
+        grid_s = time.monotonic() - t0
+        # ---- tune -----------------------------------------------------------------------
+        t1 = time.monotonic()
+        result = tune(TuneOptions(
+            model=args.model, envelope=envelope, repository=repo, url=server.grpc_url,
+            metrics_url=server.metrics_url, allow_reload=True, budget_s=args.budget,
+            out_dir=out / "tune", max_batch_sizes=sizes, delays_us=delays,
+            instance_counts=counts, settings=settings))
+        tune_s = time.monotonic() - t1
+    best_key = max(grid, key=lambda k: grid[k])
+    grid_best = grid[best_key]
+    chosen = result.best.get("chosen")
+    from triton_ops.tune.batcher import Candidate
+
+    chosen_key = Candidate.from_dict(chosen).key if chosen else None
+    grid_of_choice = grid.get(chosen_key, float("nan")) if chosen_key else 0.0
+    summary = {
+        "model": args.model, "candidates": len(space), "grid_s": round(grid_s, 1),
+        "tune_s": round(tune_s, 1), "time_ratio": round(tune_s / grid_s, 3),
+        "grid_best": {"config": best_key, "goodput": grid_best},
+        "tune_choice": {"config": chosen_key, "grid_goodput": grid_of_choice,
+                        "tune_remeasured_goodput": result.best.get("goodput")},
+        "goodput_ratio": round(grid_of_choice / grid_best, 3) if grid_best else None,
+        "tune_goodput_ratio": round((result.best.get("goodput") or 0) / grid_best, 3)
+        if grid_best else None,
+        "grid": grid,
+    }
+    (out / "bench.json").write_text(json.dumps(summary, indent=2))
+    print(json.dumps({k: v for k, v in summary.items() if k != "grid"}, indent=2))
+    print(f"time ratio tune/grid: {summary['time_ratio']:.3f} (target <= 0.25)")
+    print(f"goodput ratio tune-choice/grid-best: {summary['goodput_ratio']} (target >= 0.95)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,32 @@
+"""Request inputs from tensor specs."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from triton_ops.envelope.model import TensorSpec
+from triton_ops.loadgen.inputs import make_input_sets, triton_type
+
+
+def test_shapes_types_and_variable_dims() -> None:
+    specs = [
+        TensorSpec(name="F", data_type="FP32", dims=[32]),
+        TensorSpec(name="IDS", data_type="INT64", dims=[-1], max_dims=[128]),
+        TensorSpec(name="T", data_type="STRING", dims=[1]),
+        TensorSpec(name="OPT", data_type="FP16", dims=[2], optional=True),
+    ]
+    sets = make_input_sets(specs, batch=1, count=20, seed=3)
+    assert len(sets) == 20
+    lengths = set()
+    for s in sets:
+        assert set(s) == {"F", "IDS", "T"}  # optional inputs are left out
+        assert s["F"].shape == (1, 32) and s["F"].dtype == np.float32
+        assert s["IDS"].dtype == np.int64 and 1 <= s["IDS"].shape[1] <= 128
+        lengths.add(s["IDS"].shape[1])
+        assert s["T"].dtype == object and isinstance(s["T"][0, 0], bytes)
+    assert len(lengths) > 1  # variable dims are sampled, not fixed
+    unbatched = make_input_sets(specs[:1], batch=None, count=1)[0]
+    assert unbatched["F"].shape == (32,)
+    assert triton_type(specs[2]) == "BYTES"
+    again = make_input_sets(specs, batch=1, count=20, seed=3)
+    assert all(np.array_equal(a["F"], b["F"]) for a, b in zip(sets, again, strict=True))

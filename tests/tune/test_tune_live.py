@@ -1,0 +1,89 @@
+"""The whole tune loop against a real embedded Triton, with a short budget and small space."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from triton_ops.envelope.loader import require_envelope
+from triton_ops.tune.run import TuneError, TuneOptions, tune
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_remote_server_needs_allow_reload(tmp_path: Path) -> None:
+    env = require_envelope(REPO_ROOT / "envelopes" / "dense_mlp.yaml")
+    options = TuneOptions(model="dense_mlp", envelope=env, repository=tmp_path,
+                          url="10.0.0.1:8001", out_dir=tmp_path / "out")
+    with pytest.raises(TuneError, match="--allow-reload"):
+        tune(options)
+
+
+def test_cli_rejects_bad_input(tmp_path: Path) -> None:
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "triton_ops.cli.main", "tune", *args],
+                              capture_output=True, text=True, timeout=60, cwd=tmp_path)
+
+    missing = run("nope")
+    assert missing.returncode == 2 and "no envelope for model 'nope'" in missing.stderr
+    assert "Traceback" not in missing.stderr
+    bad_budget = run("dense_mlp", "--envelope", str(REPO_ROOT / "envelopes" / "dense_mlp.yaml"),
+                     "--budget", "soon")
+    assert bad_budget.returncode == 2 and "not a duration" in bad_budget.stderr
+    no_state = run("dense_mlp", "--envelope", str(REPO_ROOT / "envelopes" / "dense_mlp.yaml"),
+                   "--resume", str(tmp_path))
+    assert no_state.returncode == 2 and "state.json" in no_state.stderr
+
+
+@pytest.mark.slow
+def test_tune_dense_mlp_end_to_end(tmp_path: Path, start_triton) -> None:  # type: ignore[no-untyped-def]
+    import tritonclient.grpc as grpcclient
+
+    repo = tmp_path / "repo"
+    shutil.copytree(REPO_ROOT / "model_repository", repo,
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    server = start_triton(repo, models=["dense_mlp"])
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    original = client.get_model_config("dense_mlp", as_json=True)["config"]
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, "-m", "triton_ops.cli.main", "tune", "dense_mlp",
+         "--envelope", str(REPO_ROOT / "envelopes" / "dense_mlp.yaml"),
+         "--repository", str(repo), "--url", server.grpc_url,
+         "--metrics-url", server.metrics_url, "--allow-reload",
+         "--budget", "75s", "--max-batch-sizes", "1,32", "--delays", "0,2ms",
+         "--instances", "1", "--format", "json", "--out", str(out)],
+        capture_output=True, text=True, timeout=240, cwd=tmp_path,
+    )
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert proc.returncode in (0, 1), proc.stderr  # 1 = nothing met the SLO (noisy machine)
+    best = json.loads(proc.stdout)
+    assert best == json.loads((out / "best.json").read_text())
+    assert best["model"] == "dense_mlp" and best["slo_p99_us"] == 50_000
+    assert best["baseline"]["config"]["max_batch_size"] == 64
+    assert best["elapsed_s"] <= 75 + 30  # the budget, plus restore and report
+    if best["slo_met"]:
+        assert proc.returncode == 0
+        assert best["chosen"]["max_batch_size"] in (1, 32, 64)
+        assert best["remeasured"]["p99_us"] <= best["slo_p99_us"]
+        assert best["remeasured"]["p99_ci_low_us"] <= best["remeasured"]["p99_us"]
+        assert best["goodput"] > 0
+    table = pd.read_csv(out / "measurements.csv")
+    assert len(table) > 0
+    assert {"candidate", "rate", "p99_us", "verdict", "server_avg_batch",
+            "server_queue_us"} <= set(table.columns)
+    assert set(table["phase"]) >= {"baseline"}
+    report = (out / "report.html").read_text()
+    assert "<svg" in report and "dense_mlp" in report
+    state = json.loads((out / "state.json").read_text())
+    assert "profile" in state and "baseline" in state
+    # The server is left as it was found.
+    assert client.get_model_config("dense_mlp", as_json=True)["config"] == original
+    assert client.is_model_ready("dense_mlp")
+    client.close()
