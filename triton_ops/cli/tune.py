@@ -29,9 +29,12 @@ def _int_list(text: str | None, what: str, *, durations: bool = False) -> list[i
 
 def tune_command(
     model: str = typer.Argument(..., help="Model name (envelopes/<model>.yaml)"),
-    envelope: Path | None = typer.Option(None, help="Envelope file (default: envelopes/<model>.yaml)"),
-    envelopes_dir: Path = typer.Option(Path("envelopes"), help="Folder of envelopes"),
-    repository: Path = typer.Option(Path("model_repository"), help="Model repository"),
+    envelope: Path | None = typer.Option(  # noqa: B008 - typer declares options as defaults
+        None, help="Envelope file (default: envelopes/<model>.yaml)"),
+    envelopes_dir: Path = typer.Option(  # noqa: B008
+        Path("envelopes"), help="Folder of envelopes"),
+    repository: Path = typer.Option(  # noqa: B008
+        Path("model_repository"), help="Model repository"),
     url: str | None = typer.Option(None, help="gRPC host:port of a running Triton (default: "
                                    "start an embedded one)"),
     http_url: str | None = typer.Option(None, help="HTTP host:port of the remote server"),
@@ -39,15 +42,19 @@ def tune_command(
     slo_p99: str | None = typer.Option(None, help="p99 latency SLO, e.g. 50ms (default: the "
                                        "envelope's slo.p99_latency)"),
     budget: str = typer.Option("10m", help="Time budget, e.g. 3m, 90s"),
-    out: Path | None = typer.Option(None, help="Output folder (default tune-results/<model>/<UTC time>/)"),
-    resume: Path | None = typer.Option(None, help="Continue the interrupted run in this folder"),
-    output_format: str = typer.Option("text", "--format", help="text or json (best.json on stdout)"),
+    out: Path | None = typer.Option(  # noqa: B008
+        None, help="Output folder (default tune-results/<model>/<UTC time>/)"),
+    resume: Path | None = typer.Option(  # noqa: B008
+        None, help="Continue the interrupted run in this folder"),
+    output_format: str = typer.Option(
+        "text", "--format", help="text or json (best.json on stdout)"),
     apply: bool = typer.Option(False, "--apply", help="Write the chosen settings into the "
                                "envelope and regenerate config.pbtxt"),
     allow_reload: bool = typer.Option(False, help="Allow reloading the model on a remote server"),
     workers: int = typer.Option(1, min=1, max=64, help="Load generator processes"),
     max_batch_sizes: str | None = typer.Option(None, help="Comma list, e.g. 1,4,16,64"),
-    delays: str | None = typer.Option(None, help="Comma list of max queue delays, e.g. 0,500us,2ms"),
+    delays: str | None = typer.Option(
+        None, help="Comma list of max queue delays, e.g. 0,500us,2ms"),
     instances: str | None = typer.Option(None, help="Comma list of instance counts, e.g. 1,2"),
     preferred: bool = typer.Option(False, help="Also try preferred batch sizes"),
     max_measured: int = typer.Option(12, min=1, help="Measure at most this many candidates"),
@@ -92,7 +99,8 @@ def tune_command(
     options = TuneOptions(
         model=model, envelope=env, repository=repository, url=url, http_url=http_url,
         metrics_url=metrics_url, slo_us=slo_us, budget_s=budget_s,
-        out_dir=resume or out or default_out_dir(model), resume=resume is not None, allow_reload=allow_reload,
+        out_dir=resume or out or default_out_dir(model), resume=resume is not None,
+        allow_reload=allow_reload,
         workers=workers, max_batch_sizes=_int_list(max_batch_sizes, "--max-batch-sizes"),
         delays_us=_int_list(delays, "--delays", durations=True),
         instance_counts=_int_list(instances, "--instances"), preferred=preferred,
@@ -149,7 +157,8 @@ def _print_best(best: dict[str, Any], console: Any) -> None:
         f"[bold]chosen[/]: max_batch_size={chosen['max_batch_size']} "
         f"max_queue_delay={chosen['max_queue_delay_us']}us "
         f"instances={chosen['instance_count']}"
-        + (f" preferred={chosen['preferred_batch_sizes']}" if chosen["preferred_batch_sizes"] else ""))
+        + (f" preferred={chosen['preferred_batch_sizes']}"
+           if chosen["preferred_batch_sizes"] else ""))
     if re:
         console.print(
             f"goodput {best['goodput']:.0f} req/s at p99 {(re['p99_us'] or 0) / 1000:.2f} ms "

@@ -1,4 +1,4 @@
-"""Request inputs built from the envelope's tensor specs: random data of the right shape and type."""
+"""Request inputs from the envelope's tensor specs: random data of the right shape and type."""
 
 from __future__ import annotations
 

@@ -23,7 +23,6 @@ def apply_to_envelope_text(text: str, candidate: Candidate) -> str:
     """The envelope YAML with the candidate's batching and instance settings."""
     from ruamel.yaml import YAML
     from ruamel.yaml.comments import CommentedMap, CommentedSeq
-
     from ruamel.yaml.util import load_yaml_guess_indent
 
     _, indent, block_seq_indent = load_yaml_guess_indent(text)

@@ -235,7 +235,8 @@ class LiveTarget:
         error = self.load(base)
         if error is not None:
             raise RuntimeError(f"cannot load the profiling config ({base.label()}): {error}")
-        sizes = sorted({min(2**k, mbs) for k in range(0, int(math.log2(mbs)) + 2)}) if batching else [1]
+        sizes = (sorted({min(2**k, mbs) for k in range(0, int(math.log2(mbs)) + 2)})
+                 if batching else [1])
         types = {s.name: triton_type(s) for s in self.envelope.inputs}
         batch_us: dict[int, float] = {}
         overhead = 0.0
@@ -264,7 +265,8 @@ class LiveTarget:
             if b in w.batch_compute_us:
                 batch_us[b] = w.batch_compute_us[b]
             if b == 1:
-                server_us = w.queue_us + w.compute_input_us + w.compute_infer_us + w.compute_output_us
+                server_us = (w.queue_us + w.compute_input_us + w.compute_infer_us
+                             + w.compute_output_us)
                 overhead = max(0.0, client_s / n * 1e6 - server_us)
         if not batch_us:
             raise RuntimeError("Triton reported no per-batch-size statistics while profiling")

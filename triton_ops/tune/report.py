@@ -116,7 +116,8 @@ def _plots(table: Any, results: list[CandidateResult], slo_us: float) -> list[tu
         if "server_avg_batch" in table.columns:
             fig, ax = plt.subplots(figsize=(8, 4.5))
             for cand, grp in table.groupby("candidate"):
-                g = grp.groupby("rate", as_index=False)["server_avg_batch"].mean().sort_values("rate")
+                g = grp.groupby("rate", as_index=False)["server_avg_batch"].mean()
+                g = g.sort_values("rate")
                 ax.plot(g["rate"], g["server_avg_batch"], marker=".", label=cand)
             ax.set_xlabel("arrival rate (req/s)")
             ax.set_ylabel("average executed batch size")

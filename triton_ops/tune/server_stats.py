@@ -80,7 +80,8 @@ class ServerWindow:
 
     def to_row(self) -> dict[str, object]:
         row = asdict(self)
-        row["batch_executions"] = ";".join(f"{k}:{v}" for k, v in sorted(self.batch_executions.items()))
+        row["batch_executions"] = ";".join(
+            f"{k}:{v}" for k, v in sorted(self.batch_executions.items()))
         row["batch_compute_us"] = ";".join(
             f"{k}:{v:.1f}" for k, v in sorted(self.batch_compute_us.items()))
         return row
