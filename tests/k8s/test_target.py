@@ -219,3 +219,40 @@ def test_second_rollout_is_refused_and_abort_works_from_another_machine(sim: Sim
     final = results["state"]
     assert final.phase is Phase.ROLLED_BACK  # type: ignore[attr-defined]
     assert "bob@laptop" in final.reason  # type: ignore[attr-defined]
+
+
+def test_cli_rollout_and_status_on_the_cluster(sim: Sim, tmp_path: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from triton_ops.cli.main import app
+
+    kubeconfig = str(tmp_path / "kubeconfig")  # written by the sim fixture
+    common = ["--kubeconfig", kubeconfig, "-n", NS]
+    envelope = str(Path(__file__).parent / "data" / "affine_envelope.yaml")
+    runner = CliRunner()
+    wrong = runner.invoke(app, ["k8s", "rollout", "affine", "--canary", "4", "--release",
+                                "nope", "--prometheus", sim.fleet.prometheus,
+                                "--envelope", envelope, *common])
+    assert wrong.exit_code == 2 and "is the triton chart installed as release" in wrong.output
+    result = runner.invoke(app, [
+        "k8s", "rollout", "affine", "--canary", "4", "--release", "demo",
+        "--prometheus", sim.fleet.prometheus, "--match", f'namespace="{NS}"',
+        "--envelope", envelope, "--steps", "50,100", "--interval", "2s", "--scrape-lag", "2.5s",
+        "--min-requests", "10", "--shadow-samples", "5", "--p99-slack", "300ms",
+        "--format", "json", *common])
+    assert result.exit_code == 0, result.output
+    final = json.loads(result.stdout[result.stdout.index("{"):])
+    assert final["phase"] == "Succeeded" and final["serving"] == [4]
+    status = runner.invoke(app, ["k8s", "status", "affine", "--format", "json", *common])
+    assert status.exit_code == 0, status.output
+    data = json.loads(status.stdout)
+    assert data["state"]["phase"] == "Succeeded" and data["driven"] is False
+    text = runner.invoke(app, ["k8s", "status", "affine", *common])
+    assert "phase     Succeeded" in text.output
+    # abort of a finished rollout changes nothing and says so by its exit code.
+    abort = runner.invoke(app, ["k8s", "abort", "affine", *common])
+    assert abort.exit_code == 0, abort.output
+    none = runner.invoke(app, ["k8s", "status", "other", *common])
+    assert none.exit_code == 1 and "no rollout of other" in none.output

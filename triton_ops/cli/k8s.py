@@ -56,6 +56,298 @@ def helm_values(
         typer.echo(f"wrote {output}", err=True)
 
 
+# -- rollouts on Kubernetes ------------------------------------------------------------------
+
+k8s_app = typer.Typer(
+    no_args_is_help=True,
+    help="Canary rollouts on Kubernetes (releases of the triton Helm chart): traffic by "
+    "HTTPRoute weights or replica ratio, analysis from Prometheus, state in a ConfigMap.",
+)
+
+EXIT_REFUSED = 2
+
+
+def _fail(message: str, code: int = EXIT_REFUSED) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def _cluster(namespace: str | None, kubeconfig: Path | None, context: str | None) -> object:
+    from triton_ops.k8s.cluster import Cluster, K8sError, connect, default_namespace
+
+    try:
+        api = connect(kubeconfig, context)
+    except K8sError as exc:
+        raise _fail(str(exc)) from None
+    return Cluster(api, namespace or default_namespace(kubeconfig, context))
+
+
+def _envelope(model: str, envelope: Path | None, envelopes: Path) -> object:
+    from triton_ops.envelope.loader import load_envelope
+
+    path = envelope
+    if path is None:
+        for suffix in (".yaml", ".yml"):
+            if (envelopes / f"{model}{suffix}").is_file():
+                path = envelopes / f"{model}{suffix}"
+                break
+    if path is None or not path.is_file():
+        raise _fail(f"no envelope for {model}: pass --envelope FILE or put it in "
+                    f"{envelopes}/{model}.yaml (tensors, SLO and tolerance come from it)")
+    loaded = load_envelope(path)
+    if loaded.envelope is None:
+        lines = "\n".join(f"  {f.file}:{f.line}:{f.column}: {f.message}" for f in loaded.findings)
+        raise _fail(f"the envelope of {model} is invalid:\n{lines}")
+    return loaded.envelope
+
+
+def _target(cluster: object, model: str, options: dict, envelope: object) -> object:
+    from triton_ops.k8s.names import fullname
+    from triton_ops.k8s.prometheus import Prometheus, PrometheusError
+    from triton_ops.k8s.target import KubernetesTarget
+
+    if not options.get("prometheus"):
+        raise _fail("--prometheus URL is required (the analysis reads Triton's metrics there)")
+    try:
+        prometheus = Prometheus(options["prometheus"], matchers=options.get("match") or ())
+    except PrometheusError as exc:
+        raise _fail(str(exc)) from None
+    return KubernetesTarget(
+        cluster=cluster, model=model,  # type: ignore[arg-type]
+        release=fullname(options["release"], options.get("fullname_override") or ""),
+        prometheus=prometheus, envelope=envelope,  # type: ignore[arg-type]
+        gateway=bool(options.get("gateway", True)),
+        repository=Path(options["repo"]) if options.get("repo") else None,
+        canary_replicas=int(options.get("canary_replicas", 1)),
+        max_canary_replicas=int(options.get("max_canary_replicas", 10)),
+        ready_timeout_s=float(options.get("ready_timeout_s", 900)),
+        scrape_lag_s=float(options.get("scrape_lag_s", 30)),
+    )
+
+
+def _seconds(text: str, option: str) -> float:
+    from triton_ops.envelope.units import parse_duration_us
+
+    try:
+        value = parse_duration_us(text if not text.replace(".", "", 1).isdigit() else f"{text}s")
+    except (ValueError, TypeError) as exc:
+        raise _fail(f"{option} {text!r}: {exc}; use e.g. 30s, 2m") from None
+    return value / 1e6
+
+
+def _ints(text: str, option: str) -> list[int]:
+    try:
+        values = [int(p) for p in text.replace(" ", "").split(",") if p]
+    except ValueError:
+        raise _fail(f"{option} {text!r}: give comma-separated integers") from None
+    if not values:
+        raise _fail(f"{option} is empty")
+    return values
+
+
+NS_HELP = "Namespace (default: the kubeconfig context's)."
+
+
+@k8s_app.command("rollout")
+def k8s_rollout(
+    model: str = typer.Argument(..., help="Model name."),
+    canary: int = typer.Option(..., "--canary", help="The sealed version to roll out."),
+    release: str = typer.Option(..., "--release", help="Helm release of the triton chart."),
+    prometheus: str = typer.Option(..., "--prometheus", help="Prometheus URL."),
+    match: list[str] = typer.Option([], "--match", help='Extra label matcher for every '  # noqa: B006, B008
+                                    'query, e.g. namespace="ml" (repeatable).'),
+    namespace: str = typer.Option(None, "--namespace", "-n", help=NS_HELP),
+    kubeconfig: Path = typer.Option(None, "--kubeconfig", help="Kubeconfig file."),  # noqa: B008
+    context: str = typer.Option(None, "--context", help="Kubeconfig context."),
+    gateway: bool = typer.Option(True, "--gateway/--replica-ratio", help="Shift traffic by "
+                                 "HTTPRoute weights, or by canary/stable replica ratio."),
+    stable: str = typer.Option(None, "--stable", help="Stable versions (default: serving)."),
+    steps: str = typer.Option("10,25,50,100", "--steps", help="Canary weights in percent."),
+    interval: str = typer.Option("5m", "--interval", help="Length of one analysis window."),
+    min_requests: int = typer.Option(100, "--min-requests", min=1),
+    failure_limit: int = typer.Option(2, "--failure-limit", min=1),
+    max_inconclusive: int = typer.Option(5, "--max-inconclusive", min=1),
+    confirm: bool = typer.Option(False, "--confirm", help="Pause before promotion."),
+    shadow_samples: int = typer.Option(20, "--shadow-samples", min=0),
+    max_p99_ratio: float = typer.Option(1.5, "--max-p99-ratio", min=1.0),
+    p99_slack: str = typer.Option("10ms", "--p99-slack"),
+    scrape_lag: str = typer.Option("30s", "--scrape-lag", help="Wait after each window so "
+                                   "Prometheus has scraped it (2 scrape intervals)."),
+    ready_timeout: str = typer.Option("15m", "--ready-timeout"),
+    canary_replicas: int = typer.Option(1, "--canary-replicas", min=1),
+    max_canary_replicas: int = typer.Option(10, "--max-canary-replicas", min=1),
+    envelope: Path = typer.Option(None, "--envelope", help="Envelope file."),  # noqa: B008
+    envelopes: Path = typer.Option(Path("envelopes"), "--envelopes"),  # noqa: B008
+    repo: Path = typer.Option(None, "--repo", help="A local copy of the model "  # noqa: B008
+                              "repository, to refuse unsealed or changed versions."),
+    output_format: str = typer.Option("rich", "--format", help="rich or json."),
+) -> None:
+    """Roll out sealed version N of MODEL on a release of the triton chart."""
+    from pydantic import ValidationError
+
+    from triton_ops.cli.rollout import _Printer
+    from triton_ops.rollout.analysis import policy_from_envelope
+    from triton_ops.rollout.engine import Engine, RolloutRefused, exit_code
+    from triton_ops.rollout.state import RolloutSpec
+    from triton_ops.rollout.target import TargetError
+
+    envelope_obj = _envelope(model, envelope, envelopes)
+    options = {"release": release, "prometheus": prometheus, "match": list(match),
+               "gateway": gateway, "repo": str(repo) if repo else None,
+               "canary_replicas": canary_replicas, "max_canary_replicas": max_canary_replicas,
+               "ready_timeout_s": _seconds(ready_timeout, "--ready-timeout"),
+               "scrape_lag_s": _seconds(scrape_lag, "--scrape-lag"),
+               "envelope": str(envelope) if envelope else None, "envelopes": str(envelopes)}
+    cluster = _cluster(namespace, kubeconfig, context)
+    target = _target(cluster, model, options, envelope_obj)
+    try:
+        stable_list = _ints(stable, "--stable") if stable else target.serving_versions()
+        spec = RolloutSpec(
+            model=model, stable=stable_list or [0], canary=canary,
+            steps=_ints(steps, "--steps"), interval_s=_seconds(interval, "--interval"),
+            failure_limit=failure_limit, max_inconclusive=max_inconclusive, confirm=confirm,
+            shadow_samples=shadow_samples,
+            policy=policy_from_envelope(envelope_obj, min_requests=min_requests,
+                                        max_p99_ratio=max_p99_ratio,
+                                        p99_slack_us=_seconds(p99_slack, "--p99-slack") * 1e6,
+                                        min_agreement_samples=min(5, shadow_samples)))
+    except TargetError as exc:
+        raise _fail(str(exc)) from None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise _fail(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+    if not stable_list:
+        raise _fail(f"no version of {model} serves on {target.describe()}")
+    printer = _Printer(output_format)
+    if not printer.json:
+        printer.console.print(f"rolling out {model} version {canary} on {target.describe()}: "
+                              f"stable {stable_list}, steps {spec.steps}")
+    try:
+        target.store.save_target_options(options)
+        state = Engine(target, listener=printer).start(spec)
+    except RolloutRefused as exc:
+        raise _fail(f"refused: {exc}") from None
+    code = exit_code(state)
+    printer.final(state, code)
+    raise typer.Exit(code)
+
+
+def _stored_target(model: str, namespace: str | None, kubeconfig: Path | None,
+                   context: str | None, prometheus: str | None) -> object:
+    from triton_ops.k8s.store import ConfigMapStateStore
+    from triton_ops.rollout.store import StoreError
+
+    cluster = _cluster(namespace, kubeconfig, context)
+    try:
+        options = ConfigMapStateStore(cluster, model).target_options()  # type: ignore[arg-type]
+    except StoreError as exc:
+        raise _fail(str(exc)) from None
+    if not options:
+        raise _fail(f"no Kubernetes rollout of {model} recorded in namespace "
+                    f"{cluster.namespace}")  # type: ignore[attr-defined]
+    if prometheus:
+        options["prometheus"] = prometheus
+    envelope_path = Path(options["envelope"]) if options.get("envelope") else None
+    envelope_obj = _envelope(model, envelope_path, Path(options.get("envelopes") or "envelopes"))
+    return _target(cluster, model, options, envelope_obj)
+
+
+@k8s_app.command("status")
+def k8s_status(
+    model: str = typer.Argument(..., help="Model name."),
+    namespace: str = typer.Option(None, "--namespace", "-n", help=NS_HELP),
+    kubeconfig: Path = typer.Option(None, "--kubeconfig"),  # noqa: B008
+    context: str = typer.Option(None, "--context"),
+    last: int = typer.Option(5, "--last", min=0, help="Audit records to show."),
+    output_format: str = typer.Option("rich", "--format", help="rich or json."),
+) -> None:
+    """Show the rollout of MODEL from the cluster: phase, weight, verdict, who drives it."""
+    import json
+
+    from triton_ops.k8s.store import ConfigMapStateStore
+    from triton_ops.rollout.store import StoreError
+
+    cluster = _cluster(namespace, kubeconfig, context)
+    store = ConfigMapStateStore(cluster, model)  # type: ignore[arg-type]
+    try:
+        state = store.load()
+        if state is None:
+            raise _fail(f"no rollout of {model} in {store.directory}", 1)
+        driven = store.is_locked()
+        owner = store.owner()
+        audit = store.read_audit()[-last:] if last else []
+    except StoreError as exc:
+        raise _fail(str(exc)) from None
+    if output_format == "json":
+        typer.echo(json.dumps({"state": state.model_dump(mode="json"), "driven": driven,
+                               "owner": owner if driven else None,
+                               "serving": state.serving, "audit": audit}, indent=2))
+        return
+    spec = state.spec
+    typer.echo(f"{model}: version {spec.canary} over stable {spec.stable} ({store.directory})")
+    drive = ("" if state.phase.terminal else f" (driven by {owner})" if driven else
+             f" (NOT DRIVEN: run `triton-ops k8s resume {model}`)")
+    typer.echo(f"  phase     {state.phase.value}{drive}")
+    typer.echo(f"  step      {state.step + 1}/{len(spec.steps)} at weight {state.weight}%")
+    typer.echo(f"  windows   {state.windows} analyzed, {state.failures} failed")
+    if state.last_verdict is not None:
+        typer.echo(f"  verdict   {state.last_verdict.result.value}: {state.last_verdict.reason}")
+    typer.echo(f"  reason    {state.reason}")
+    for record in audit:
+        typer.echo(f"  - {record.get('event')}: {record.get('reason')}")
+
+
+def _drive(model: str, action: str, namespace: str | None, kubeconfig: Path | None,
+           context: str | None, prometheus: str | None, output_format: str) -> None:
+    import getpass
+    import socket
+
+    from triton_ops.cli.rollout import _Printer
+    from triton_ops.rollout.engine import Engine, RolloutRefused, exit_code
+
+    target = _stored_target(model, namespace, kubeconfig, context, prometheus)
+    printer = _Printer(output_format)
+    engine = Engine(target, listener=printer)  # type: ignore[arg-type]
+    try:
+        if action == "resume":
+            state = engine.resume()
+        else:
+            state, drove = engine.command(action, by=f"{getpass.getuser()}@"
+                                          f"{socket.gethostname()}")
+            if not drove and not state.phase.terminal:
+                typer.echo(f"{action} sent to the process driving the rollout "
+                           f"({target.store.owner()}); follow it with "  # type: ignore[attr-defined]
+                           f"`triton-ops k8s status {model}`")
+                return
+    except RolloutRefused as exc:
+        raise _fail(str(exc)) from None
+    code = exit_code(state)
+    printer.final(state, code)
+    raise typer.Exit(code)
+
+
+for _action in ("resume", "abort", "promote"):
+    def _command(
+        model: str = typer.Argument(..., help="Model name."),
+        namespace: str = typer.Option(None, "--namespace", "-n", help=NS_HELP),
+        kubeconfig: Path = typer.Option(None, "--kubeconfig"),  # noqa: B008
+        context: str = typer.Option(None, "--context"),
+        prometheus: str = typer.Option(None, "--prometheus",
+                                       help="Override the recorded Prometheus URL."),
+        output_format: str = typer.Option("rich", "--format", help="rich or json."),
+        _action: str = typer.Option(_action, hidden=True),
+    ) -> None:
+        _drive(model, _action, namespace, kubeconfig, context, prometheus, output_format)
+
+    _command.__doc__ = {
+        "resume": "Take over a rollout whose driving process died (its lease expired).",
+        "abort": "Roll back now: from any machine with access to the cluster.",
+        "promote": "Promote now (also releases a --confirm pause).",
+    }[_action]
+    k8s_app.command(_action)(_command)
+
+
 def register(app: typer.Typer) -> None:
     """Add this capability's commands to the main app."""
     app.command("helm-values")(helm_values)
+    app.add_typer(k8s_app, name="k8s")

@@ -37,6 +37,7 @@ STATE_KEY = "state.json"
 AUDIT_KEY = "audit.jsonl"
 COMMAND_KEY = "command.json"
 KNOWN_GOOD_KEY = "known_good.json"
+TARGET_KEY = "target.json"  # how to reach the target again (resume/promote from anywhere)
 # A ConfigMap holds at most 1 MiB; the oldest audit lines go first past this size (every
 # record is also an Event, and `kubectl get events` keeps its own history).
 AUDIT_LIMIT_BYTES = 512 * 1024
@@ -343,3 +344,16 @@ class ConfigMapStateStore(StateStore):
             return {KNOWN_GOOD_KEY: json.dumps(history[-50:]) + "\n"}
 
         self._wrap(lambda: self._update(change))
+
+    # -- how to reach the target again ------------------------------------------------------
+    def save_target_options(self, options: dict[str, Any]) -> None:
+        text = json.dumps(options, indent=2, sort_keys=True) + "\n"
+        self._wrap(lambda: self._update(lambda _: {TARGET_KEY: text}))
+
+    def target_options(self) -> dict[str, Any]:
+        data, _ = self._wrap(self._read)
+        try:
+            options = json.loads(data.get(TARGET_KEY, "{}"))
+        except ValueError:
+            return {}
+        return options if isinstance(options, dict) else {}
