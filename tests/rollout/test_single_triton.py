@@ -234,3 +234,25 @@ def test_abort_and_confirm_from_another_shell(tmp_path, start_triton):
         assert ready_versions(target2) == [1]
     finally:
         target2.close()
+
+
+def test_abort_does_not_wait_for_the_window_to_end(tmp_path, start_triton):
+    repo, server, target = setup(tmp_path, start_triton, "good")
+    target.close()
+    store = store_for(repo, MODEL)
+    driver = subprocess.Popen(
+        [*CLI, "rollout", MODEL, "--canary", "2", "--url", server.grpc_url,
+         "--steps", "50,100", "--interval", "10m", "--rate", "20",
+         "--envelopes", str(tmp_path / "envelopes"), "--repo", str(repo)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(lambda: any(r.get("event") == "canary-loaded" for r in store.read_audit()))
+        aborted = cli("rollout", "abort", MODEL, "--repo", str(repo))
+        assert aborted.returncode == 0, aborted.stderr
+        out, _ = driver.communicate(timeout=60)  # far less than the 10-minute window
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    assert driver.returncode == 1, out
+    state = store.load()
+    assert state.phase is Phase.ROLLED_BACK and "aborted by" in state.reason

@@ -244,6 +244,32 @@ class _Printer:
         self.console.print(f"[bold {colour}]{state.phase.value}[/]: {escape(state.reason)}")
 
 
+@contextmanager
+def _interrupted(model: str, store: Any) -> Iterator[None]:
+    """Ctrl-C or an unexpected error leaves the persisted state as it is: say how to go on."""
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except KeyboardInterrupt:
+        raise _fail(_left_in(model, store, "interrupted"), 130) from None
+    except Exception as exc:  # noqa: BLE001 - report, never a traceback
+        raise _fail(_left_in(model, store, f"unexpected error: {type(exc).__name__}: {exc}"),
+                    EXIT_ROLLED_BACK) from None
+
+
+def _left_in(model: str, store: Any, what: str) -> str:
+    try:
+        state = store.load()
+    except Exception:  # noqa: BLE001
+        state = None
+    if state is None or state.phase.terminal:
+        return what
+    return (f"{what}; the rollout is left in phase {state.phase.value} at weight "
+            f"{state.weight}% (serving {state.serving}): run `triton-ops rollout resume "
+            f"{model}` to go on or `triton-ops rollout abort {model}` to roll back")
+
+
 def _save_target_options(store: Any, options: dict[str, Any]) -> None:
     from triton_ops.rollout.store import write_atomic
 
@@ -345,10 +371,11 @@ def start(
             printer.console.print(f"rolling out {model} version {canary} on "
                                   f"{target.describe()}: stable {stable_list}, steps "
                                   f"{step_list}, {interval_s:g}s windows")
-        try:
-            state = engine.start(spec)
-        except RolloutRefused as exc:
-            raise _fail(f"refused: {exc}") from None
+        with _interrupted(model, target.store):
+            try:
+                state = engine.start(spec)
+            except RolloutRefused as exc:
+                raise _fail(f"refused: {exc}") from None
     code = exit_code(state)
     printer.final(state, code)
     raise typer.Exit(code)
@@ -437,7 +464,7 @@ def resume(
 
     printer = _Printer(output_format)
     try:
-        with _resume_target(model, repo, url) as target:
+        with _resume_target(model, repo, url) as target, _interrupted(model, target.store):
             state = Engine(target, listener=printer).resume()
     except (RolloutRefused, StoreError) as exc:
         raise _fail(f"refused: {exc}") from None

@@ -175,7 +175,8 @@ class Engine:
             try:
                 target.set_weight(state.weight)
                 metrics = target.collect_window(state.weight, spec.interval_s)
-                if spec.shadow_samples and not metrics.canary_down:
+                if (spec.shadow_samples and not metrics.canary_down
+                        and not self.store.pending_command()):
                     metrics.agreement = target.shadow_compare(spec.shadow_samples)
             except TargetError as exc:
                 from triton_ops.rollout.analysis import WindowMetrics

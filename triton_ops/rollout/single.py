@@ -200,6 +200,7 @@ class SingleTritonTarget:
         errors = {"stable": 0, "canary": 0}
         streak = {"failures": 0, "last": ""}  # canary failures in a row
         stop = threading.Event()
+        down: list[str] = []  # why the canary is considered down, once it is
         lock = threading.Lock()
         total = max(1, int(self.rate * duration_s))
         interval = 1.0 / self.rate if self.rate > 0 else 0.0
@@ -215,6 +216,9 @@ class SingleTritonTarget:
                 return
             if stop.is_set():
                 return
+            if self.store.pending_command():
+                stop.set()  # a person's abort/promote waits for no window
+                return
             start = time.perf_counter()
             try:
                 self._infer(version, request)
@@ -224,7 +228,9 @@ class SingleTritonTarget:
                     if to_canary:
                         streak["failures"] += 1
                         streak["last"] = _short(exc)
-                        if streak["failures"] >= self.down_after:
+                        if streak["failures"] >= self.down_after and not down:
+                            down.append(f"version {canary} failed {streak['failures']} "
+                                        f"requests in a row (last: {streak['last']})")
                             stop.set()  # the canary is down: no need to finish the window
                 return
             elapsed_us = (time.perf_counter() - start) * 1e6
@@ -244,9 +250,8 @@ class SingleTritonTarget:
             canary=VersionWindow.from_latencies(latencies["canary"], errors["canary"]),
             duration_s=time.perf_counter() - began,
         )
-        if stop.is_set():
-            metrics.canary_down = (f"version {canary} failed {streak['failures']} requests in "
-                                   f"a row (last: {streak['last']})")
+        if down:
+            metrics.canary_down = down[0]
         elif not self._ready(canary):
             metrics.canary_down = f"version {canary} of {self.model} is not ready"
         return metrics
