@@ -113,3 +113,21 @@ def test_rollout_json_then_rollback_to_last_known_good(project, start_triton):
         assert client.is_model_ready(MODEL, "1") and not client.is_model_ready(MODEL, "2")
     finally:
         client.close()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_embedded_server_rollout_replaying_recorded_requests(project):
+    run("publish", MODEL, "1")
+    run("publish", MODEL, "2")
+    requests = project / "requests.jsonl"
+    requests.write_text("".join(f'{{"X": [[{i}, -1.5, 2.25, {-i}]]}}\n' for i in range(8)))
+    result = subprocess.run(
+        [sys.executable, "-m", "triton_ops.cli.main", "rollout", MODEL, "--canary", "2",
+         "--steps", "50,100", "--interval", "1s", "--rate", "50", "--requests",
+         str(requests), "--max-p99-ratio", "3", "--p99-slack", "30ms", "--failure-limit",
+         "3"],
+        capture_output=True, text=True, timeout=150, cwd=project)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "version 2 promoted: serving [2]" in result.stdout
+    assert "Traceback" not in result.stderr
