@@ -115,6 +115,7 @@ def test_rbac_is_least_privilege() -> None:
             assert rule.get("resourceNames"), rule
     names = {n for r in role["rules"] for n in r.get("resourceNames", [])}
     assert names == {"demo-triton-stable", "demo-triton-canary", "demo-triton",
+                     "demo-triton-stable:http", "demo-triton-canary:http",
                      "triton-ops-rollout-dense-mlp"}
 
 

@@ -130,7 +130,11 @@ def derive_values(sources: Sequence[SourcedEnvelope]) -> DerivedValues:
                                      f"image {image} differs from the other envelopes'; one "
                                      "Triton pod serves all models of a release: use one image "
                                      "or one release per image"))
-    elif images:
+    elif not images:
+        findings.append(Finding(sources[0].file, 1, 1, "helm-image-default", Severity.WARNING,
+                                "no envelope sets runtime.image: the chart's default image "
+                                "(a tag, not a digest) is used; pin one in runtime.image"))
+    else:
         image, src = next(iter(images.items()))
         values["image"] = split_image(image)
         if not values["image"]["digest"] and not src.envelope.runtime.allow_unpinned_image:
