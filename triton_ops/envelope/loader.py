@@ -109,69 +109,79 @@ class _NeedsGenericConstruction(Exception):
     """The document uses a YAML feature the fast builder leaves to PyYAML (merge keys, tags)."""
 
 
-def _build(loader: Any, node: yaml.Node, path: KeyPath, out: dict[KeyPath, Location],
-           built: dict[int, Any]) -> Any:
-    """Python data from a composed node, recording each path's location on the way.
+_INT_TAG = "tag:yaml.org,2002:int"
+_BOOL_TAG = "tag:yaml.org,2002:bool"
+_BOOLS = {"true": True, "True": True, "TRUE": True, "false": False, "False": False,
+          "FALSE": False}
 
-    One walk instead of PyYAML's generator-based construction plus a separate indexing walk:
-    validating a thousand envelopes is dominated by this. Aliased nodes are built once and
-    shared (as PyYAML does), so an alias bomb stays linear.
+
+def _build(loader: Any, node: yaml.Node, built: dict[int, Any]) -> Any:
+    """Python data from a composed node.
+
+    A direct walk instead of PyYAML's generator-based construction: validating a thousand
+    envelopes is dominated by YAML. Locations are indexed from the same nodes only when a
+    finding needs one (SourceMap.locate). Aliased nodes are built once and shared (as PyYAML
+    does), so an alias bomb stays linear.
     """
-    mark = node.start_mark
-    out.setdefault(path, (mark.line + 1, mark.column + 1))
     if isinstance(node, yaml.ScalarNode):
-        if node.tag == _STR_TAG:
+        tag = node.tag
+        if tag == _STR_TAG:
             return node.value
+        value = node.value
+        if tag == _INT_TAG and value.isdigit() and (value == "0" or value[0] != "0"):
+            return int(value)  # plain decimal; 0o/0x/sexagesimal forms go to PyYAML
+        if tag == _BOOL_TAG and value in _BOOLS:
+            return _BOOLS[value]
         return loader.construct_object(node)
     key_id = id(node)
     if key_id in built:
         if built[key_id] is _IN_PROGRESS:
             raise yaml.constructor.ConstructorError(
-                None, None, "a recursive alias (a node containing itself) is not allowed", mark)
+                None, None, "a recursive alias (a node containing itself) is not allowed",
+                node.start_mark)
         return built[key_id]
     built[key_id] = _IN_PROGRESS
     if isinstance(node, yaml.MappingNode):
         if node.tag != _MAP_TAG:
             raise _NeedsGenericConstruction
         result: dict[Any, Any] = {}
-        first_line: dict[Any, int] = {}
+        seen: dict[Any, yaml.Node] = {}
         for key_node, value_node in node.value:
-            if key_node.tag == _MERGE_TAG:
-                raise _NeedsGenericConstruction
             if isinstance(key_node, yaml.ScalarNode):
-                key = key_node.value if key_node.tag == _STR_TAG else \
-                    loader.construct_object(key_node)
+                if key_node.tag == _STR_TAG:
+                    key = key_node.value
+                elif key_node.tag == _MERGE_TAG:
+                    raise _NeedsGenericConstruction
+                else:
+                    key = loader.construct_object(key_node)
             else:
-                key = None
+                key = _NOT_A_KEY
             try:
                 hash(key)
             except TypeError:
-                key = None
-            if key is None and not (isinstance(key_node, yaml.ScalarNode)
-                                    and key_node.tag.endswith(":null")):
+                key = _NOT_A_KEY
+            if key is _NOT_A_KEY:
                 raise yaml.constructor.ConstructorError(
                     None, None, "a mapping key must be a plain value", key_node.start_mark)
-            key_mark = key_node.start_mark
-            if key in first_line:
+            if key in seen:
+                first = seen[key].start_mark.line + 1
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r} (first defined on line "
-                    f"{first_line[key]})", key_mark)
-            first_line[key] = key_mark.line + 1
-            child = (*path, key)
-            # Findings about a key point at the key itself, its children at their own lines.
-            out[child] = (key_mark.line + 1, key_mark.column + 1)
-            result[key] = _build(loader, value_node, child, out, built)
+                    None, None, f"duplicate key {key!r} (first defined on line {first})",
+                    key_node.start_mark)
+            seen[key] = key_node
+            result[key] = _build(loader, value_node, built)
         built[key_id] = result
         return result
     if isinstance(node, yaml.SequenceNode):
         if node.tag != _SEQ_TAG:
             raise _NeedsGenericConstruction
-        items = [_build(loader, item, (*path, i), out, built) for i, item in enumerate(node.value)]
+        items = [_build(loader, item, built) for item in node.value]
         built[key_id] = items
         return items
     raise _NeedsGenericConstruction
 
 
+_NOT_A_KEY = object()
 _IN_PROGRESS = object()
 
 
@@ -181,9 +191,18 @@ class SourceMap:
 
     file: str
     locations: dict[KeyPath, Location] = field(default_factory=dict)
+    # The composed YAML node tree; `locations` is filled from it on the first `locate`
+    # (most files have no findings, and indexing every node costs as much as parsing).
+    root: Any = field(default=None, repr=False, compare=False)
 
     def locate(self, path: KeyPath) -> Location:
         """The location of `path`, or of its closest existing parent."""
+        if self.root is not None:
+            root, self.root = self.root, None
+            try:
+                _index_locations(root, (), self.locations)
+            except RecursionError:  # absurdly deep documents: the outer paths are indexed
+                pass
         path = tuple(path)
         while path:
             if path in self.locations:
@@ -250,11 +269,10 @@ def parse_yaml(text: str, file: str) -> tuple[Any, SourceMap, list[Finding]]:
         if node is None:
             return None, source, [Finding(file, 1, 1, "yaml-syntax", Severity.ERROR,
                                           "document is empty")]
+        source.root = node
         try:
-            data = _build(loader, node, (), source.locations, {})
+            data = _build(loader, node, {})
         except _NeedsGenericConstruction:
-            source.locations.clear()
-            _index_locations(node, (), source.locations)
             data = loader.construct_document(node)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
