@@ -180,7 +180,7 @@ def test_killed_mid_rollout_then_resumed_from_another_shell(tmp_path, start_trit
     with PathClient(server.grpc_url) as unversioned:
         driver = subprocess.Popen(
             [*CLI, "rollout", MODEL, "--canary", "2", "--url", server.grpc_url,
-             "--steps", "25,50,100", "--interval", "2s", "--rate", "50",
+             "--steps", "50,100", "--interval", "2s", "--rate", "50",
              "--envelopes", str(tmp_path / "envelopes"), "--max-p99-ratio", "3",
              "--p99-slack", "30ms", "--failure-limit", "3", *common],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
