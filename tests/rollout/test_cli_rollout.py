@@ -74,6 +74,8 @@ def test_unsealed_canary_is_refused_with_exit_2_and_json(project, start_triton):
         capture_output=True, text=True, timeout=120, cwd=project)
     assert result.returncode == 2, result.stdout + result.stderr
     assert "not sealed" in result.stderr and "triton-ops publish scaler 2" in result.stderr
+    document = json.loads(result.stdout)
+    assert document["phase"] == "Refused" and document["exit_code"] == 2
     assert "scaler:2" not in server.log_path.read_text()
 
 

@@ -375,6 +375,10 @@ def start(
             try:
                 state = engine.start(spec)
             except RolloutRefused as exc:
+                if printer.json:
+                    typer.echo(json.dumps({"model": model, "canary": canary,
+                                           "phase": "Refused", "reason": str(exc),
+                                           "exit_code": EXIT_REFUSED}, indent=2))
                 raise _fail(f"refused: {exc}") from None
     code = exit_code(state)
     printer.final(state, code)
