@@ -363,14 +363,20 @@ def start(
                         "version first")
         _save_target_options(target.store, {
             "url": url, "repo": str(repo), "rate": rate, "concurrency": concurrency,
-            "requests": str(requests_file) if requests_file else None,
-            "envelope": str(envelope) if envelope else None, "envelopes": str(envelopes),
+            "requests": str(requests_file.resolve()) if requests_file else None,
+            "envelope": str(envelope.resolve()) if envelope else None,
+            "envelopes": str(envelopes.resolve()),
             "timeout_s": timeout_s})
         engine = Engine(target, listener=printer)
         if not printer.json:
             printer.console.print(f"rolling out {model} version {canary} on "
                                   f"{target.describe()}: stable {stable_list}, steps "
                                   f"{step_list}, {interval_s:g}s windows")
+        if url and canary > max(stable_list):
+            # Triton has no weighted routing: unversioned requests go to the highest version.
+            typer.echo(f"note: while version {canary} is loaded, requests that name no "
+                       f"version go to it; clients should address version "
+                       f"{max(stable_list)} by number during the rollout", err=True)
         with _interrupted(model, target.store):
             try:
                 state = engine.start(spec)
