@@ -61,11 +61,20 @@ def test_slow_canary_fails_relative_bound():
     assert "p99-latency" in verdict.reason
 
 
-def test_slo_bound_fails_even_when_stable_is_as_slow():
+def test_slo_bound_fails_a_canary_when_stable_meets_it():
     policy = POLICY.model_copy(update={"p99_slo_us": 10_000})
-    verdict = analyze(window(stable=(100, 0, 20_000.0), canary=(50, 0, 20_000.0)), policy)
+    verdict = analyze(window(stable=(100, 0, 8_000.0), canary=(50, 0, 11_000.0)), policy)
     assert verdict.result is Result.FAIL
     assert "SLO" in verdict.reason
+
+
+def test_slo_breached_by_both_versions_holds_instead_of_blaming_the_canary():
+    policy = POLICY.model_copy(update={"p99_slo_us": 10_000})
+    verdict = analyze(window(stable=(100, 0, 20_000.0), canary=(50, 0, 21_000.0)), policy)
+    assert verdict.result is Result.INCONCLUSIVE
+    assert "overloaded" in verdict.reason
+    worse = analyze(window(stable=(100, 0, 20_000.0), canary=(50, 0, 90_000.0)), policy)
+    assert worse.result is Result.FAIL
 
 
 def test_baseline_used_when_stable_had_no_traffic():

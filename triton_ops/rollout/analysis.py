@@ -177,18 +177,30 @@ def _latency_check(m: WindowMetrics, policy: AnalysisPolicy,
                      reason=f"{successes} successful canary requests < minimum "
                      f"{policy.min_requests}")
     p99 = canary.p99_latency_us
+    stable_ok = m.stable.requests - m.stable.errors
+    stable_p99 = m.stable.p99_latency_us if stable_ok >= policy.min_requests else None
     if policy.p99_slo_us is not None and p99 > policy.p99_slo_us:
-        return Check(name="p99-latency", result=Result.FAIL,
-                     reason=f"canary p99 {p99 / 1000:.1f} ms > SLO "
-                     f"{policy.p99_slo_us / 1000:.1f} ms")
+        slo_text = (f"canary p99 {p99 / 1000:.1f} ms > SLO {policy.p99_slo_us / 1000:.1f} ms")
+        if stable_p99 is not None and stable_p99 > policy.p99_slo_us:
+            # Stable breaks the SLO on the same traffic: the server is overloaded and the
+            # SLO cannot tell the versions apart. Hold (never promote); the relative bound
+            # below still fails a canary that is clearly worse.
+            bound = stable_p99 * policy.max_p99_ratio + policy.p99_slack_us
+            if p99 > bound:
+                return Check(name="p99-latency", result=Result.FAIL,
+                             reason=f"{slo_text}, and above stable's "
+                             f"{stable_p99 / 1000:.1f} ms (bound {bound / 1000:.1f} ms)")
+            return Check(name="p99-latency", result=Result.INCONCLUSIVE,
+                         reason=f"{slo_text}, but stable breaks it too ({stable_p99 / 1000:.1f}"
+                         " ms): the server is overloaded, lower --rate")
+        return Check(name="p99-latency", result=Result.FAIL, reason=slo_text)
     # The relative bound compares like with like: the window's two versions when stable got
     # enough of the window's traffic; else the shadow pairs (the same requests sent to both,
     # one at a time); else stable's p99 from earlier windows.
     paired = [(s.stable_latency_us, s.canary_latency_us) for s in m.agreement
               if s.stable_latency_us is not None and s.canary_latency_us is not None]
-    stable_ok = m.stable.requests - m.stable.errors
-    if stable_ok >= policy.min_requests and m.stable.p99_latency_us is not None:
-        observed, reference = p99, m.stable.p99_latency_us
+    if stable_p99 is not None:
+        observed, reference = p99, stable_p99
         source = "canary p99 {o} vs stable {r} in this window"
     elif paired and len(paired) >= max(1, policy.min_agreement_samples):
         observed = percentile([c for _, c in paired], 99.0)

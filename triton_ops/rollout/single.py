@@ -115,7 +115,9 @@ class SingleTritonTarget:
         inputs = []
         for name, array in request.items():
             spec = self.envelope.tensor(name)
-            tensor = grpcclient.InferInput(name, list(array.shape), spec.data_type)
+            # The wire protocol calls the config's TYPE_STRING "BYTES".
+            datatype = "BYTES" if spec.data_type == "STRING" else spec.data_type
+            tensor = grpcclient.InferInput(name, list(array.shape), datatype)
             tensor.set_data_from_numpy(array)
             inputs.append(tensor)
         result = self._client().infer(self.model, inputs, model_version=str(version),
