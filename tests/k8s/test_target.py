@@ -254,5 +254,10 @@ def test_cli_rollout_and_status_on_the_cluster(sim: Sim, tmp_path: Path) -> None
     # abort of a finished rollout changes nothing and says so by its exit code.
     abort = runner.invoke(app, ["k8s", "abort", "affine", *common])
     assert abort.exit_code == 0, abort.output
+    # Back to the previous known-good versions, from the record in the cluster.
+    back = runner.invoke(app, ["k8s", "rollback", "affine", *common])
+    assert back.exit_code == 0, back.output
+    assert "stable serves [1] (was [4])" in back.output
+    wait_until(lambda: sim.target().serving_versions() == [1], what="stable back on 1")
     none = runner.invoke(app, ["k8s", "status", "other", *common])
     assert none.exit_code == 1 and "no rollout of other" in none.output

@@ -347,6 +347,48 @@ for _action in ("resume", "abort", "promote"):
     k8s_app.command(_action)(_command)
 
 
+@k8s_app.command("rollback")
+def k8s_rollback(
+    model: str = typer.Argument(..., help="Model name."),
+    to: str = typer.Option(None, "--to", help="Versions to serve, e.g. 3 (default: the last "
+                           "known-good versions before the current ones)."),
+    namespace: str = typer.Option(None, "--namespace", "-n", help=NS_HELP),
+    kubeconfig: Path = typer.Option(None, "--kubeconfig"),  # noqa: B008
+    context: str = typer.Option(None, "--context"),
+) -> None:
+    """Make stable serve earlier versions again (a rolling update checked by the golden
+    probe); refused while a rollout of MODEL is in progress."""
+    from triton_ops.rollout.store import StoreError
+    from triton_ops.rollout.target import TargetError
+
+    target = _stored_target(model, namespace, kubeconfig, context, None)
+    store = target.store  # type: ignore[attr-defined]
+    try:
+        state = store.load()
+        if state is not None and not state.phase.terminal:
+            raise _fail(f"a rollout of {model} is {state.phase.value}: use `triton-ops k8s "
+                        f"abort {model}` instead")
+        with store.lock():
+            current = target.versions_of(target._get(target.stable_name)).get(model, [])  # type: ignore[attr-defined]  # noqa: E501
+            if to:
+                versions = sorted(_ints(to, "--to"))
+            else:
+                earlier = [v for v in store.known_good() if v != sorted(current)]
+                if not earlier:
+                    raise _fail(f"no known-good versions of {model} other than {current}; "
+                                "give --to N")
+                versions = earlier[-1]
+            for version in versions:
+                problems = target.verify_version(version)  # type: ignore[attr-defined]
+                if problems:
+                    raise _fail("; ".join(problems))
+            target.restore(versions)  # type: ignore[attr-defined]
+            store.record_known_good(versions)
+    except (StoreError, TargetError) as exc:
+        raise _fail(str(exc), 1) from None
+    typer.echo(f"{model}: stable serves {versions} (was {current})")
+
+
 def register(app: typer.Typer) -> None:
     """Add this capability's commands to the main app."""
     app.command("helm-values")(helm_values)
