@@ -165,10 +165,13 @@ def _run_jobs(jobs: list[Job]) -> list[CheckResult]:
     TRITON_OPS_JOBS=1 to run everything in this process.
     """
     import multiprocessing
+    import threading
 
     workers = min(_worker_count(), len(jobs), 8)
     weight = sum(job[2] for job in jobs)
-    if (workers < 2 or weight < PARALLEL_MIN_WEIGHT
+    # Forking a process that runs other threads can deadlock the child (a lock held by a
+    # thread that does not exist there): only the single-threaded CLI case forks.
+    if (workers < 2 or weight < PARALLEL_MIN_WEIGHT or threading.active_count() > 1
             or "fork" not in multiprocessing.get_all_start_methods()):
         return [fn(*args) for fn, args, _ in jobs]
     from concurrent.futures import ProcessPoolExecutor
