@@ -276,6 +276,9 @@ def test_parallel_workers_give_the_same_result(project: Path, monkeypatch: pytes
     monkeypatch.setattr(gate, "PARALLEL_MIN_WEIGHT", 0)
     monkeypatch.setattr(gate, "CHUNK", 1)
     monkeypatch.setenv(gate.JOBS_ENV, "2")
+    import threading
+
+    assert threading.active_count() == 1  # otherwise the gate would not fork
     parallel = validate_paths([envelopes, project / "model_repository"])
     assert parallel.findings == sequential.findings
     assert parallel.files == sequential.files
