@@ -44,13 +44,26 @@ app.kubernetes.io/part-of: triton-ops
 {{- printf "triton-ops-rollout-%s" (.name | lower | replace "_" "-" | replace "." "-") | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
-{{/* {"model": [versions]} served by one track, as compact JSON. */}}
+{{/* {"model": [versions]} served by one track, as compact JSON. With keepRolledOutVersions,
+a model already in the live Deployment keeps the versions `triton-ops k8s rollout` gave it,
+so `helm upgrade` never undoes a promotion (lookup is empty offline and on install). */}}
 {{- define "triton.trackVersions" -}}
 {{- $track := .track -}}
+{{- $live := dict -}}
+{{- if .root.Values.keepRolledOutVersions -}}
+{{- $dep := lookup "apps/v1" "Deployment" .root.Release.Namespace (printf "%s-%s" (include "triton.fullname" .root) $track) -}}
+{{- $text := dig "spec" "template" "metadata" "annotations" "triton-ops.io/versions" "" $dep -}}
+{{- if $text -}}
+{{- $live = fromJson $text -}}
+{{- end -}}
+{{- end -}}
 {{- $out := dict -}}
-{{- range .models -}}
+{{- range .root.Values.models -}}
 {{- $versions := index (required (printf "models[%s].versions is required" .name) .versions) $track -}}
 {{- $_ := set $out .name (required (printf "models[%s].versions.%s is required" .name $track) $versions) -}}
+{{- if hasKey $live .name -}}
+{{- $_ := set $out .name (get $live .name) -}}
+{{- end -}}
 {{- end -}}
 {{- toJson $out -}}
 {{- end -}}
