@@ -234,3 +234,19 @@ def test_httproute_patch_through_the_custom_objects_api(cluster: Cluster) -> Non
     assert route_canary_weight(cluster.get_httproute("demo-triton"), "demo-triton-canary") == 10
     with pytest.raises(K8sError, match="not found"):
         cluster.get_httproute("nope")
+
+
+def test_rollout_target_k8s_maps_to_the_k8s_commands(server: RunningApiServer,
+                                                     tmp_path: Path) -> None:
+    from triton_ops.cli.k8s import dispatch_rollout, rollout_target_args
+
+    assert rollout_target_args(["m", "--canary", "2"]) is None
+    assert rollout_target_args(["m", "--canary", "2", "--target", "k8s"]) == [
+        "rollout", "m", "--canary", "2"]
+    assert rollout_target_args(["start", "m", "--target=k8s"]) == ["rollout", "m"]
+    assert rollout_target_args(["abort", "m", "--target", "k8s", "-n", "x"]) == [
+        "abort", "m", "-n", "x"]
+    kubeconfig = str(server.kubeconfig(tmp_path / "kc", NS))
+    with pytest.raises(SystemExit) as exc:
+        dispatch_rollout(["status", "affine", "--target", "k8s", "--kubeconfig", kubeconfig])
+    assert exc.value.code == 1

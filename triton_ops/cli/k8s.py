@@ -389,6 +389,38 @@ def k8s_rollback(
     typer.echo(f"{model}: stable serves {versions} (was {current})")
 
 
+ROLLOUT_SUBCOMMANDS = ("status", "resume", "abort", "promote")
+
+
+def rollout_target_args(args: list[str]) -> list[str] | None:
+    """For `triton-ops rollout ... --target k8s ...`: the equivalent `triton-ops k8s ...`
+    arguments, or None when the rollout is not for the k8s target."""
+    for i, arg in enumerate(args):
+        if arg == "--target" and args[i + 1:i + 2] == ["k8s"]:
+            rest = args[:i] + args[i + 2:]
+            break
+        if arg == "--target=k8s":
+            rest = args[:i] + args[i + 1:]
+            break
+    else:
+        return None
+    if rest and rest[0] == "start":
+        return ["rollout", *rest[1:]]
+    if rest and rest[0] in ROLLOUT_SUBCOMMANDS:
+        return rest
+    return ["rollout", *rest]
+
+
+def dispatch_rollout(args: list[str]) -> None:
+    """Run `triton-ops rollout ... --target k8s` as the k8s commands (exits like a command)."""
+    import typer.main
+
+    mapped = rollout_target_args(args)
+    if mapped is None:
+        raise ValueError("not a --target k8s rollout")
+    typer.main.get_command(k8s_app).main(mapped, prog_name="triton-ops k8s")
+
+
 def register(app: typer.Typer) -> None:
     """Add this capability's commands to the main app."""
     app.command("helm-values")(helm_values)
