@@ -133,3 +133,12 @@ def test_embedded_server_rollout_replaying_recorded_requests(project):
     assert result.returncode == 0, result.stdout + result.stderr
     assert "version 2 promoted: serving [2]" in result.stdout
     assert "Traceback" not in result.stderr
+
+
+def test_target_option(project):
+    bad = run("rollout", MODEL, "--canary", "2", "--target", "nomad")
+    assert bad.exit_code == 2 and "unknown rollout target 'nomad'" in bad.output
+    single = run("rollout", "status", MODEL, "--target=single")
+    assert single.exit_code == 1 and "no rollout of scaler" in single.output
+    k8s = run("rollout", "status", MODEL, "--target", "k8s", "--help")
+    assert k8s.exit_code == 0 and "triton-ops k8s" in k8s.output

@@ -33,9 +33,36 @@ class _RolloutGroup(TyperGroup):
     """`rollout MODEL --canary N` starts a rollout; `rollout status MODEL` etc. are commands."""
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        from triton_ops.cli.k8s import dispatch_rollout, rollout_target_args
+
+        if rollout_target_args(args) is not None:
+            dispatch_rollout(args)  # the Kubernetes target's commands; exits
+        args = _strip_single_target(args)
         if args and not args[0].startswith("-") and args[0] not in self.commands:
             args = ["start", *args]
         return super().parse_args(ctx, args)
+
+
+def _strip_single_target(args: list[str]) -> list[str]:
+    """Accept `--target single` (the default target); refuse unknown targets clearly."""
+    out: list[str] = []
+    skip = False
+    for i, arg in enumerate(args):
+        if skip:
+            skip = False
+            continue
+        value = None
+        if arg == "--target":
+            value = args[i + 1] if i + 1 < len(args) else ""
+            skip = True
+        elif arg.startswith("--target="):
+            value = arg.split("=", 1)[1]
+        if value is None:
+            out.append(arg)
+        elif value != "single":
+            raise _fail(f"unknown rollout target {value!r}: use `single` (one Triton, the "
+                        "default) or `k8s`")
+    return out
 
 
 rollout_app = typer.Typer(
