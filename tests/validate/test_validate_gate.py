@@ -283,3 +283,20 @@ def test_parallel_workers_give_the_same_result(project: Path, monkeypatch: pytes
     assert parallel.findings == sequential.findings
     assert parallel.files == sequential.files
     assert parallel.files_checked == sequential.files_checked
+
+
+def test_generated_config_without_envelope_is_an_orphan(project: Path) -> None:
+    envelope = project / "envelopes" / "clf.yaml"
+    moved = project / "clf.yaml.bak"
+    envelope.rename(moved)
+    (project / "envelopes" / "other.yaml").write_text("name: other\nbackend: python\n")
+    result = validate_paths([project / "envelopes", project / "model_repository"])
+    orphans = [f for f in result.findings if f.rule == "envelope-orphan-config"]
+    assert len(orphans) == 1
+    assert "envelopes/clf.yaml" in orphans[0].message and "triton-ops import" in orphans[0].message
+    assert orphans[0].file.endswith("clf/config.pbtxt")
+    # a hand-written config without the generated header is not an orphan
+    config = project / "model_repository" / "clf" / "config.pbtxt"
+    config.write_text(config.read_text().split("\n", 2)[2])
+    result = validate_paths([project / "envelopes", project / "model_repository"])
+    assert not [f for f in result.findings if f.rule == "envelope-orphan-config"]

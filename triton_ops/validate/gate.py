@@ -234,5 +234,43 @@ def validate_paths(paths: list[Path | str] | None = None, repo: Path | str | Non
                                            "folders; nothing was checked"))
     for job_result in _run_jobs(jobs):
         result.extend(job_result)
+    result.findings.extend(_orphan_configs(kinds))
     result.findings = result.sorted()
     return result
+
+
+ORPHAN_RULE = "envelope-orphan-config"
+
+
+def _orphan_configs(kinds: list[tuple[Path, PathKind]]) -> list[Finding]:
+    """Generated config.pbtxt files whose envelope is gone (checked when both are validated).
+
+    Without its envelope nothing keeps such a config in line with the others: `generate`
+    skips it and drift goes unnoticed.
+    """
+    from triton_ops.modelconfig.render import GENERATED_MARK
+
+    envelope_dirs = [p for p, k in kinds if k is PathKind.ENVELOPE_DIR]
+    repos = [p for p, k in kinds if k is PathKind.REPOSITORY]
+    if not envelope_dirs or not repos:
+        return []
+    names = {f.name.rsplit(".", 1)[0] for d in envelope_dirs for f in _envelope_files(d)}
+    findings = []
+    for repo in repos:
+        for entry in _listdir(repo):
+            config = Path(entry.path) / "config.pbtxt"
+            if entry.name in names or entry.name.startswith(".") or not config.is_file():
+                continue
+            try:
+                with config.open("rb") as handle:
+                    head = handle.read(200).decode("utf-8", "replace")
+            except OSError:
+                continue
+            if head.startswith(GENERATED_MARK):
+                source = head[len(GENERATED_MARK):].split(". ", 1)[0]
+                findings.append(Finding(
+                    str(config), 1, 1, ORPHAN_RULE, Severity.ERROR,
+                    f"generated from {source}, which is not among the envelopes; restore the "
+                    f"envelope, adopt the config with `triton-ops import {repo / entry.name}`, "
+                    "or delete the model folder"))
+    return findings
