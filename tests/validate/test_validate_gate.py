@@ -300,3 +300,19 @@ def test_generated_config_without_envelope_is_an_orphan(project: Path) -> None:
     config.write_text(config.read_text().split("\n", 2)[2])
     result = validate_paths([project / "envelopes", project / "model_repository"])
     assert not [f for f in result.findings if f.rule == "envelope-orphan-config"]
+
+
+def test_installed_command_exit_codes_and_streams(project: Path) -> None:
+    exe = Path(sys.executable).parent / "triton-ops"
+    command = [str(exe)] if exe.exists() else [sys.executable, "-m", "triton_ops.cli.main"]
+    ok = subprocess.run([*command, "validate", "--format", "json"], cwd=project,
+                        capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0 and json.loads(ok.stdout)["errors"] == 0
+    missing = subprocess.run([*command, "validate", "nowhere"], cwd=project,
+                             capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 2 and missing.stdout == ""
+    assert "nowhere does not exist" in missing.stderr and "Traceback" not in missing.stderr
+    (project / "envelopes" / "bad.yaml").write_text("name: bad\nbackend: [\n")
+    bad = subprocess.run([*command, "validate", "--format", "github"], cwd=project,
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 1 and "::error file=envelopes/bad.yaml,line=" in bad.stdout
