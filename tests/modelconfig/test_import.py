@@ -210,3 +210,11 @@ def test_output_that_is_a_folder_is_a_usage_error(tmp_path: Path) -> None:
     folder = model_dir(tmp_path, "python_classifier", CONFIGS["python_classifier"])
     result = CliRunner().invoke(app, ["import", str(folder), "-o", str(tmp_path), "--force"])
     assert result.exit_code == 2 and "is a folder" in result.output
+
+
+def test_instance_count_zero_is_normalised_and_noted(tmp_path: Path) -> None:
+    text = CONFIGS["python_classifier"].replace("count: 2", "count: 0")
+    folder = model_dir(tmp_path, "python_classifier", text)
+    result = import_model_dir(folder)
+    assert result.data["instances"][0]["count"] == 1
+    assert any("count 0" in note for note in result.notes)
