@@ -239,7 +239,8 @@ def test_generate_check_and_import_leave_inputs_alone(project: Path) -> None:
 
 # --- start-up: no heavy modules ------------------------------------------------------------------
 
-HEAVY = ("pandas", "numpy", "kubernetes", "grpc", "tritonclient.grpc.aio", "matplotlib")
+HEAVY = ("pandas", "numpy", "kubernetes", "grpc", "tritonclient.grpc", "tritonclient.http",
+         "matplotlib")
 
 PROBE = """
 import json, sys
