@@ -261,3 +261,54 @@ def test_cli_rollout_and_status_on_the_cluster(sim: Sim, tmp_path: Path) -> None
     wait_until(lambda: sim.target().serving_versions() == [1], what="stable back on 1")
     none = runner.invoke(app, ["k8s", "status", "other", *common])
     assert none.exit_code == 1 and "no rollout of other" in none.output
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_resume_from_another_machine_after_the_driver_died(sim: Sim) -> None:
+    import threading
+
+    from triton_ops.k8s.store import ConfigMapStateStore
+
+    driver = sim.target()
+    driver.store = ConfigMapStateStore(driver.cluster, "affine", lease_duration_s=3)
+    dead = threading.Event()
+    release = threading.Event()
+
+    def sleep(seconds: float) -> None:
+        # The driver "dies" while paused at the manual gate: it stops renewing its lease and
+        # never acts again (no clean-up runs, as with a killed process).
+        state = driver.store.load()
+        if state is not None and state.phase is Phase.PAUSED:
+            driver.store.lease._stop_renewing()
+            dead.set()
+            release.wait(120)
+            raise _Killed
+        time.sleep(seconds)
+
+    thread = threading.Thread(target=lambda: pytest.raises(_Killed, Engine(
+        driver, poll_s=0.2, sleep=sleep).start, spec(4, steps=[50], confirm=True)))
+    thread.start()
+    try:
+        assert dead.wait(90), "the driver never reached the manual gate"
+        other = sim.target()
+        assert other.store.is_locked()  # the dead driver's lease has not expired yet
+        wait_until(lambda: not other.store.is_locked(), timeout_s=10, what="lease expiry")
+        results: dict[str, object] = {}
+        resumer = threading.Thread(target=lambda: results.setdefault(
+            "state", Engine(other, poll_s=0.2).resume()))
+        resumer.start()
+        third = sim.target()
+        wait_until(lambda: third.store.is_locked(), what="resumed")
+        state, drove = Engine(third, poll_s=0.2).command("promote", by="carol@ops")
+        assert not drove
+        resumer.join(timeout=120)
+        final = results["state"]
+        assert final.phase is Phase.SUCCEEDED, final.reason  # type: ignore[attr-defined]
+        events = [r["event"] for r in third.store.read_audit()]
+        assert "resumed" in events and events[-1] == "promoted"
+    finally:
+        release.set()
+        thread.join(timeout=30)
