@@ -235,7 +235,7 @@ def test_cli_rollout_and_status_on_the_cluster(sim: Sim, tmp_path: Path) -> None
     wrong = runner.invoke(app, ["k8s", "rollout", "affine", "--canary", "4", "--release",
                                 "nope", "--prometheus", sim.fleet.prometheus,
                                 "--envelope", envelope, *common])
-    assert wrong.exit_code == 2 and "is the triton chart installed as release" in wrong.output
+    assert wrong.exit_code == 2 and "is the triton chart installed in namespace" in wrong.output
     result = runner.invoke(app, [
         "k8s", "rollout", "affine", "--canary", "4", "--release", "demo",
         "--prometheus", sim.fleet.prometheus, "--match", f'namespace="{NS}"',

@@ -81,9 +81,9 @@ class KubernetesTarget:
         try:
             return self.cluster.get_deployment(name)
         except K8sError as exc:
-            raise TargetError(f"{exc}; is the triton chart installed as release "
-                              f"{self.release!r} in namespace {self.cluster.namespace!r}?"
-                              ) from None
+            raise TargetError(f"{exc}; is the triton chart installed in namespace "
+                              f"{self.cluster.namespace!r} with that release name (its "
+                              f"objects are named {self.release}-*)?") from None
 
     def _patch(self, name: str, patch: dict[str, Any]) -> dict[str, Any]:
         try:
