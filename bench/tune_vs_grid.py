@@ -5,8 +5,9 @@ The grid measures every candidate with the same open-loop rate bisection `tune` 
 ceiling). `tune` runs with its time budget on the same server. Printed:
   time ratio     tune wall time / grid wall time                     (target <= 0.25)
   goodput ratio  grid-measured goodput of tune's choice / grid best  (target >= 0.95)
-  (and tune's own re-measured goodput / grid best, for reference: on a noisy machine two
-   measurements of one config taken minutes apart differ by more than the configs do)
+  head-to-head   the two configs re-measured alternately (twice each), median ratio: on
+                 a noisy shared machine two measurements of one config taken minutes
+                 apart can differ by more than the configs do
 
 Run: .venv/bin/python bench/tune_vs_grid.py [--budget 100] [--model dense_mlp]
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -33,11 +35,14 @@ def main() -> int:
     parser.add_argument("--delays-us", default="0,1000,5000")
     parser.add_argument("--instances", default="1,2")
     parser.add_argument("--out", type=Path, default=None, help="where to keep results")
+    parser.add_argument("--no-head-to-head", dest="head_to_head", action="store_false",
+                        help="skip re-measuring tune's choice against the grid's best")
     args = parser.parse_args()
 
     from triton_ops.envelope.loader import require_envelope
     from triton_ops.loadgen.engine import LoadGenerator
     from triton_ops.server.local import LocalTriton
+    from triton_ops.tune.batcher import Candidate
     from triton_ops.tune.live import LiveTarget, ProbeSettings
     from triton_ops.tune.run import MeasurementLog, TuneOptions, tune
     from triton_ops.tune.search import bisect_rate, candidate_space
@@ -49,6 +54,15 @@ def main() -> int:
     delays = [int(x) for x in args.delays_us.split(",")]
     counts = [int(x) for x in args.instances.split(",")]
     space = candidate_space(sizes, delays, counts)
+    # tune also measures the model's own config (its baseline) and may choose it: the grid
+    # gets it too, so that both search the same set.
+    dyn = envelope.batching.dynamic
+    baseline = Candidate(envelope.max_batch_size,
+                         dyn.max_queue_delay if dyn and envelope.max_batch_size else 0,
+                         sum(g.count for g in envelope.instances) or 1,
+                         tuple(dyn.preferred_batch_sizes) if dyn else ())
+    if baseline not in space:
+        space.append(baseline)
     out = args.out or Path(tempfile.mkdtemp(prefix="tune-vs-grid-"))
     out.mkdir(parents=True, exist_ok=True)
     repo = out / "model_repository"
@@ -95,12 +109,35 @@ def main() -> int:
             out_dir=out / "tune", max_batch_sizes=sizes, delays_us=delays,
             instance_counts=counts, settings=settings))
         tune_s = time.monotonic() - t1
-    best_key = max(grid, key=lambda k: grid[k])
+        # ---- head to head ---------------------------------------------------------------
+        # Measurements minutes apart on a shared machine differ by more than configs do:
+        # measure tune's choice and the grid's best alternately, twice each, same bisection.
+        best_key = max(grid, key=lambda k: grid[k])
+        chosen = result.best.get("chosen")
+        chosen_cand = Candidate.from_dict(chosen) if chosen else None
+        by_key = {c.key: c for c in space}
+        head: dict[str, list[float]] = {}
+        if chosen_cand is not None and chosen_cand.key != best_key and args.head_to_head:
+            with LoadGenerator(server.grpc_url, args.model, envelope.inputs,
+                               outputs=[o.name for o in envelope.outputs],
+                               batching=envelope.max_batch_size > 0) as lg:
+                target = LiveTarget(server.grpc_url, args.model, envelope, slo_us=slo_us,
+                                    max_error_rate=envelope.slo.max_error_rate, loadgen=lg,
+                                    record=lambda row: None, settings=settings)
+                try:
+                    for _ in range(2):
+                        for cand in (by_key[best_key], chosen_cand):
+                            if target.load(cand) is not None:
+                                continue
+                            g, *_ = bisect_rate(lambda r, c=cand: target.probe(c, r),
+                                                max(grid[best_key], 10.0), slo_us=slo_us)
+                            head.setdefault(cand.key, []).append(g)
+                            print(f"head-to-head {cand.label()}: {g:.0f} req/s", flush=True)
+                finally:
+                    target.restore()
+                    target.close()
     grid_best = grid[best_key]
-    chosen = result.best.get("chosen")
-    from triton_ops.tune.batcher import Candidate
-
-    chosen_key = Candidate.from_dict(chosen).key if chosen else None
+    chosen_key = chosen_cand.key if chosen_cand else None
     grid_of_choice = grid.get(chosen_key, float("nan")) if chosen_key else 0.0
     summary = {
         "model": args.model, "candidates": len(space), "grid_s": round(grid_s, 1),
@@ -111,12 +148,20 @@ def main() -> int:
         "goodput_ratio": round(grid_of_choice / grid_best, 3) if grid_best else None,
         "tune_goodput_ratio": round((result.best.get("goodput") or 0) / grid_best, 3)
         if grid_best else None,
+        "head_to_head": head,
+        "head_to_head_ratio": (
+            1.0 if chosen_key == best_key else
+            round(statistics.median(head[chosen_key]) / statistics.median(head[best_key]), 3)
+            if chosen_key in head and best_key in head and statistics.median(head[best_key])
+            else None),
         "grid": grid,
     }
     (out / "bench.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps({k: v for k, v in summary.items() if k != "grid"}, indent=2))
     print(f"time ratio tune/grid: {summary['time_ratio']:.3f} (target <= 0.25)")
     print(f"goodput ratio tune-choice/grid-best: {summary['goodput_ratio']} (target >= 0.95)")
+    print(f"head-to-head goodput ratio (median of 2 alternating bisections each): "
+          f"{summary['head_to_head_ratio']}")
     return 0
 
 

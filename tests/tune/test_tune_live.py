@@ -87,3 +87,50 @@ def test_tune_dense_mlp_end_to_end(tmp_path: Path, start_triton) -> None:  # typ
     assert client.get_model_config("dense_mlp", as_json=True)["config"] == original
     assert client.is_model_ready("dense_mlp")
     client.close()
+
+
+@pytest.mark.slow
+def test_ctrl_c_restores_config_and_resume_continues(tmp_path: Path, start_triton) -> None:  # type: ignore[no-untyped-def]
+    import signal
+    import time
+
+    import tritonclient.grpc as grpcclient
+
+    repo = tmp_path / "repo"
+    shutil.copytree(REPO_ROOT / "model_repository", repo,
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    server = start_triton(repo, models=["dense_mlp"])
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    original = client.get_model_config("dense_mlp", as_json=True)["config"]
+    out = tmp_path / "out"
+    args = [sys.executable, "-m", "triton_ops.cli.main", "tune", "dense_mlp",
+            "--envelope", str(REPO_ROOT / "envelopes" / "dense_mlp.yaml"),
+            "--repository", str(repo), "--url", server.grpc_url, "--allow-reload",
+            "--budget", "40s", "--max-batch-sizes", "1,32", "--delays", "0",
+            "--instances", "1", "--format", "json"]
+    proc = subprocess.Popen([*args, "--out", str(out)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    # Interrupt once the profile is saved (the run is then reloading and measuring).
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        state = out / "state.json"
+        if state.exists() and "profile" in state.read_text():
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "interrupted" in stderr and "--resume" in stderr
+    assert "Traceback" not in stderr
+    assert client.get_model_config("dense_mlp", as_json=True)["config"] == original
+    # --resume reuses the saved profile instead of measuring it again.
+    saved_profile = json.loads((out / "state.json").read_text())["profile"]
+    resumed = subprocess.run([*args, "--resume", str(out)], capture_output=True, text=True,
+                             timeout=240, cwd=tmp_path)
+    assert resumed.returncode in (0, 1), resumed.stderr
+    assert "Traceback" not in resumed.stderr
+    state = json.loads((out / "state.json").read_text())
+    assert state["profile"] == saved_profile and "finished" in state
+    assert (out / "best.json").exists()
+    assert client.get_model_config("dense_mlp", as_json=True)["config"] == original
+    client.close()

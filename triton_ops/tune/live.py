@@ -58,6 +58,8 @@ def candidate_from_config(cfg: Mapping[str, Any]) -> Candidate:
     count = sum(int(g.get("count", 1) or 1) for g in groups)
     mbs = int(cfg.get("max_batch_size", 0) or 0)
     pref = tuple(int(p) for p in dyn.get("preferred_batch_size", []) or [] if int(p) <= mbs)
+    if pref == (mbs,):
+        pref = ()  # Triton fills in [max_batch_size] itself: the same as no preferred sizes
     return Candidate(mbs, int(dyn.get("max_queue_delay_microseconds", 0) or 0) if mbs else 0,
                      max(count, 1), pref if mbs else ())
 
