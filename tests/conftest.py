@@ -6,6 +6,8 @@
   Read-only use: tests that load, unload or reconfigure models start their own server.
 - `start_triton` (function): a factory `start_triton(repo_path, models=[...], **kwargs)` that
   starts a LocalTriton and stops it when the test ends.
+- `write_envelope` (function): writes an envelope (BASE_ENVELOPE deep-merged with changes)
+  and, by default, its model folder with the generated config.pbtxt, under tmp_path.
 
 No fixture here skips: if the embedded server cannot start, the tests that need it fail
 with the server log in the message. At the end of the session, any tritonserver or stub
@@ -17,9 +19,11 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
+import yaml
 
 from triton_ops.server.local import LocalTriton
 
@@ -103,3 +107,64 @@ def _is_triton_process(proc: psutil.Process) -> bool:
         return proc.name() in ("tritonserver", "triton_python_b", "triton_python_backend_stub")
     except psutil.Error:
         return False
+
+
+# -- envelope files built in a temp dir (envelope rules and the validate gate) ------------
+
+BASE_ENVELOPE: dict[str, Any] = {
+    "name": "clf",
+    "backend": "python",
+    "versions": [1],
+    "inputs": [{"name": "TEXT", "data_type": "INT64", "dims": [-1], "max_dims": [128]}],
+    "outputs": [{"name": "PROBS", "data_type": "FP32", "dims": [3]}],
+    "batching": {"max_batch_size": 32,
+                 "dynamic": {"preferred_batch_sizes": [8, 16], "max_queue_delay": "1ms"}},
+    "instances": [{"kind": "GPU", "count": 2}],
+    "resources": {"gpu_memory": {"weights": "1GiB", "activation_per_item": "16MiB",
+                                 "workspace": "256MiB", "headroom": 0.1}},
+    "hardware": {"gpu_models": ["T4"]},
+    "slo": {"p99_latency": "50ms"},
+    "runtime": {"image": "nvcr.io/nvidia/tritonserver@sha256:" + "a" * 64},
+}
+
+
+def merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `changes` deep-merged; a value of None removes the key."""
+    out = dict(base)
+    for key, value in changes.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+@pytest.fixture
+def write_envelope(tmp_path: Path) -> Callable[..., Path]:
+    """write_envelope(changes={}, name=None, model_dir=True) -> envelope path.
+
+    With model_dir=True the model folder is created in tmp_path/model_repository with a
+    version folder, model.py and the generated config.pbtxt.
+    """
+
+    def write(changes: dict[str, Any] | None = None, model_dir: bool = True) -> Path:
+        from triton_ops.envelope.model import Envelope
+        from triton_ops.modelconfig.render import render_config_text, source_label
+
+        data = merge(BASE_ENVELOPE, changes or {})
+        envelopes = tmp_path / "envelopes"
+        envelopes.mkdir(exist_ok=True)
+        path = envelopes / f"{data['name']}.yaml"
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        if model_dir:
+            folder = tmp_path / "model_repository" / data["name"]
+            for version in data.get("versions", [1]):
+                (folder / str(version)).mkdir(parents=True, exist_ok=True)
+                (folder / str(version) / "model.py").write_text("# model\n")
+            (folder / "config.pbtxt").write_text(
+                render_config_text(Envelope.model_validate(data), source_label(path)))
+        return path
+
+    return write

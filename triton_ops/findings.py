@@ -34,6 +34,28 @@ class Finding:
 
 
 @dataclass
+class SourceLocations:
+    """Where each key path of a parsed document (YAML or config.pbtxt) starts, for findings."""
+
+    file: str
+    locations: dict[tuple[str | int, ...], tuple[int, int]] = field(default_factory=dict)
+
+    def locate(self, path: tuple[str | int, ...]) -> tuple[int, int]:
+        """(line, column), 1-based, of `path`, or of its closest recorded parent."""
+        path = tuple(path)
+        while path:
+            if path in self.locations:
+                return self.locations[path]
+            path = path[:-1]
+        return self.locations.get((), (1, 1))
+
+    def finding(self, path: tuple[str | int, ...], rule: str, message: str,
+                severity: Severity = Severity.ERROR) -> Finding:
+        line, column = self.locate(path)
+        return Finding(self.file, line, column, rule, severity, message)
+
+
+@dataclass
 class CheckResult:
     """The outcome of checking a set of files."""
 

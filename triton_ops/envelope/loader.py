@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from triton_ops.envelope.model import Envelope
-from triton_ops.findings import Finding, Severity
+from triton_ops.findings import Finding, Severity, SourceLocations
 
 MAX_FILE_BYTES = 1024 * 1024  # an envelope is a page of YAML; anything larger is a mistake
 
@@ -186,11 +186,9 @@ _IN_PROGRESS = object()
 
 
 @dataclass
-class SourceMap:
+class SourceMap(SourceLocations):
     """Where each key path of a YAML document is, to point findings at lines."""
 
-    file: str
-    locations: dict[KeyPath, Location] = field(default_factory=dict)
     # The composed YAML node tree; `locations` is filled from it on the first `locate`
     # (most files have no findings, and indexing every node costs as much as parsing).
     root: Any = field(default=None, repr=False, compare=False)
@@ -203,17 +201,7 @@ class SourceMap:
                 _index_locations(root, (), self.locations)
             except RecursionError:  # absurdly deep documents: the outer paths are indexed
                 pass
-        path = tuple(path)
-        while path:
-            if path in self.locations:
-                return self.locations[path]
-            path = path[:-1]
-        return self.locations.get((), (1, 1))
-
-    def finding(self, path: KeyPath, rule: str, message: str,
-                severity: Severity = Severity.ERROR) -> Finding:
-        line, column = self.locate(path)
-        return Finding(self.file, line, column, rule, severity, message)
+        return super().locate(path)
 
 
 @dataclass

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import difflib
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from google.protobuf import text_format
 
-from triton_ops.findings import Finding, Severity
+from triton_ops.findings import Finding, Severity, SourceLocations
 from triton_ops.modelconfig.proto import ModelConfig
 
 Location = tuple[int, int]  # 1-based line, column
@@ -30,25 +30,8 @@ PARSE_RULE = "config-parse"
 
 
 @dataclass
-class ConfigSourceMap:
+class ConfigSourceMap(SourceLocations):
     """Where each field path of a config.pbtxt text lives."""
-
-    file: str
-    locations: dict[FieldPath, Location] = field(default_factory=dict)
-
-    def locate(self, path: FieldPath) -> Location:
-        """(line, column), 1-based, of `path`, or of its nearest recorded parent."""
-        path = tuple(path)
-        while path:
-            if path in self.locations:
-                return self.locations[path]
-            path = path[:-1]
-        return self.locations.get((), (1, 1))
-
-    def finding(self, path: FieldPath, rule: str, message: str,
-                severity: Severity = Severity.ERROR) -> Finding:
-        line, column = self.locate(path)
-        return Finding(self.file, line, column, rule, severity, message)
 
 
 class _PendingKey:
