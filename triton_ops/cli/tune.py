@@ -51,7 +51,10 @@ def tune_command(
     apply: bool = typer.Option(False, "--apply", help="Write the chosen settings into the "
                                "envelope and regenerate config.pbtxt"),
     allow_reload: bool = typer.Option(False, help="Allow reloading the model on a remote server"),
-    workers: int = typer.Option(1, min=1, max=64, help="Load generator processes"),
+    workers: int = typer.Option(1, min=1, max=64, help="Load generator processes to start"),
+    max_workers: int | None = typer.Option(
+        None, min=1, max=64, help="Add generator processes up to this many when the generator "
+        "cannot keep the rate (default: half the CPU cores)"),
     max_batch_sizes: str | None = typer.Option(None, help="Comma list, e.g. 1,4,16,64"),
     delays: str | None = typer.Option(
         None, help="Comma list of max queue delays, e.g. 0,500us,2ms"),
@@ -101,7 +104,8 @@ def tune_command(
         metrics_url=metrics_url, slo_us=slo_us, budget_s=budget_s,
         out_dir=resume or out or default_out_dir(model), resume=resume is not None,
         allow_reload=allow_reload,
-        workers=workers, max_batch_sizes=_int_list(max_batch_sizes, "--max-batch-sizes"),
+        workers=workers, max_workers=max_workers,
+        max_batch_sizes=_int_list(max_batch_sizes, "--max-batch-sizes"),
         delays_us=_int_list(delays, "--delays", durations=True),
         instance_counts=_int_list(instances, "--instances"), preferred=preferred,
         max_measured=max_measured,
@@ -210,6 +214,9 @@ def _run_with_progress(options: Any, console: Any) -> Any:
             elif kind in ("infeasible", "skipped"):
                 progress.console.print(f"  [yellow]{kind}[/] {data['candidate'].label()}: "
                                        f"{data['reason']}")
+            elif kind == "workers":
+                progress.console.print(f"  load generator could not keep up: now "
+                                       f"{data['workers']} worker processes")
             elif kind == "stop":
                 progress.console.print(f"  search stopped: {data['reason']}")
 

@@ -82,7 +82,9 @@ class LiveTarget:
                  max_error_rate: float, loadgen: LoadGenerator,
                  record: Callable[[dict[str, object]], None],
                  metrics_url: str | None = None, settings: ProbeSettings | None = None,
-                 load_timeout_s: float = 120.0) -> None:
+                 load_timeout_s: float = 120.0, max_workers: int | None = None,
+                 record_event: Callable[[str, dict[str, object]], None] = lambda k, d: None,
+                 ) -> None:
         import tritonclient.grpc as grpcclient
 
         self.grpc_url = grpc_url
@@ -96,6 +98,8 @@ class LiveTarget:
         self.metrics_url = metrics_url
         self.settings = settings or ProbeSettings()
         self.load_timeout_s = load_timeout_s
+        self.max_workers = max(max_workers or loadgen.workers, loadgen.workers)
+        self.record_event = record_event
         self.was_loaded = self.client.is_model_ready(model)
         if not self.was_loaded:
             self.client.load_model(model)
@@ -152,6 +156,20 @@ class LiveTarget:
             return {}
 
     def probe(self, candidate: Candidate, rate: float, *, final: bool = False) -> ProbeResult:
+        result = self._probe_once(candidate, rate, final=final)
+        # The generator could not keep the rate: add a worker process (when the machine has
+        # cores to spare) and measure again, instead of settling for a flagged result.
+        while (result.verdict is Verdict.GENERATOR_LIMITED
+               and self.loadgen.workers < self.max_workers):
+            self.loadgen.close()
+            self.loadgen.workers += 1
+            self.loadgen.start()
+            self.record_event("workers", {"workers": self.loadgen.workers})
+            result = self._probe_once(candidate, rate, final=final)
+        return result
+
+    def _probe_once(self, candidate: Candidate, rate: float, *, final: bool = False
+                    ) -> ProbeResult:
         import numpy as np
 
         s = self.settings

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -50,6 +51,7 @@ class TuneOptions:
     resume: bool = False
     allow_reload: bool = False
     workers: int = 1
+    max_workers: int | None = None  # None: up to half the CPU cores when the generator lags
     max_batch_sizes: list[int] | None = None
     delays_us: list[int] | None = None
     instance_counts: list[int] | None = None
@@ -247,7 +249,9 @@ def tune(options: TuneOptions, on_event: EventSink = lambda k, d: None) -> TuneR
 
         target = LiveTarget(ep.grpc_url, options.model, envelope, slo_us=slo_us,
                             max_error_rate=max_error_rate, loadgen=lg, record=record,
-                            metrics_url=ep.metrics_url, settings=settings)
+                            metrics_url=ep.metrics_url, settings=settings,
+                            max_workers=options.max_workers or max(1, (os.cpu_count() or 2) // 2),
+                            record_event=on_event)
         original_probe = target.probe
 
         def counted_probe(candidate: Candidate, rate: float, *, final: bool = False) -> Any:
