@@ -31,6 +31,21 @@ def test_variable_dims_stay_within_max_dims():
         assert request["IDS"].dtype == np.int64
 
 
+def test_string_bool_and_unbounded_inputs():
+    env = Envelope.model_validate({
+        "name": "t", "backend": "python",
+        "inputs": [{"name": "S", "data_type": "STRING", "dims": [-1]},
+                   {"name": "B", "data_type": "BOOL", "dims": [1]}],
+        "outputs": [{"name": "O", "data_type": "FP32", "dims": [1]}],
+        "probe": {"inputs": {"S": ["a", "b"], "B": [True]}, "expected": {"O": [1]}},
+    })
+    golden, *others = envelope_requests(env, count=10)
+    assert golden["S"].tolist() == [b"a", b"b"] and golden["B"].dtype == np.bool_
+    for request in others:
+        assert request["S"].dtype == object and 1 <= request["S"].shape[0] <= 8
+        assert all(isinstance(v, bytes) for v in request["S"])
+
+
 def test_requests_file_errors_name_file_and_line(tmp_path):
     path = tmp_path / "r.jsonl"
     cases = {
@@ -54,9 +69,34 @@ def test_compare_outputs_uses_the_tolerance():
     tol = Tolerance(atol=1e-3, rtol=0)
     want = {"Y": np.array([[1.0, 2.0]], dtype=np.float32)}
     assert compare_outputs(want, {"Y": want["Y"] + 5e-4}, tol) is None
-    assert "max |diff| 0.01" in compare_outputs(want, {"Y": want["Y"] + 0.01}, tol)
+    assert "max abs error 0.01" in compare_outputs(want, {"Y": want["Y"] + 0.01}, tol)
     assert "shape" in compare_outputs(want, {"Y": np.zeros((2, 2))}, tol)
     assert "missing" in compare_outputs(want, {}, tol)
     strings = {"S": np.array([b"a", b"b"], dtype=object)}
     assert compare_outputs(strings, {"S": np.array([b"a", b"b"], dtype=object)}, tol) is None
     assert compare_outputs(strings, {"S": np.array([b"a", b"c"], dtype=object)}, tol)
+
+
+def test_compare_outputs_integers_exact_and_types_from_the_envelope():
+    loose = Tolerance(atol=5, rtol=0)
+    ids = {"IDS": np.array([[1, 2]], dtype=np.int64)}
+    # Integer arrays compare exactly whatever the tolerance; so do outputs the envelope
+    # declares integer, even when the arrays arrive as floats.
+    assert "exact match" in compare_outputs(ids, {"IDS": np.array([[1, 3]])}, loose)
+    as_floats = {"IDS": np.array([[1.0, 2.0]])}
+    assert compare_outputs(as_floats, {"IDS": np.array([[1.0, 3.0]])}, loose) is None
+    assert "exact match" in compare_outputs(as_floats, {"IDS": np.array([[1.0, 3.0]])}, loose,
+                                            {"IDS": "INT64"})
+    # Every output that differs is named.
+    found = compare_outputs({"A": np.array([1]), "B": np.array([2])},
+                            {"A": np.array([0]), "B": np.array([0])}, loose)
+    assert found.startswith("A: 1 of 1") and "; B: 1 of 1" in found
+
+
+def test_probe_with_a_wrong_expected_value_is_a_requests_error():
+    env = envelope()
+    data = env.model_dump()
+    data["probe"]["expected"] = {"Y": [[1.0, 2.0]]}
+    with pytest.raises(RequestsError, match=r"probe.expected 'Y' has shape \[1, 2\], but the "
+                       r"model returns \[N, 4\]"):
+        probe_expected(Envelope.model_validate(data))

@@ -12,8 +12,17 @@ from typer.testing import CliRunner
 
 from triton_ops.cli.main import app
 from triton_ops.envelope import Envelope
+from triton_ops.envelope.model import TensorSpec, Tolerance
 from triton_ops.server.local import LocalTriton
-from triton_ops.server.probe import ProbeSetupError, compare_outputs, probe_inputs, run_probe
+from triton_ops.server.probe import (
+    ProbeSetupError,
+    TensorValueError,
+    compare_outputs,
+    describe_difference,
+    probe_inputs,
+    run_probe,
+    tensor_array,
+)
 
 runner = CliRunner()
 
@@ -55,7 +64,9 @@ def test_probe_inputs_are_typed_from_the_envelope() -> None:
     ({"inputs": {"X": [[1, 2, 3]], "T": [[1]]}, "expected": {"Q": [[1]]}},
      "does not declare: Q"),
     ({"inputs": {"X": [[1, 2, 3]], "T": [[1]]}, "expected": {"Y": [[1, 1], [2]]}},
-     "'Y': the values are not a regular FP32 array"),
+     "'Y' is not a FP32 array: rows of different lengths"),
+    ({"inputs": {"X": [[1, 2, 3]], "T": [[1.5]]}, "expected": {"Y": [[1, 1]]}},
+     r"probe input 'T' is not a INT64 array: 1.5 at index \[0, 0\] is not a INT64 value"),
     ({"inputs": {"X": [[1, 2, 3]], "T": [[1]]}, "expected": {"Y": [[1, 1, 1]]}},
      r"'Y' has shape \[1, 3\], but the model returns \[N, 2\]"),
     ({"inputs": {"X": [[1, 2, 3]], "T": [[1]]}, "expected": {"Y": [[1, 1], [2, 2]]}},
@@ -89,8 +100,61 @@ def test_compare_outputs_integers_exact_nan_shape_missing() -> None:
     assert found[0].startswith("Y: 1 of 2") and "max abs error inf" in found[0]
     assert found[1].startswith("L: 1 of 1 values outside tolerance (exact match)")
     found = compare_outputs(env, {"Y": np.zeros((2, 2)), "L": None})
-    assert found == ["Y: shape [2, 2], expected [1, 2]", "L: not returned by the server"]
+    assert found == ["Y: shape [2, 2], expected [1, 2]", "L: missing from the server's answer"]
 
+
+
+def test_describe_difference_integers_and_bools_exact_floats_with_tolerance() -> None:
+    loose = Tolerance(atol=10, rtol=0.5)
+    # A tolerance that would hide the difference does not apply to integer or bool types.
+    found = describe_difference("IDS", np.array([[7, 8]]), np.array([[7, 9]]),
+                                data_type="INT64", tolerance=loose)
+    assert found == ("IDS: 1 of 2 values outside tolerance (exact match); max abs error 1 at "
+                     "index [0, 1] (got 8, expected 9)")
+    found = describe_difference("B", np.array([True, True]), np.array([True, False]),
+                                data_type="BOOL", tolerance=loose)
+    assert found is not None and found.startswith("B: 1 of 2 values outside tolerance "
+                                                  "(exact match)")
+    big = 2**62 + 1  # not representable in float64: compared as integers
+    assert describe_difference("L", np.array([big]), np.array([big - 1]), data_type="INT64",
+                               tolerance=loose) is not None
+    assert describe_difference("Y", np.array([7.0]), np.array([9.0]), data_type="FP32",
+                               tolerance=loose) is None
+    # NaN matches only NaN.
+    tol = Tolerance(atol=0.01, rtol=0)
+    assert describe_difference("Y", np.array([np.nan, 1.0]), np.array([np.nan, 1.0]),
+                               data_type="FP32", tolerance=tol) is None
+    found = describe_difference("Y", np.array([1.0, 5.0]), np.array([np.nan, 1.0]),
+                                data_type="FP32", tolerance=tol)
+    assert found is not None and "2 of 2" in found and "max abs error inf at index [0]" in found
+
+
+def test_describe_difference_strings_compare_bytes_and_text_alike() -> None:
+    tol = Tolerance()
+    want = np.array([b"cat", b"dog"], dtype=object)
+    assert describe_difference("S", np.array(["cat", "dog"], dtype=object), want,
+                               data_type="STRING", tolerance=tol) is None
+    found = describe_difference("S", np.array([b"cat", b"cow"], dtype=object), want,
+                                data_type="BYTES", tolerance=tol)
+    assert found == "S: 1 of 2 values differ; first at index [1]: got 'cow', expected 'dog'"
+    assert describe_difference("S", None, want, data_type="STRING", tolerance=tol) == (
+        "S: missing from the server's answer")
+
+
+def test_tensor_array_types_and_rejects_values_it_would_change() -> None:
+    env = envelope(outputs=[{"name": "S", "data_type": "STRING", "dims": [-1]},
+                            {"name": "U", "data_type": "UINT8", "dims": [2]}])
+    strings = tensor_array(env.tensor("S"), [["a", "b"]], batched=True, output=True)
+    assert strings.dtype == object and strings.tolist() == [[b"a", b"b"]]
+    assert tensor_array(env.tensor("U"), [[1, 2.0]], batched=True).dtype == np.uint8
+    with pytest.raises(TensorValueError, match=r"300 at index \[0, 1\] is not a UINT8 value"):
+        tensor_array(env.tensor("U"), [[1, 300]], batched=True)
+    with pytest.raises(TensorValueError, match=r"70000.0 at index \[0\] is too large for FP16"):
+        tensor_array(TensorSpec(name="H", data_type="FP16", dims=[2]), [70000.0, 1.0],
+                     batched=False)
+    with pytest.raises(TensorValueError, match=r"has shape \[1, 3\], but the model returns "
+                       r"\[N, 2\]"):
+        tensor_array(env.tensor("U"), [[1, 2, 3]], batched=True, output=True)
 
 @pytest.mark.slow
 @pytest.mark.parametrize("model", ["dense_mlp", "text_classifier"])

@@ -32,8 +32,7 @@ from triton_ops.k8s.prometheus import Prometheus, PrometheusError
 from triton_ops.k8s.store import ConfigMapStateStore
 from triton_ops.rollout.analysis import AgreementSample, WindowMetrics
 from triton_ops.rollout.target import TargetError
-
-_WIRE = {"STRING": "BYTES"}
+from triton_ops.server.probe import TensorValueError, numpy_dtype, output_types, wire_type
 
 
 @dataclass
@@ -228,10 +227,9 @@ class KubernetesTarget:
         assert self.envelope is not None
         inputs = []
         for name, array in request.items():
-            dtype = self.envelope.tensor(name).data_type
             data = [v.decode() if isinstance(v, bytes) else v for v in array.flatten().tolist()]
             inputs.append({"name": name, "shape": list(array.shape),
-                           "datatype": _WIRE.get(dtype, dtype), "data": data})
+                           "datatype": wire_type(self.envelope.tensor(name)), "data": data})
         return {"inputs": inputs}
 
     def _infer(self, service: str, version: int, payload: dict[str, Any]) -> dict[str, Any]:
@@ -251,7 +249,14 @@ class KubernetesTarget:
                                                  for d in data], dtype=object
                                                 ).reshape(out.get("shape", [len(data)]))
             else:
-                outputs[out["name"]] = np.array(data).reshape(out.get("shape", [len(data)]))
+                # Typed as the server says, so an FP32 output whose values happen to be whole
+                # numbers is not taken for an integer one.
+                try:
+                    dtype = numpy_dtype(str(out.get("datatype")))
+                except TensorValueError:
+                    dtype = None
+                outputs[out["name"]] = np.array(data, dtype=dtype).reshape(
+                    out.get("shape", [len(data)]))
         return outputs
 
     def shadow_compare(self, samples: int) -> list[AgreementSample]:
@@ -277,7 +282,8 @@ class KubernetesTarget:
                 results.append(AgreementSample(agree=None, canary_error=True,
                                                detail=f"canary failed: {exc}"))
                 continue
-            difference = compare_outputs(want, got, tolerance)
+            difference = compare_outputs(want, got, tolerance,
+                                         output_types(self.envelope) if self.envelope else None)
             results.append(AgreementSample(agree=difference is None, detail=difference or ""))
         self._sent += samples
         return results

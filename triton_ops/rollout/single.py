@@ -28,7 +28,8 @@ from triton_ops.repository import seal
 from triton_ops.rollout.analysis import AgreementSample, VersionWindow, WindowMetrics
 from triton_ops.rollout.store import StateStore
 from triton_ops.rollout.target import TargetError
-from triton_ops.rollout.traffic import compare_outputs, probe_expected, probe_inputs
+from triton_ops.rollout.traffic import RequestsError, compare_outputs, probe_expected, probe_inputs
+from triton_ops.server.probe import output_types, wire_type
 
 STATE_FOLDER = Path(seal.SEAL_FOLDER) / "rollout"
 
@@ -114,10 +115,9 @@ class SingleTritonTarget:
 
         inputs = []
         for name, array in request.items():
-            spec = self.envelope.tensor(name)
             # The wire protocol calls the config's TYPE_STRING "BYTES".
-            datatype = "BYTES" if spec.data_type == "STRING" else spec.data_type
-            tensor = grpcclient.InferInput(name, list(array.shape), datatype)
+            tensor = grpcclient.InferInput(name, list(array.shape),
+                                           wire_type(self.envelope.tensor(name)))
             tensor.set_data_from_numpy(array)
             inputs.append(tensor)
         result = self._client().infer(self.model, inputs, model_version=str(version),
@@ -279,7 +279,8 @@ class SingleTritonTarget:
                                                detail=f"canary failed: {_short(exc)}"))
                 continue
             canary_us = (time.perf_counter() - began) * 1e6
-            difference = compare_outputs(want, got, self.tolerance)
+            difference = compare_outputs(want, got, self.tolerance,
+                                         output_types(self.envelope))
             results.append(AgreementSample(agree=difference is None, detail=difference or "",
                                            stable_latency_us=stable_us,
                                            canary_latency_us=canary_us))
@@ -292,10 +293,14 @@ class SingleTritonTarget:
         if self.envelope.probe is None:
             return None
         try:
-            got = self._infer(version, probe_inputs(self.envelope))
+            request, expected = probe_inputs(self.envelope), probe_expected(self.envelope)
+        except RequestsError as exc:
+            return f"golden probe cannot run: {exc}"
+        try:
+            got = self._infer(version, request)
         except Exception as exc:  # noqa: BLE001
             return f"golden probe request to version {version} failed: {_short(exc)}"
-        difference = compare_outputs(probe_expected(self.envelope), got, self.tolerance)
+        difference = compare_outputs(expected, got, self.tolerance, output_types(self.envelope))
         if difference:
             return f"golden probe of version {version}: {difference}"
         return None

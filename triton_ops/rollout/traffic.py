@@ -3,55 +3,44 @@
 Requests come from the envelope (the golden probe's inputs first, then random tensors of the
 declared shapes) or from a JSON-lines file (`--requests FILE`: one object per line,
 input name -> nested list, WITH the batch dimension when the model batches). Outputs of two
-versions are compared with the envelope's tolerance (numpy.allclose semantics).
+versions are compared by the golden probe's rules (`triton_ops.server.probe`): integer,
+bool and string outputs exactly, floats within the envelope's tolerance (numpy.isclose).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from triton_ops.envelope.model import Envelope, TensorSpec, Tolerance
+from triton_ops.server.probe import (
+    ProbeSetupError,
+    TensorValueError,
+    describe_differences,
+    numpy_dtype,
+    tensor_array,
+)
+from triton_ops.server.probe import probe_expected as golden_expected
+from triton_ops.server.probe import probe_inputs as golden_inputs
 
 if TYPE_CHECKING:
     import numpy as np
 
-_NUMPY_TYPES = {
-    "BOOL": "bool", "UINT8": "uint8", "UINT16": "uint16", "UINT32": "uint32",
-    "UINT64": "uint64", "INT8": "int8", "INT16": "int16", "INT32": "int32", "INT64": "int64",
-    "FP16": "float16", "FP32": "float32", "FP64": "float64", "STRING": "object",
-    "BF16": "float32",
-}
+
+_UNBOUNDED_DIM = 8
 
 
 class RequestsError(ValueError):
     """A requests file or envelope cannot give valid requests; says where and what to do."""
 
 
-def _dtype(spec: TensorSpec) -> Any:
-    import numpy as np
-
-    return np.dtype(_NUMPY_TYPES[spec.data_type])
-
-
 def _to_array(spec: TensorSpec, value: Any, batched: bool, where: str) -> np.ndarray:
-    import numpy as np
-
     try:
-        if spec.data_type == "STRING":
-            array = np.array(value, dtype=object)
-        else:
-            array = np.array(value, dtype=_dtype(spec))
-    except (TypeError, ValueError) as exc:
-        raise RequestsError(f"{where}: input {spec.name!r} is not a {spec.data_type} array: "
-                            f"{exc}") from None
-    expected_rank = len(spec.dims) + (1 if batched else 0)
-    if array.ndim != expected_rank:
-        raise RequestsError(
-            f"{where}: input {spec.name!r} has {array.ndim} dimensions, expected "
-            f"{expected_rank} ({'batch + ' if batched else ''}dims {spec.dims})")
-    return array
+        return tensor_array(spec, value, batched=batched)
+    except TensorValueError as exc:
+        raise RequestsError(f"{where}: input {spec.name!r} {exc}") from None
 
 
 def random_requests(envelope: Envelope, count: int, seed: int = 0) -> list[dict[str, Any]]:
@@ -66,10 +55,11 @@ def random_requests(envelope: Envelope, count: int, seed: int = 0) -> list[dict[
         for spec in envelope.inputs:
             if spec.optional:
                 continue
-            shape = [int(rng.integers(1, m + 1)) if d == -1 else d
-                     for d, m in zip(spec.dims, spec.max_shape(), strict=True)]
+            # A variable dim with no max_dims gets sizes up to _UNBOUNDED_DIM.
+            shape = [int(rng.integers(1, (m if m > 0 else _UNBOUNDED_DIM) + 1)) if d == -1
+                     else d for d, m in zip(spec.dims, spec.max_shape(), strict=True)]
             shape = ([1] if batched else []) + shape
-            dtype = _dtype(spec)
+            dtype = numpy_dtype(spec.data_type)
             if spec.data_type == "STRING":
                 values = rng.integers(0, 1000, size=shape)
                 array = np.vectorize(lambda v: f"s{v}".encode(), otypes=[object])(values)
@@ -97,19 +87,19 @@ def envelope_requests(envelope: Envelope, count: int = 32, seed: int = 0) -> lis
 
 
 def probe_inputs(envelope: Envelope) -> dict[str, Any]:
-    if envelope.probe is None:
-        raise RequestsError(f"envelope of {envelope.name} has no probe")
-    batched = envelope.max_batch_size > 0
-    return {name: _to_array(envelope.tensor(name), value, batched, "envelope probe")
-            for name, value in envelope.probe.inputs.items()}
+    """The golden probe's request (see triton_ops.server.probe.probe_inputs)."""
+    try:
+        return golden_inputs(envelope)
+    except ProbeSetupError as exc:
+        raise RequestsError(f"envelope of {envelope.name}: {exc}") from None
 
 
 def probe_expected(envelope: Envelope) -> dict[str, Any]:
-    if envelope.probe is None:
-        raise RequestsError(f"envelope of {envelope.name} has no probe")
-    batched = envelope.max_batch_size > 0
-    return {name: _to_array(envelope.tensor(name), value, batched, "envelope probe expected")
-            for name, value in envelope.probe.expected.items()}
+    """The golden probe's expected outputs, typed as the envelope declares them."""
+    try:
+        return golden_expected(envelope)
+    except ProbeSetupError as exc:
+        raise RequestsError(f"envelope of {envelope.name}: {exc}") from None
 
 
 def load_requests_file(path: Path, envelope: Envelope) -> list[dict[str, Any]]:
@@ -146,25 +136,14 @@ def load_requests_file(path: Path, envelope: Envelope) -> list[dict[str, Any]]:
     return requests
 
 
-def compare_outputs(expected: dict[str, Any], actual: dict[str, Any],
-                    tolerance: Tolerance) -> str | None:
-    """None when every expected output matches within tolerance, else what differs."""
-    import numpy as np
+def compare_outputs(expected: Mapping[str, Any], actual: Mapping[str, Any],
+                    tolerance: Tolerance, data_types: Mapping[str, str] | None = None
+                    ) -> str | None:
+    """None when every expected output matches, else what differs ("; "-joined).
 
-    for name, want in expected.items():
-        got = actual.get(name)
-        if got is None:
-            return f"{name} missing from the answer"
-        want_a, got_a = np.asarray(want), np.asarray(got)
-        if want_a.shape != got_a.shape:
-            return f"{name} shape {list(got_a.shape)} != {list(want_a.shape)}"
-        if want_a.dtype == object or got_a.dtype == object:
-            if not np.array_equal(want_a, got_a):
-                return f"{name} differs"
-            continue
-        if not np.allclose(got_a, want_a, atol=tolerance.atol, rtol=tolerance.rtol,
-                           equal_nan=True):
-            diff = np.abs(got_a.astype(np.float64) - want_a.astype(np.float64))
-            return (f"{name} max |diff| {float(np.nanmax(diff)):.4g} > atol {tolerance.atol:g}"
-                    f" + rtol {tolerance.rtol:g}")
-    return None
+    `data_types` (output name -> Triton type, e.g. `output_types(envelope)`) says which
+    outputs compare exactly; an output it does not name takes its expected array's type.
+    The rules are the golden probe's: see triton_ops.server.probe.describe_difference."""
+    found = describe_differences(expected, actual, data_types=data_types or {},
+                                 tolerance=tolerance)
+    return "; ".join(found) or None

@@ -1,18 +1,24 @@
 """The golden probe: one real inference with an envelope's probe inputs, checked against its answer.
 
-The pure part (`probe_inputs`, `compare_outputs`) takes an envelope and arrays and returns
-data; `run_probe` sends the request to a server over gRPC. A success status with a wrong
-answer is exactly what this guards against, so every expected output is compared value by
-value with the envelope's tolerance.
+The pure part takes data and returns data: `tensor_array` builds a typed, shape-checked array
+from envelope or request values, `describe_difference` says how one output differs from the
+answer expected of it (None when it matches), and `probe_inputs` / `probe_expected` /
+`compare_outputs` apply them to an envelope's probe. Rollout's shadow comparison (canary vs
+stable, `triton_ops.rollout.traffic`) uses the same two functions, so both checks agree on
+what a match is: integer, bool and string outputs exactly, floats with
+`numpy.isclose(got, expected, rtol, atol)`, NaN only matching NaN. `run_probe` sends the
+request to a server over gRPC. A success status with a wrong answer is exactly what this
+guards against, so every expected output is compared value by value.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from triton_ops.envelope.model import Envelope, TensorSpec
+from triton_ops.envelope.model import Envelope, TensorSpec, Tolerance
 
 if TYPE_CHECKING:
     import numpy as np
@@ -20,12 +26,28 @@ if TYPE_CHECKING:
 # Envelopes spell Triton's variable-length string type as in config.pbtxt (TYPE_STRING);
 # the client protocol calls it BYTES.
 _WIRE_TYPE = {"STRING": "BYTES"}
-_EXACT_TYPES = {"BOOL", "STRING", "INT8", "INT16", "INT32", "INT64",
-                "UINT8", "UINT16", "UINT32", "UINT64"}
+# numpy dtype of each Triton data type, under both spellings of the string type. BF16 travels
+# as float32 arrays (tritonclient converts them).
+_NUMPY_TYPES = {
+    "BOOL": "bool", "UINT8": "uint8", "UINT16": "uint16", "UINT32": "uint32",
+    "UINT64": "uint64", "INT8": "int8", "INT16": "int16", "INT32": "int32", "INT64": "int64",
+    "FP16": "float16", "FP32": "float32", "FP64": "float64", "BF16": "float32",
+    "STRING": "object", "BYTES": "object",
+}
+_TEXT_TYPES = {"STRING", "BYTES"}
+EXACT_TYPES = frozenset({"BOOL", "STRING", "BYTES", "INT8", "INT16", "INT32", "INT64",
+                         "UINT8", "UINT16", "UINT32", "UINT64"})
 
 
 class ProbeSetupError(ValueError):
     """The envelope cannot be probed as written (no probe, unknown tensors, wrong shapes)."""
+
+
+class TensorValueError(ValueError):
+    """Values that do not make an array of a tensor's declared type and shape.
+
+    The message continues a sentence that names the tensor: "is not a FP32 array: ..." or
+    "has shape [3], but the model takes [N, 3] ..."."""
 
 
 @dataclass
@@ -54,16 +76,28 @@ def wire_type(spec: TensorSpec) -> str:
     return _WIRE_TYPE.get(spec.data_type, spec.data_type)
 
 
-def _numpy_dtype(spec: TensorSpec) -> Any:
+def numpy_dtype(data_type: str) -> Any:
+    """The numpy dtype that carries Triton `data_type` (envelope or wire spelling)."""
     import numpy as np
-    from tritonclient.utils import triton_to_np_dtype
 
-    if spec.data_type == "BF16":
-        return np.float32  # tritonclient sends BF16 from float32 arrays
-    dtype = triton_to_np_dtype(wire_type(spec))
-    if dtype is None:
-        raise ProbeSetupError(f"tensor {spec.name}: data type {spec.data_type} cannot be probed")
-    return dtype
+    try:
+        return np.dtype(_NUMPY_TYPES[data_type])
+    except KeyError:
+        raise TensorValueError(f"has data type {data_type}, which has no numpy type") from None
+
+
+def data_type_of(array: Any) -> str:
+    """The Triton data type an array carries (STRING for text), for arrays with no spec."""
+    import numpy as np
+
+    dtype = np.asarray(array).dtype
+    if dtype.kind in "OSU":
+        return "STRING"
+    if dtype.kind == "b":
+        return "BOOL"
+    if dtype.kind in "iu":
+        return f"{'U' if dtype.kind == 'u' else ''}INT{dtype.itemsize * 8}"
+    return f"FP{dtype.itemsize * 8}" if dtype.kind == "f" else str(dtype).upper()
 
 
 def _shape_ok(shape: tuple[int, ...], spec: TensorSpec, batched: bool) -> bool:
@@ -83,10 +117,131 @@ def _expected_shape(spec: TensorSpec, batched: bool) -> str:
     return "[" + ", ".join(dims) + "]"
 
 
-def probe_inputs(envelope: Envelope) -> dict[str, np.ndarray]:
-    """The probe's input arrays, typed and shaped as the envelope declares them."""
+def _as_bytes(value: Any) -> bytes:
+    # What tritonclient puts on the wire for a BYTES element.
+    if isinstance(value, bytes):
+        return bytes(value)
+    return value.encode("utf-8") if isinstance(value, str) else str(value).encode("utf-8")
+
+
+def tensor_array(spec: TensorSpec, value: Any, *, batched: bool,
+                 output: bool = False) -> np.ndarray:
+    """`value` (nested lists from YAML/JSON, or an array) as an array of `spec`'s type.
+
+    STRING tensors become object arrays of bytes. Integer and bool values must be exactly
+    representable (3.5 or 300 for UINT8 are errors, not silently truncated). The shape must
+    be the declared dims (-1 takes any size), after a batch dim of at least 1 when `batched`.
+    Raises TensorValueError, whose message continues "input 'X' ..." or "output 'Y' ...".
+    """
     import numpy as np
 
+    dtype = numpy_dtype(spec.data_type)
+    what = f"not a {spec.data_type} array"
+    try:
+        raw = np.array(value, dtype=object if spec.data_type in _TEXT_TYPES else None)
+        if raw.dtype == object and any(isinstance(v, list | tuple) for v in raw.flat):
+            raise ValueError("inhomogeneous")
+        if spec.data_type in _TEXT_TYPES:
+            array = np.array([_as_bytes(v) for v in raw.flat], dtype=object).reshape(raw.shape)
+        else:
+            with np.errstate(over="ignore", invalid="ignore"):  # lost values are found below
+                array = raw.astype(dtype)
+    except (TypeError, ValueError, OverflowError) as exc:
+        if "inhomogeneous" in str(exc):
+            raise TensorValueError(f"is {what}: rows of different lengths (every row must "
+                                   "have the same length)") from None
+        raise TensorValueError(f"is {what}: {exc}") from None
+    if raw.dtype.kind in "biuf" and raw.size:
+        if dtype.kind in "biu":
+            lost, why = array != raw, f"is not a {spec.data_type} value"
+        else:  # a float too large for the type would become inf
+            lost, why = np.isinf(array) & np.isfinite(raw), f"is too large for {spec.data_type}"
+        if lost.any():
+            where = tuple(int(i) for i in np.argwhere(lost)[0])
+            raise TensorValueError(f"is {what}: {raw[where].item()!r} at index {list(where)} "
+                                   f"{why}")
+    if not _shape_ok(array.shape, spec, batched):
+        rank = len(spec.dims) + batched
+        if array.ndim != rank:
+            why = f" ({rank} dimensions" + (", the first one the batch)" if batched else ")")
+        else:
+            why = " (the first dim is the batch)" if batched else ""
+        raise TensorValueError(
+            f"has shape {list(array.shape)}, but the model {'returns' if output else 'takes'} "
+            f"{_expected_shape(spec, batched)}{why}")
+    return array
+
+
+def describe_difference(name: str, got: Any, want: Any, *, data_type: str,
+                        tolerance: Tolerance) -> str | None:
+    """How output `name` differs from the answer expected of it; None when it matches.
+
+    `got` None means the output was not in the answer. Integer, bool and string types
+    (`data_type`, Triton's name) match exactly; floats where numpy.isclose(got, want, rtol,
+    atol) holds, NaN matching only NaN. The message gives how many values differ and the
+    worst one (NaN counts as an infinite error) with its index.
+    """
+    import numpy as np
+
+    if got is None:
+        return f"{name}: missing from the server's answer"
+    got, want = np.asarray(got), np.asarray(want)
+    if got.shape != want.shape:
+        return f"{name}: shape {list(got.shape)}, expected {list(want.shape)}"
+    if got.size == 0:
+        return None
+    if data_type in _TEXT_TYPES or got.dtype.kind in "OSU" or want.dtype.kind in "OSU":
+        got_b = np.array([_as_bytes(v) for v in got.flat], dtype=object).reshape(got.shape)
+        want_b = np.array([_as_bytes(v) for v in want.flat], dtype=object).reshape(want.shape)
+        bad = got_b != want_b
+        if not bad.any():
+            return None
+        where = tuple(int(i) for i in np.argwhere(bad)[0])
+        return (f"{name}: {int(bad.sum())} of {bad.size} values differ; first at index "
+                f"{list(where)}: got {got_b[where].decode('utf-8', 'replace')!r}, expected "
+                f"{want_b[where].decode('utf-8', 'replace')!r}")
+    exact = data_type in EXACT_TYPES
+    if exact:
+        close = got == want
+    else:
+        close = np.isclose(got.astype(np.float64), want.astype(np.float64),
+                           rtol=tolerance.rtol, atol=tolerance.atol, equal_nan=True)
+    if close.all():
+        return None
+    error = np.abs(got.astype(np.float64) - want.astype(np.float64))
+    error = np.where(np.isnan(error), np.inf, error)  # NaN is the worst error
+    ranked = np.where(close, -1.0, error)
+    where = tuple(int(i) for i in np.unravel_index(int(np.argmax(ranked)), ranked.shape))
+    rule = "exact match" if exact else f"atol={tolerance.atol:g}, rtol={tolerance.rtol:g}"
+
+    def shown(value: Any) -> str:
+        return str(value.item()) if exact else f"{float(value):.6g}"
+
+    return (f"{name}: {int((~close).sum())} of {close.size} values outside tolerance ({rule}); "
+            f"max abs error {float(error[where]):.4g} at index {list(where)} "
+            f"(got {shown(got[where])}, expected {shown(want[where])})")
+
+
+def describe_differences(expected: Mapping[str, Any], actual: Mapping[str, Any], *,
+                         data_types: Mapping[str, str], tolerance: Tolerance) -> list[str]:
+    """`describe_difference` for every expected output, in order; empty when all match.
+
+    An output missing from `data_types` takes the type its expected array carries."""
+    found = []
+    for name, want in expected.items():
+        difference = describe_difference(
+            name, actual.get(name), want,
+            data_type=data_types.get(name) or data_type_of(want), tolerance=tolerance)
+        if difference:
+            found.append(difference)
+    return found
+
+
+def probe_inputs(envelope: Envelope) -> dict[str, np.ndarray]:
+    """The probe's input arrays, typed and shaped as the envelope declares them.
+
+    Checks the whole probe (its expected outputs too), so an envelope that passes can be
+    probed; raises ProbeSetupError saying what to fix."""
     if envelope.probe is None:
         raise ProbeSetupError(
             f"envelope {envelope.name!r} has no probe section: add probe.inputs and "
@@ -104,30 +259,30 @@ def probe_inputs(envelope: Envelope) -> dict[str, np.ndarray]:
                 f"probe input {name!r} is not one of the model's inputs "
                 f"({', '.join(declared) or 'none declared'})"
             )
-        dtype = _numpy_dtype(spec)
         try:
-            if spec.data_type == "STRING":
-                array = np.array(
-                    [v.encode() if isinstance(v, str) else v for v in np.ravel(value)],
-                    dtype=np.object_,
-                ).reshape(np.shape(value))
-            else:
-                array = np.array(value, dtype=dtype)
-        except (TypeError, ValueError) as exc:
-            raise ProbeSetupError(
-                f"probe input {name!r}: the values are not a regular {spec.data_type} "
-                f"array ({exc}); every row must have the same length"
-            ) from None
-        if not _shape_ok(array.shape, spec, batched):
-            raise ProbeSetupError(
-                f"probe input {name!r} has shape {list(array.shape)}, but the model takes "
-                f"{_expected_shape(spec, batched)}"
-                + (" (the first dim is the batch)" if batched else "")
-            )
-        arrays[name] = array
+            arrays[name] = tensor_array(spec, value, batched=batched)
+        except TensorValueError as exc:
+            raise ProbeSetupError(f"probe input {name!r} {exc}") from None
     missing = [s.name for s in envelope.inputs if s.name not in arrays and not s.optional]
     if missing:
         raise ProbeSetupError(f"probe.inputs lacks required input(s): {', '.join(missing)}")
+    expected = probe_expected(envelope)
+    batch_sizes = {a.shape[0] for a in arrays.values() if a.ndim} if batched else set()
+    if len(batch_sizes) == 1:
+        for name, want in expected.items():
+            if want.shape[0] not in batch_sizes:
+                raise ProbeSetupError(
+                    f"probe.expected {name!r} has {want.shape[0]} rows but the probe inputs "
+                    f"have a batch of {batch_sizes.pop()}"
+                )
+    return arrays
+
+
+def probe_expected(envelope: Envelope) -> dict[str, np.ndarray]:
+    """The probe's expected outputs as arrays of the declared types and shapes."""
+    if envelope.probe is None:
+        raise ProbeSetupError(f"envelope {envelope.name!r} has no probe section")
+    batched = envelope.max_batch_size > 0
     outputs = {spec.name: spec for spec in envelope.outputs}
     unknown = [name for name in envelope.probe.expected if name not in outputs]
     if unknown:
@@ -135,86 +290,26 @@ def probe_inputs(envelope: Envelope) -> dict[str, np.ndarray]:
             f"probe.expected names output(s) the model does not declare: {', '.join(unknown)} "
             f"(outputs: {', '.join(sorted(outputs)) or 'none'})"
         )
-    batch_sizes = {a.shape[0] for a in arrays.values() if a.ndim} if batched else set()
+    expected: dict[str, np.ndarray] = {}
     for name, value in envelope.probe.expected.items():
-        spec = outputs[name]
         try:
-            expected = np.array(value, dtype=np.object_ if spec.data_type == "STRING"
-                                else np.float64)
-        except (TypeError, ValueError) as exc:
-            raise ProbeSetupError(
-                f"probe.expected {name!r}: the values are not a regular {spec.data_type} "
-                f"array ({exc}); every row must have the same length"
-            ) from None
-        if not _shape_ok(expected.shape, spec, batched):
-            raise ProbeSetupError(
-                f"probe.expected {name!r} has shape {list(expected.shape)}, but the model "
-                f"returns {_expected_shape(spec, batched)}"
-            )
-        if batched and len(batch_sizes) == 1 and expected.shape[0] not in batch_sizes:
-            raise ProbeSetupError(
-                f"probe.expected {name!r} has {expected.shape[0]} rows but the probe inputs "
-                f"have a batch of {batch_sizes.pop()}"
-            )
-    return arrays
+            expected[name] = tensor_array(outputs[name], value, batched=batched, output=True)
+        except TensorValueError as exc:
+            raise ProbeSetupError(f"probe.expected {name!r} {exc}") from None
+    return expected
 
 
-def compare_outputs(envelope: Envelope, outputs: dict[str, np.ndarray | None]) -> list[str]:
+def output_types(envelope: Envelope) -> dict[str, str]:
+    """Output name -> declared Triton data type, the `data_types` of describe_differences."""
+    return {spec.name: spec.data_type for spec in envelope.outputs}
+
+
+def compare_outputs(envelope: Envelope, outputs: Mapping[str, np.ndarray | None]) -> list[str]:
     """What differs between `outputs` and the probe's expected values (empty: all match)."""
-    import numpy as np
-
     assert envelope.probe is not None
-    tol = envelope.probe.tolerance
-    differences: list[str] = []
-    for name, expected_value in envelope.probe.expected.items():
-        spec = envelope.tensor(name)
-        got = outputs.get(name)
-        if got is None:
-            differences.append(f"{name}: not returned by the server")
-            continue
-        if spec.data_type == "STRING":
-            expected = np.array(expected_value, dtype=np.object_)
-            got = np.vectorize(
-                lambda v: v.decode("utf-8", "replace") if isinstance(v, bytes) else v,
-                otypes=[np.object_],
-            )(got) if got.size else got
-        else:
-            expected = np.array(expected_value, dtype=np.float64)
-        if got.shape != expected.shape:
-            differences.append(
-                f"{name}: shape {list(got.shape)}, expected {list(expected.shape)}"
-            )
-            continue
-        if got.size == 0:
-            continue
-        if spec.data_type == "STRING":
-            bad = got != expected
-            if bad.any():
-                where = tuple(int(i) for i in np.argwhere(bad)[0])
-                differences.append(
-                    f"{name}: {int(bad.sum())} of {bad.size} values differ; first at index "
-                    f"{where}: got {got[where]!r}, expected {expected[where]!r}"
-                )
-            continue
-        actual = got.astype(np.float64)
-        exact = spec.data_type in _EXACT_TYPES
-        if exact:
-            close = actual == expected
-        else:
-            close = np.isclose(actual, expected, rtol=tol.rtol, atol=tol.atol)
-        if close.all():
-            continue
-        error = np.abs(actual - expected)
-        error = np.where(np.isnan(error), np.inf, error)  # NaN is the worst error
-        ranked = np.where(close, -1.0, error)
-        where = tuple(int(i) for i in np.unravel_index(int(np.argmax(ranked)), ranked.shape))
-        rule = "exact match" if exact else f"atol={tol.atol:g}, rtol={tol.rtol:g}"
-        differences.append(
-            f"{name}: {int((~close).sum())} of {close.size} values outside tolerance "
-            f"({rule}); max abs error {float(error[where]):.6g} at index {list(where)} "
-            f"(got {actual[where]:.6g}, expected {expected[where]:.6g})"
-        )
-    return differences
+    return describe_differences(probe_expected(envelope), outputs,
+                                data_types=output_types(envelope),
+                                tolerance=envelope.probe.tolerance)
 
 
 def run_probe(
