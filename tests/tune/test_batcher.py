@@ -121,3 +121,11 @@ def test_system_ceiling_adds_a_per_request_cost() -> None:
         Candidate(1, 0, 1))
     again = ServiceProfile.from_dict(p.to_dict())
     assert again.request_cost_us == pytest.approx(400.0)
+
+
+def test_shared_cores_charge_the_whole_machine_per_request() -> None:
+    # 1,000 req/s at the ceiling with batch 4 on a 2-core machine shared with the client:
+    # 2,000 core-us per request, of which 250 us are the execution's share.
+    p = ServiceProfile({4: 1000.0}, ceiling_rps=1000.0, ceiling_batch=4, shared_cores=2)
+    assert p.request_cost_us == pytest.approx(1750.0)
+    assert p.capacity(Candidate(64, 0, 1)) < 1000.0

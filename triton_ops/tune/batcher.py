@@ -84,7 +84,9 @@ class ServiceProfile:
     ceiling_rps: the most requests/s the whole system (client, frontend, model) completed
     with batches of `ceiling_batch`. What that costs beyond the executions themselves is a
     per-request cost (`request_cost_us`: RPC, serialisation, the load generator on the same
-    cores) that every config pays on top of its execution cost.
+    cores) that every config pays on top of its execution cost. When the load generator
+    runs on the server's machine, `shared_cores` CPU cores were busy with all of it at the
+    ceiling, so each request cost that many core-microseconds.
     """
 
     batch_us: dict[int, float]
@@ -93,6 +95,7 @@ class ServiceProfile:
     contention: float = 1.0
     ceiling_rps: float | None = None
     ceiling_batch: int | None = None
+    shared_cores: int = 1
     _sizes: list[int] = field(default_factory=list, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -124,7 +127,8 @@ class ServiceProfile:
         if not self.ceiling_rps or not self.ceiling_batch:
             return 0.0
         b = self.ceiling_batch
-        return max(0.0, 1e6 / self.ceiling_rps - self.service_us(b) * self.contention / b)
+        per_request = self.shared_cores * 1e6 / self.ceiling_rps
+        return max(0.0, per_request - self.service_us(b) * self.contention / b)
 
     def speedup(self, busy: int) -> float:
         """Aggregate throughput of `busy` concurrently executing instances, in units of one."""
@@ -146,6 +150,7 @@ class ServiceProfile:
             "contention": self.contention,
             "ceiling_rps": self.ceiling_rps,
             "ceiling_batch": self.ceiling_batch,
+            "shared_cores": self.shared_cores,
             "request_cost_us": self.request_cost_us,
         }
 
@@ -158,6 +163,7 @@ class ServiceProfile:
             contention=float(data.get("contention", 1.0)),  # type: ignore[arg-type]
             ceiling_rps=float(data["ceiling_rps"]) if data.get("ceiling_rps") else None,  # type: ignore[arg-type]
             ceiling_batch=int(data["ceiling_batch"]) if data.get("ceiling_batch") else None,  # type: ignore[arg-type]
+            shared_cores=int(data.get("shared_cores", 1)),  # type: ignore[arg-type]
         )
 
 

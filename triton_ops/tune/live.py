@@ -238,14 +238,16 @@ class LiveTarget:
 
     # ---- profiling ----------------------------------------------------------------------------
     def profile_service(self, max_batch_size: int, *, instances: int = 1,
-                        seconds_per_size: float = 0.4, measure_parallel: bool = False
-                        ) -> ServiceProfile:
+                        seconds_per_size: float = 0.4, measure_parallel: bool = False,
+                        shared_cores: int = 1) -> ServiceProfile:
         """Cost of one execution per batch size (powers of two up to max_batch_size).
 
         One request of batch b at a time on one instance with no queue delay, so Triton
         executes exactly batch b; the cost is read from Triton's per-batch-size statistics.
         The per-request overhead outside Triton (RPC, client) is the client-measured latency
-        of batch-1 requests minus the server's queue + compute time.
+        of batch-1 requests minus the server's queue + compute time. `shared_cores`: the CPU
+        cores the load generator and the server share (the machine's, when the server is
+        embedded; 1 for a remote server).
         """
         import tritonclient.grpc as grpcclient
 
@@ -295,7 +297,8 @@ class LiveTarget:
         if measure_parallel and instances > 1:
             efficiency = self._parallel_efficiency(max_batch_size, batch_us, seconds_per_size)
         return ServiceProfile(batch_us, overhead_us=overhead, parallel_efficiency=efficiency,
-                              ceiling_rps=ceiling, ceiling_batch=ceiling_batch)
+                              ceiling_rps=ceiling, ceiling_batch=ceiling_batch,
+                              shared_cores=shared_cores)
 
     def _ceiling(self, max_batch_size: int) -> tuple[float | None, int | None]:
         """Closed-loop load on the largest-batch config: the most requests/s the whole system

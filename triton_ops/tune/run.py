@@ -175,6 +175,12 @@ class MeasurementLog:
             csv.writer(f).writerow([row.get(c, "") for c in self.columns])
 
 
+def _same_machine(endpoints: Any) -> bool:
+    """Whether the server shares this machine's CPU cores with the load generator."""
+    host = endpoints.grpc_url.rsplit(":", 1)[0].strip("[]")
+    return bool(endpoints.embedded) or host in ("127.0.0.1", "localhost", "::1")
+
+
 def tune(options: TuneOptions, on_event: EventSink = lambda k, d: None) -> TuneResult:
     """Run the whole tuning loop; see the module docstring."""
     from triton_ops.loadgen.engine import LoadGenerator
@@ -272,7 +278,8 @@ def tune(options: TuneOptions, on_event: EventSink = lambda k, d: None) -> TuneR
                 top = max(c.max_batch_size for c in space) if batching else 0
                 profile = target.profile_service(
                     top, instances=max(c.instance_count for c in space),
-                    measure_parallel=any(c.instance_count > 1 for c in space))
+                    measure_parallel=any(c.instance_count > 1 for c in space),
+                    shared_cores=(os.cpu_count() or 1) if _same_machine(ep) else 1)
                 state.data["profile"] = profile.to_dict()
                 state.save()
             # 2. The baseline: the config the model had, measured the same way.
