@@ -221,6 +221,11 @@ def worker_main(conn: Connection, url: str, model: str, inputs: list[dict[str, A
                 types: dict[str, str], outputs: list[str]) -> None:
     """Entry point of a worker process (spawned)."""
     import os
+    import signal
+
+    # Ctrl-C in a terminal reaches the whole process group: the parent decides when workers
+    # stop (and restores the server first), so workers ignore it instead of dying mid-run.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     try:
         # On a machine shared with the server, a late generator distorts what it measures:
