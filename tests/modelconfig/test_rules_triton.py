@@ -87,7 +87,7 @@ def test_rule_errors_match_what_triton_refuses(tmp_path: Path) -> None:
     with LocalTriton(repo, startup_timeout_s=300, extra_args=[
         "--load-model=*", "--exit-on-error=false", "--strict-readiness=false",
     ]) as server:
-        client = InferenceServerClient(server.http_url, network_timeout=120.0)
+        client = InferenceServerClient(server.http_url, network_timeout=300.0)
         states = {m["name"]: m for m in client.get_model_repository_index()}
     for name in expected:
         entry = states.get(name, {})
