@@ -133,21 +133,32 @@ def tune_command(
         typer.echo(json.dumps(best, indent=2))
     else:
         _print_best(best, err)
-    if apply and best.get("chosen") and best.get("slo_met"):
-        from triton_ops.tune.apply import ApplyError, apply_to_envelope
-        from triton_ops.tune.batcher import Candidate
+    if apply:
+        do_apply, why = apply_decision(best)
+        if not do_apply:
+            err.print(f"[yellow]--apply changed nothing:[/] {why}")
+        else:
+            from triton_ops.tune.apply import ApplyError, apply_to_envelope
+            from triton_ops.tune.batcher import Candidate
 
-        try:
-            for line in apply_to_envelope(Path(env_path), Candidate.from_dict(best["chosen"]),
-                                          repository):
-                err.print(line)
-        except ApplyError as exc:
-            err.print(f"[red]error:[/] {exc}")
-            raise typer.Exit(1) from None
-    elif apply:
-        err.print("[yellow]--apply skipped:[/] no config met the SLO")
+            try:
+                for line in apply_to_envelope(Path(env_path),
+                                              Candidate.from_dict(best["chosen"]), repository):
+                    err.print(line)
+            except ApplyError as exc:
+                err.print(f"[red]error:[/] {exc}")
+                raise typer.Exit(1) from None
     if not best.get("slo_met"):
         raise typer.Exit(1)
+
+
+def apply_decision(best: dict[str, Any]) -> tuple[bool, str]:
+    """Whether `--apply` writes best.json's chosen config, and if not, why (plain data)."""
+    if best.get("kept_baseline"):
+        return False, f"the current config is kept ({best.get('reason', '')})"
+    if not best.get("chosen") or not best.get("slo_met"):
+        return False, "no config met the SLO"
+    return True, ""
 
 
 def _print_best(best: dict[str, Any], console: Any) -> None:
@@ -157,6 +168,8 @@ def _print_best(best: dict[str, Any], console: Any) -> None:
                       f"(see {best['out_dir']}/report.html)")
         return
     re = best.get("remeasured") or {}
+    if best.get("kept_baseline"):
+        console.print(f"[bold yellow]keeping the current config[/]: {best.get('reason', '')}")
     console.print(
         f"[bold]chosen[/]: max_batch_size={chosen['max_batch_size']} "
         f"max_queue_delay={chosen['max_queue_delay_us']}us "
@@ -164,18 +177,32 @@ def _print_best(best: dict[str, Any], console: Any) -> None:
         + (f" preferred={chosen['preferred_batch_sizes']}"
            if chosen["preferred_batch_sizes"] else ""))
     if re:
+        source = " (from the search, not re-measured)" if re.get("source") == "search" else ""
         console.print(
-            f"goodput {best['goodput']:.0f} req/s at p99 {(re['p99_us'] or 0) / 1000:.2f} ms "
+            f"goodput {best['goodput']:.0f} req/s{source} "
+            f"at p99 {(re['p99_us'] or 0) / 1000:.2f} ms "
             f"(95% CI {(re['p99_ci_low_us'] or 0) / 1000:.2f}-"
             f"{(re['p99_ci_high_us'] or float('nan')) / 1000:.2f} ms, {re['samples']} samples), "
             f"SLO {best['slo_p99_us'] / 1000:g} ms")
+    winner = best.get("winner")
+    if winner:
+        got = winner.get("remeasured_goodput")
+        wc = winner["config"]
+        console.print(f"search winner {wc['max_batch_size']}/{wc['max_queue_delay_us']}us/"
+                      f"{wc['instance_count']}: {winner['search_goodput']:.0f} req/s in the "
+                      "search, " + (f"{got:.0f} req/s re-measured" if got is not None
+                                    else "not re-measured"))
+    for note in best.get("notes") or []:
+        console.print(f"[yellow]note:[/] {note}")
     base = best.get("baseline")
     if base:
         ratio = best.get("goodput_vs_baseline")
+        again = base.get("remeasured_goodput")
         console.print(f"baseline {base['config']['max_batch_size']}/"
                       f"{base['config']['max_queue_delay_us']}us/"
                       f"{base['config']['instance_count']}: {base['goodput']:.0f} req/s"
-                      + (f" (chosen is {ratio:.2f}x)" if ratio else ""))
+                      + (f", {again:.0f} re-measured" if again is not None else "")
+                      + (f" (chosen is {ratio:.2f}x)" if ratio and not winner else ""))
     console.print(f"{best['measured_candidates']} configs measured in {best['elapsed_s']:.0f} s "
                   f"of a {best['budget_s']:.0f} s budget; files in {best['out_dir']}")
 
@@ -217,6 +244,10 @@ def _run_with_progress(options: Any, console: Any) -> Any:
             elif kind == "workers":
                 progress.console.print(f"  load generator could not keep up: now "
                                        f"{data['workers']} worker processes")
+            elif kind == "final":
+                progress.update(task, description=f"re-measuring {data['candidate'].label()}")
+            elif kind == "keep_baseline":
+                progress.console.print(f"  keeping the current config: {data['reason']}")
             elif kind == "stop":
                 progress.console.print(f"  search stopped: {data['reason']}")
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from triton_ops.tune.batcher import ServiceProfile
-from triton_ops.tune.search import CandidateResult, SearchOutcome
+from triton_ops.tune.search import CandidateResult, ProbeResult, SearchOutcome
 
 
 def _finite(x: float | None) -> float | None:
@@ -45,23 +45,67 @@ def best_summary(model: str, slo_us: float, outcome: SearchOutcome | None,
     if outcome and outcome.best is not None:
         best = outcome.best
         final = outcome.final
+        data["notes"] = list(outcome.notes)
+        data["kept_baseline"] = outcome.keep_baseline
+        if outcome.keep_baseline and outcome.baseline is not None:
+            # The current config stays: report the baseline's own numbers, never the winner's.
+            base = outcome.baseline
+            data["chosen"] = base.candidate.to_dict()
+            data["reason"] = outcome.reason
+            data["search_goodput"] = base.goodput
+            data["predicted_goodput"] = base.predicted_goodput
+            data["generator_limited"] = base.generator_limited
+            if outcome.baseline_final is not None:
+                if data["baseline"] is not None:
+                    data["baseline"]["remeasured_goodput"] = outcome.baseline_final_rate
+                data["goodput"] = outcome.baseline_final_rate
+                data["goodput_source"] = "re-measured"
+                data["remeasured"] = _probe_dict(outcome.baseline_final)
+                data["slo_met"] = outcome.baseline_final_rate > 0
+            else:
+                # Not re-measured (no budget left): its search bisection is what was measured.
+                data["goodput"] = base.goodput
+                data["goodput_source"] = "search"
+                p99 = base.p99_at_goodput
+                data["remeasured"] = None if p99 is None else {
+                    "rate": base.goodput, "verdict": "pass", "source": "search",
+                    "p99_us": _finite(p99.value), "p99_ci_low_us": _finite(p99.low),
+                    "p99_ci_high_us": _finite(p99.high), "confidence": p99.confidence,
+                    "samples": p99.n}
+                data["slo_met"] = base.goodput > 0 and p99 is not None
+            data["winner"] = {
+                "config": best.candidate.to_dict(), "search_goodput": best.goodput,
+                "remeasured_goodput": outcome.final_rate if final is not None else None,
+                "remeasured": _probe_dict(final) if final is not None else None,
+            }
+            data["goodput_vs_baseline"] = 1.0
+            return data
         data["chosen"] = best.candidate.to_dict()
         data["search_goodput"] = best.goodput
         data["predicted_goodput"] = best.predicted_goodput
         data["goodput"] = outcome.final_rate
+        data["goodput_source"] = "re-measured"
         data["generator_limited"] = best.generator_limited
         data["slo_met"] = bool(final is not None and outcome.final_rate > 0)
         if final is not None:
-            data["remeasured"] = {
-                "rate": final.rate, "verdict": final.verdict.value,
-                "p99_us": _finite(final.p99.value), "p99_ci_low_us": _finite(final.p99.low),
-                "p99_ci_high_us": _finite(final.p99.high), "confidence": final.p99.confidence,
-                "samples": final.p99.n, "throughput": final.throughput,
-                "error_rate": final.error_rate,
-            }
+            data["remeasured"] = _probe_dict(final)
+        if outcome.baseline_final is not None and data["baseline"] is not None:
+            data["baseline"]["remeasured_goodput"] = outcome.baseline_final_rate
         if baseline is not None and baseline.goodput > 0:
-            data["goodput_vs_baseline"] = outcome.final_rate / baseline.goodput
+            ref = (outcome.baseline_final_rate if outcome.baseline_final is not None
+                   and outcome.baseline_final_rate > 0 else baseline.goodput)
+            data["goodput_vs_baseline"] = outcome.final_rate / ref
     return data
+
+
+def _probe_dict(final: ProbeResult) -> dict[str, Any]:
+    return {
+        "rate": final.rate, "verdict": final.verdict.value,
+        "p99_us": _finite(final.p99.value), "p99_ci_low_us": _finite(final.p99.low),
+        "p99_ci_high_us": _finite(final.p99.high), "confidence": final.p99.confidence,
+        "samples": final.p99.n, "throughput": final.throughput,
+        "error_rate": final.error_rate,
+    }
 
 
 def _svg(fig: Any) -> str:

@@ -22,6 +22,7 @@ from triton_ops.envelope.model import Envelope, InstanceKind
 from triton_ops.tune.batcher import Candidate, ServiceProfile, predict_goodput
 from triton_ops.tune.search import (
     CandidateResult,
+    FinalTiming,
     SearchOutcome,
     bisect_rate,
     candidate_space,
@@ -29,6 +30,9 @@ from triton_ops.tune.search import (
     run_search,
 )
 from triton_ops.tune.stats import QuantileEstimate
+
+# Kept back at the end of the budget for writing best.json and report.html.
+REPORT_RESERVE_S = 4.0
 
 EventSink = Callable[[str, dict[str, object]], None]
 
@@ -290,7 +294,9 @@ def tune(options: TuneOptions, on_event: EventSink = lambda k, d: None) -> TuneR
                 target.phase = "baseline"
                 t0 = time.monotonic()
                 predicted = predict_goodput(base_cand, profile, slo_us)
+                t_load = time.monotonic()
                 err = target.load(base_cand)
+                state.data["load_s"] = time.monotonic() - t_load
                 if err is not None:
                     raise TuneError(f"cannot reload the model's own config: {err}")
                 guess = predicted or (profile.ceiling_rps or 10.0) / 2
@@ -323,12 +329,19 @@ def tune(options: TuneOptions, on_event: EventSink = lambda k, d: None) -> TuneR
                 on_event(kind, data)
 
             elapsed = time.monotonic() - started
+            # The budget covers the re-measurements and the restore too: run_search keeps
+            # time for them, estimated from a model load and a re-measurement probe (the
+            # longest seen while searching, when longer).
+            final_probe_s = settings.warmup_s + settings.window_s * settings.final_windows + 1.0
+            timing = FinalTiming(load_s=float(state.data.get("load_s", 2.0)),
+                                 final_probe_s=final_probe_s)
             outcome = run_search(
                 space, profile, slo_us, target,
                 budget_s=max(0.0, options.budget_s - elapsed),
-                reserve_s=settings.warmup_s + settings.window_s * settings.final_windows + 6.0,
+                reserve_s=REPORT_RESERVE_S,
                 max_measured=options.max_measured, done=done, on_event=search_event,
                 probe_s=settings.warmup_s + settings.window_s * settings.max_windows,
+                baseline=baseline, timing=timing,
             )
         finally:
             on_event("phase", {"name": "restore", "elapsed": time.monotonic() - started})

@@ -171,11 +171,67 @@ def bisect_rate(probe: Callable[[float], ProbeResult], guess: float, *, rel_tol:
 @dataclass
 class SearchOutcome:
     results: list[CandidateResult]
-    best: CandidateResult | None
+    best: CandidateResult | None  # the search's winner (highest goodput in the bisections)
     final: ProbeResult | None  # the re-measurement of the best at its goodput
     final_rate: float
     calibration: float  # median measured/predicted goodput
     stopped_by_budget: bool
+    baseline: CandidateResult | None = None
+    baseline_final: ProbeResult | None = None  # the baseline re-measured the same way
+    baseline_final_rate: float = 0.0
+    keep_baseline: bool = False  # recommend the current config, not `best`
+    reason: str = ""  # why the current config is kept
+    notes: list[str] = field(default_factory=list)  # e.g. a re-measurement that did not fit
+
+    @property
+    def chosen(self) -> CandidateResult | None:
+        """The recommendation: the baseline when it is kept, else the winner."""
+        return self.baseline if self.keep_baseline else self.best
+
+
+@dataclass
+class FinalTiming:
+    """How long the end of a run takes, estimated from what was measured so far."""
+
+    load_s: float = 0.0  # one model load (candidate or restore)
+    final_probe_s: float = 0.0  # one re-measurement probe
+    reserve_s: float = 0.0  # report writing and slack
+
+    def remeasure_s(self, *, baseline: bool) -> float:
+        """Re-measure the winner (one step down included) and, when `baseline`, the baseline
+        once, then restore the original config."""
+        winner = self.load_s + 2 * self.final_probe_s
+        base = (self.load_s + self.final_probe_s) if baseline else 0.0
+        return winner + base + self.load_s + self.reserve_s
+
+
+def keep_baseline_decision(winner: CandidateResult, winner_rate: float | None,
+                           baseline: CandidateResult | None, baseline_rate: float | None
+                           ) -> tuple[bool, str]:
+    """Whether to recommend the current config instead of the search's winner.
+
+    `winner_rate`: the winner's re-measured goodput (0 when no re-measured rate passed; None
+    when it could not be re-measured at all, e.g. for lack of budget: an unconfirmed winner
+    is not worth a config change either).
+    `baseline_rate`: the baseline's re-measured goodput, or None when it was not re-measured
+    (then its search goodput is the comparison). A winner that is the baseline, or whose
+    re-measured goodput is not above the baseline's, is not worth a config change.
+    """
+    if baseline is None or (baseline.goodput <= 0 and not baseline_rate):
+        return False, ""
+    if winner.candidate.key == baseline.candidate.key:
+        return True, "no candidate measured better than the current config"
+    if winner_rate is None:
+        return True, (f"{winner.candidate.label()} could not be re-measured, so its search "
+                      "goodput is unconfirmed")
+    if baseline_rate is not None:
+        ref, how = baseline_rate, "re-measured"
+    else:
+        ref, how = baseline.goodput, "measured in the search"
+    if winner_rate <= ref:
+        return True, (f"{winner.candidate.label()} re-measured at {winner_rate:.0f} req/s, "
+                      f"not above the current config's {ref:.0f} req/s ({how})")
+    return False, ""
 
 
 def run_search(
@@ -194,18 +250,50 @@ def run_search(
     on_event: Callable[[str, dict[str, object]], None] = lambda kind, data: None,
     predict: Callable[[Candidate], float] | None = None,
     probe_s: float = 0.0,
+    baseline: CandidateResult | None = None,
+    timing: FinalTiming | None = None,
 ) -> SearchOutcome:
-    """Measure the promising candidates within the budget and re-measure the winner.
+    """Measure the promising candidates, re-measure the winner (and the baseline), all
+    within `budget_s`, which covers everything up to and including the restore.
 
     `done` holds results of an interrupted run (--resume): they are not measured again.
-    `reserve_s` is kept back at the end (restore, report); `probe_s` is how long one probe
-    may take, so that no probe starts that would end past the budget.
+    `reserve_s` is kept back at the very end (report); `probe_s` is how long one probe may
+    take, so that no probe starts that would end past the search's deadline. `timing` gives
+    first estimates of a model load and of a re-measurement probe; the longest load and probe
+    seen while searching replace them when longer. The search stops early enough for the
+    re-measurements and the restore (one load) to fit; a re-measurement that would not fit
+    is not started, and `notes` says so.
+
+    With a `baseline` (the model's current config), the winner is re-measured, then the
+    baseline the same way, back to back; when the winner's re-measured goodput is not above
+    the baseline's, `keep_baseline` is set and `reason` says why.
     """
     start = clock()
-    deadline = start + budget_s - reserve_s
+    end = start + budget_s
+    timing = timing or FinalTiming()
+    load_times: list[float] = [timing.load_s]
+    probe_times: list[float] = [probe_s]
+    final_times: list[float] = [timing.final_probe_s]
+    notes: list[str] = []
+
+    def estimate() -> FinalTiming:
+        return FinalTiming(max(load_times), max(final_times + probe_times), reserve_s)
+
+    def timed_load(cand: Candidate) -> str | None:
+        t = clock()
+        error = target.load(cand)
+        load_times.append(clock() - t)
+        return error
+
+    def timed_probe(cand: Candidate, rate: float, final: bool = False) -> ProbeResult:
+        t = clock()
+        result = target.probe(cand, rate, final=final)
+        (final_times if final else probe_times).append(clock() - t)
+        return result
 
     def left() -> float:
-        return deadline - clock()
+        """Time the search may still use, after the re-measurements and the restore."""
+        return end - estimate().remeasure_s(baseline=baseline is not None) - clock()
 
     predictor = predict or (lambda c: predict_goodput(c, profile, slo_us))
     ranked = rank_candidates(space, predictor)
@@ -237,15 +325,17 @@ def run_search(
             on_event("stop", {"reason": f"measured {max_measured} candidates"})
             break
         expected = statistics.median(per_candidate) if per_candidate else 0.0
-        # Keep time for the final re-measurement (about one candidate's worth).
-        if left() < max(expected, probe_s * 2) or left() <= 0:
+        probe_est = max(probe_times)
+        # Start a candidate only when about one candidate's worth of time is left after the
+        # time kept for the re-measurements and the restore.
+        if left() < max(expected, probe_est * 2) or left() <= 0:
             stopped_by_budget = True
             on_event("stop", {"reason": "time budget"})
             break
         on_event("candidate", {"candidate": cand, "predicted": predicted, "index": index,
                                "total": len(ranked)})
         t0 = clock()
-        error = target.load(cand)
+        error = timed_load(cand)
         if error is not None:
             results.append(CandidateResult(cand, predicted, status="infeasible", reason=error,
                                             seconds=clock() - t0))
@@ -253,8 +343,8 @@ def run_search(
             continue
         guess = predicted * calibration if predicted > 0 else 1.0
         goodput, p99, limited, probes = bisect_rate(
-            lambda r, c=cand: target.probe(c, r), guess, rel_tol=rel_tol,
-            should_stop=lambda: left() <= probe_s, slo_us=slo_us,
+            lambda r, c=cand: timed_probe(c, r), guess, rel_tol=rel_tol,
+            should_stop=lambda: left() <= max(probe_times), slo_us=slo_us,
         )
         result = CandidateResult(cand, predicted, goodput, p99, generator_limited=limited,
                                  probes=probes, seconds=clock() - t0)
@@ -265,22 +355,65 @@ def run_search(
             ratios.append(goodput / predicted)
         on_event("measured", {"result": result})
 
+    def before_restore() -> float:
+        """Time left before the restore (one load) and the report must start."""
+        est = estimate()
+        return end - est.reserve_s - est.load_s - clock()
+
+    def remeasure(r: CandidateResult, what: str) -> tuple[ProbeResult | None, float | None]:
+        """(last final probe, highest passing rate; None when it could not be re-measured)."""
+        if before_restore() < estimate().load_s + estimate().final_probe_s:
+            notes.append(f"{what} {r.candidate.label()} not re-measured: the budget left "
+                         f"({max(0.0, before_restore()):.0f} s before the restore) is less than "
+                         f"a load and a re-measurement ({estimate().load_s:.0f} + "
+                         f"{estimate().final_probe_s:.0f} s)")
+            return None, None
+        error = timed_load(r.candidate)
+        if error is not None:
+            notes.append(f"{what} {r.candidate.label()} not re-measured: {error}")
+            return None, None
+        rate = r.goodput
+        final: ProbeResult | None = None
+        # The bisection's edge is within noise of the SLO: if the longer re-measurement does
+        # not hold there, step down until it does (five tries at most, within the budget).
+        for _ in range(5):
+            if before_restore() < estimate().final_probe_s:
+                notes.append(f"{what} {r.candidate.label()}: re-measurement stopped at "
+                             f"{rate:.0f} req/s, the budget is spent")
+                break
+            on_event("final", {"candidate": r.candidate, "rate": rate})
+            final = timed_probe(r.candidate, rate, final=True)
+            if final.verdict is Verdict.PASS:
+                return final, rate
+            rate *= 0.85
+        if final is None:
+            return None, None
+        return final, 0.0
+
     best = best_so_far()
     final: ProbeResult | None = None
     final_rate = 0.0
+    base_final: ProbeResult | None = None
+    base_rate: float | None = None
+    keep, reason = False, ""
     if best is not None and best.goodput > 0:
-        if target.load(best.candidate) is None:
-            rate = best.goodput
-            # The bisection's edge is within noise of the SLO: if the longer re-measurement
-            # does not hold there, step down until it does (or give up after five tries).
-            for _ in range(5):
-                on_event("final", {"candidate": best.candidate, "rate": rate})
-                final = target.probe(best.candidate, rate, final=True)
-                if final.verdict is Verdict.PASS:
-                    final_rate = rate
-                    break
-                rate *= 0.85
-            else:
-                final_rate = 0.0
+        final, winner_rate = remeasure(best, "the winner")
+        final_rate = winner_rate or 0.0
+        is_baseline = baseline is not None and best.candidate.key == baseline.candidate.key
+        if is_baseline:
+            base_final, base_rate = final, winner_rate
+        elif baseline is not None and baseline.goodput > 0 and winner_rate:
+            # The same re-measurement of the current config, right after the winner's, so
+            # that both numbers come from the same conditions.
+            base_final, base_rate = remeasure(baseline, "the baseline")
+        if baseline is not None:
+            keep, reason = keep_baseline_decision(best, winner_rate, baseline, base_rate)
+        if keep:
+            on_event("keep_baseline", {"reason": reason})
+    for note in notes:
+        on_event("note", {"text": note})
     calibration = statistics.median(ratios) if ratios else 1.0
-    return SearchOutcome(results, best, final, final_rate, calibration, stopped_by_budget)
+    return SearchOutcome(results, best, final, final_rate, calibration, stopped_by_budget,
+                         baseline=baseline, baseline_final=base_final,
+                         baseline_final_rate=base_rate or 0.0, keep_baseline=keep,
+                         reason=reason, notes=notes)

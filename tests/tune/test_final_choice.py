@@ -1,0 +1,159 @@
+"""The end of a tune run on scripted data: the budget covers the re-measurements and the
+restore, and a winner that does not beat the current config on re-measurement is not chosen."""
+
+from __future__ import annotations
+
+import pytest
+
+from triton_ops.cli.tune import apply_decision
+from triton_ops.tune.batcher import Candidate, ServiceProfile
+from triton_ops.tune.report import best_summary
+from triton_ops.tune.search import (
+    CandidateResult,
+    FinalTiming,
+    ProbeResult,
+    keep_baseline_decision,
+    run_search,
+)
+from triton_ops.tune.stats import QuantileEstimate, Verdict
+
+SLO_US = 50_000.0
+PROFILE = ServiceProfile({1: 500.0, 32: 4000.0, 64: 7000.0}, overhead_us=100.0)
+BASE = Candidate(64, 500, 1)
+WIN = Candidate(32, 0, 1)
+OTHER = Candidate(1, 0, 1)
+LOAD_S, PROBE_S, FINAL_S = 4.0, 6.0, 7.0
+
+
+class ScriptedServer:
+    """A SearchTarget with a fake clock: loads, probes and re-measurements take fixed times;
+    a probe passes at or below the candidate's capacity (in the search, and separately in
+    the longer re-measurement, where the noise of a real machine can make it lower)."""
+
+    def __init__(self, search: dict[Candidate, float], final: dict[Candidate, float]) -> None:
+        self.search = search
+        self.final = final
+        self.clock = 0.0
+        self.loaded: Candidate | None = None
+        self.calls: list[tuple[str, Candidate, float]] = []
+
+    def now(self) -> float:
+        return self.clock
+
+    def load(self, candidate: Candidate) -> str | None:
+        self.clock += LOAD_S
+        self.loaded = candidate
+        self.calls.append(("load", candidate, 0.0))
+        return None
+
+    def probe(self, candidate: Candidate, rate: float, *, final: bool = False) -> ProbeResult:
+        assert self.loaded == candidate
+        self.clock += FINAL_S if final else PROBE_S
+        self.calls.append(("final" if final else "probe", candidate, rate))
+        capacity = (self.final if final else self.search)[candidate]
+        ok = rate <= capacity
+        p99 = QuantileEstimate(0.99, 30_000.0 if ok else 90_000.0, 28_000.0, 33_000.0, 1400, 0.95)
+        return ProbeResult(rate, Verdict.PASS if ok else Verdict.FAIL, p99, rate)
+
+
+def baseline_result(goodput: float = 299.0) -> CandidateResult:
+    return CandidateResult(BASE, 1377.0, goodput,
+                           QuantileEstimate(0.99, 31_000.0, 29_000.0, 34_000.0, 900, 0.95),
+                           seconds=20.0)
+
+
+def search(server: ScriptedServer, budget_s: float, *, done: list[CandidateResult],
+           baseline: CandidateResult | None) -> object:
+    return run_search([BASE, WIN, OTHER], PROFILE, SLO_US, server, budget_s=budget_s,
+                      clock=server.now, reserve_s=2.0, done=done, baseline=baseline,
+                      probe_s=PROBE_S, rel_tol=0.08,
+                      timing=FinalTiming(load_s=LOAD_S, final_probe_s=FINAL_S),
+                      predict=lambda c: {BASE: 1377.0, WIN: 1381.0, OTHER: 1300.0}[c])
+
+
+@pytest.mark.parametrize("budget_s", [20.0, 45.0, 60.0, 90.0, 150.0, 300.0])
+def test_remeasurement_and_restore_fit_in_the_budget(budget_s: float) -> None:
+    server = ScriptedServer({BASE: 299.0, WIN: 327.0, OTHER: 200.0},
+                            {BASE: 299.0, WIN: 236.0, OTHER: 200.0})
+    base = baseline_result()
+    outcome = search(server, budget_s, done=[base], baseline=base)
+    # What the caller still does: restore the original config (one load).
+    assert server.clock + LOAD_S <= budget_s - 2.0, server.calls
+    if outcome.final is None:  # type: ignore[attr-defined]
+        assert any("not re-measured" in n for n in outcome.notes)  # type: ignore[attr-defined]
+
+
+def test_remeasurement_that_does_not_fit_is_reported_not_run() -> None:
+    server = ScriptedServer({BASE: 299.0, WIN: 327.0}, {BASE: 299.0, WIN: 327.0})
+    base = baseline_result()
+    win = CandidateResult(WIN, 1381.0, 327.0, base.p99_at_goodput, seconds=21.0)
+    outcome = search(server, 12.0, done=[base, win], baseline=base)
+    assert server.calls == []  # 12 s: less than a load and a re-measurement plus the restore
+    assert outcome.final is None  # type: ignore[attr-defined]
+    assert any(n.startswith("the winner ") and "not re-measured" in n
+               for n in outcome.notes)  # type: ignore[attr-defined]
+    # An unconfirmed winner is not recommended over the current config.
+    assert outcome.keep_baseline and "could not be re-measured" in outcome.reason  # type: ignore[attr-defined]
+    best = best_summary("m", SLO_US, outcome, base, PROFILE, [],  # type: ignore[arg-type]
+                        elapsed_s=12.0, budget_s=12.0)
+    assert best["chosen"] == BASE.to_dict() and best["kept_baseline"]
+    assert best["goodput"] == 299.0 and best["goodput_source"] == "search"
+    assert best["remeasured"]["source"] == "search"
+    assert best["winner"]["remeasured_goodput"] is None
+    assert best["notes"]
+
+
+def test_worse_winner_on_remeasurement_keeps_the_baseline() -> None:
+    # The run from the field: 32/0us/1 beat the baseline in the search (327 vs 299 req/s)
+    # but re-measured at about 236 req/s.
+    server = ScriptedServer({BASE: 299.0, WIN: 327.0, OTHER: 200.0},
+                            {BASE: 299.0, WIN: 240.0, OTHER: 200.0})
+    base = baseline_result()
+    outcome = search(server, 400.0, done=[base], baseline=base)
+    assert outcome.best is not None and outcome.best.candidate == WIN  # type: ignore[attr-defined]
+    # Both re-measured, the winner first, then the baseline the same way.
+    finals = [(c, r) for kind, c, r in server.calls if kind == "final"]
+    assert finals[0] == (WIN, outcome.best.goodput) and finals[-1][0] == BASE  # type: ignore[attr-defined]
+    assert outcome.keep_baseline  # type: ignore[attr-defined]
+    assert outcome.chosen is base  # type: ignore[attr-defined]
+    assert "not above the current config" in outcome.reason  # type: ignore[attr-defined]
+    best = best_summary("m", SLO_US, outcome, base, PROFILE, [],  # type: ignore[arg-type]
+                        elapsed_s=100.0, budget_s=400.0)
+    assert best["kept_baseline"] and best["chosen"] == BASE.to_dict()
+    assert best["goodput"] == 299.0 and best["goodput_source"] == "re-measured"
+    assert best["remeasured"]["rate"] == 299.0 and best["slo_met"]
+    assert best["baseline"]["remeasured_goodput"] == 299.0
+    winner_rate = best["winner"]["remeasured_goodput"]
+    assert best["winner"]["config"] == WIN.to_dict() and 0 < winner_rate < 299.0
+    assert best["goodput_vs_baseline"] == 1.0
+    do_apply, why = apply_decision(best)
+    assert not do_apply and "current config is kept" in why
+
+
+def test_better_winner_on_remeasurement_is_chosen() -> None:
+    server = ScriptedServer({BASE: 299.0, WIN: 400.0, OTHER: 200.0},
+                            {BASE: 290.0, WIN: 395.0, OTHER: 200.0})
+    base = baseline_result()
+    outcome = search(server, 400.0, done=[base], baseline=base)
+    assert not outcome.keep_baseline and outcome.chosen.candidate == WIN  # type: ignore[attr-defined]
+    best = best_summary("m", SLO_US, outcome, base, PROFILE, [],  # type: ignore[arg-type]
+                        elapsed_s=100.0, budget_s=400.0)
+    assert best["chosen"] == WIN.to_dict() and not best["kept_baseline"]
+    assert best["goodput"] == outcome.final_rate > 290.0  # type: ignore[attr-defined]
+    assert 0 < best["baseline"]["remeasured_goodput"] <= 290.0
+    assert best["goodput_vs_baseline"] > 1.0
+    assert apply_decision(best) == (True, "")
+
+
+def test_keep_baseline_decision_on_plain_data() -> None:
+    base = baseline_result(300.0)
+    win = CandidateResult(WIN, 1381.0, 330.0)
+    assert keep_baseline_decision(win, 310.0, base, 305.0) == (False, "")
+    keep, why = keep_baseline_decision(win, 300.0, base, 305.0)
+    assert keep and "300 req/s" in why and "305 req/s (re-measured)" in why
+    keep, why = keep_baseline_decision(win, 290.0, base, None)  # baseline not re-measured
+    assert keep and "measured in the search" in why
+    assert keep_baseline_decision(win, 320.0, base, None) == (False, "")
+    assert keep_baseline_decision(win, None, base, None)[0]
+    assert keep_baseline_decision(base, 300.0, base, 300.0)[0]  # the baseline won the search
+    assert keep_baseline_decision(win, 100.0, None, None) == (False, "")  # nothing to keep
