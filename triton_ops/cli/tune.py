@@ -185,7 +185,7 @@ def _print_best(best: dict[str, Any], console: Any) -> None:
             f"{(re['p99_ci_high_us'] or float('nan')) / 1000:.2f} ms, {re['samples']} samples), "
             f"SLO {best['slo_p99_us'] / 1000:g} ms")
     winner = best.get("winner")
-    if winner:
+    if winner and winner["config"] != chosen:
         got = winner.get("remeasured_goodput")
         wc = winner["config"]
         console.print(f"search winner {wc['max_batch_size']}/{wc['max_queue_delay_us']}us/"
@@ -246,8 +246,6 @@ def _run_with_progress(options: Any, console: Any) -> Any:
                                        f"{data['workers']} worker processes")
             elif kind == "final":
                 progress.update(task, description=f"re-measuring {data['candidate'].label()}")
-            elif kind == "keep_baseline":
-                progress.console.print(f"  keeping the current config: {data['reason']}")
             elif kind == "stop":
                 progress.console.print(f"  search stopped: {data['reason']}")
 
