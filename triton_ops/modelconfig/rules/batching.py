@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from triton_ops.modelconfig.proto import ModelConfig, model_config_pb2
 from triton_ops.modelconfig.rules import E, Issue, W, rule
@@ -21,19 +21,25 @@ _CORRID_TYPES = {model_config_pb2.TYPE_UINT64, model_config_pb2.TYPE_INT64,
 _DELAY = model_config_pb2.ModelQueuePolicy.DELAY
 
 
+def _preferred_sizes(sizes: Iterable[int], path: tuple[str, ...],
+                     max_batch_size: int) -> Iterator[Issue]:
+    """Preferred batch sizes (dynamic or oldest-sequence batcher): > 0 and <= max_batch_size."""
+    for i, size in enumerate(sizes):
+        if size <= 0:
+            yield (*path, i), f"preferred batch size {size} must be positive"
+        elif size > max_batch_size:
+            yield (*path, i), (f"preferred batch size {size} is larger than max_batch_size "
+                               f"{max_batch_size}; lower it or raise max_batch_size")
+
+
 @rule("config-dynamic-preferred-size", E,
       "each dynamic_batching preferred_batch_size is > 0 and <= max_batch_size",
       f"{SRC} ValidateModelConfig")
 def dynamic_preferred(config: ModelConfig) -> Iterator[Issue]:
     if not config.HasField(DB):
         return
-    for i, size in enumerate(config.dynamic_batching.preferred_batch_size):
-        path = (DB, "preferred_batch_size", i)
-        if size <= 0:
-            yield path, f"preferred batch size {size} must be positive"
-        elif size > config.max_batch_size:
-            yield path, (f"preferred batch size {size} is larger than max_batch_size "
-                         f"{config.max_batch_size}; lower it or raise max_batch_size")
+    yield from _preferred_sizes(config.dynamic_batching.preferred_batch_size,
+                                (DB, "preferred_batch_size"), config.max_batch_size)
 
 
 @rule("config-dynamic-default-priority", E,
@@ -215,13 +221,8 @@ def control_corrid(config: ModelConfig) -> Iterator[Issue]:
 def sequence_preferred(config: ModelConfig) -> Iterator[Issue]:
     if not config.sequence_batching.HasField("oldest"):
         return
-    for i, size in enumerate(config.sequence_batching.oldest.preferred_batch_size):
-        path = (SB, "oldest", "preferred_batch_size", i)
-        if size <= 0:
-            yield path, f"preferred batch size {size} must be positive"
-        elif size > config.max_batch_size:
-            yield path, (f"preferred batch size {size} is larger than max_batch_size "
-                         f"{config.max_batch_size}")
+    yield from _preferred_sizes(config.sequence_batching.oldest.preferred_batch_size,
+                                (SB, "oldest", "preferred_batch_size"), config.max_batch_size)
 
 
 @rule("config-sequence-slot-utilization", E,
