@@ -2,6 +2,7 @@
 
 - `envelopes_dir` (session): the project's envelopes/ folder (read-only).
 - `triton_repo` (session): a temporary copy of model_repository/, safe to add models to.
+- `model_repository_copy` (function): a private copy of model_repository/ for one test.
 - `local_triton` (session): ONE LocalTriton on that copy with the CPU example models loaded.
   Read-only use: tests that load, unload or reconfigure models start their own server.
 - `start_triton` (function): a factory `start_triton(repo_path, models=[...], **kwargs)` that
@@ -51,6 +52,12 @@ def envelopes_dir() -> Path:
 @pytest.fixture(scope="session")
 def triton_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return copy_model_repository(tmp_path_factory.mktemp("triton") / "model_repository")
+
+
+@pytest.fixture
+def model_repository_copy(tmp_path: Path) -> Path:
+    """A private copy of model_repository/ for one test (tmp_path/repo)."""
+    return copy_model_repository(tmp_path / "repo")
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -42,12 +41,11 @@ def test_cli_rejects_bad_input(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_tune_dense_mlp_end_to_end(tmp_path: Path, start_triton) -> None:  # type: ignore[no-untyped-def]
+def test_tune_dense_mlp_end_to_end(tmp_path: Path, start_triton,  # type: ignore[no-untyped-def]
+                                   model_repository_copy: Path) -> None:
     import tritonclient.grpc as grpcclient
 
-    repo = tmp_path / "repo"
-    shutil.copytree(REPO_ROOT / "model_repository", repo,
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    repo = model_repository_copy
     server = start_triton(repo, models=["dense_mlp"])
     client = grpcclient.InferenceServerClient(server.grpc_url)
     original = client.get_model_config("dense_mlp", as_json=True)["config"]
@@ -90,15 +88,15 @@ def test_tune_dense_mlp_end_to_end(tmp_path: Path, start_triton) -> None:  # typ
 
 
 @pytest.mark.slow
-def test_ctrl_c_restores_config_and_resume_continues(tmp_path: Path, start_triton) -> None:  # type: ignore[no-untyped-def]
+def test_ctrl_c_restores_config_and_resume_continues(  # type: ignore[no-untyped-def]
+    tmp_path: Path, start_triton, model_repository_copy: Path
+) -> None:
     import signal
     import time
 
     import tritonclient.grpc as grpcclient
 
-    repo = tmp_path / "repo"
-    shutil.copytree(REPO_ROOT / "model_repository", repo,
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    repo = model_repository_copy
     server = start_triton(repo, models=["dense_mlp"])
     client = grpcclient.InferenceServerClient(server.grpc_url)
     original = client.get_model_config("dense_mlp", as_json=True)["config"]
