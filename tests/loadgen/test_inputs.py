@@ -30,3 +30,15 @@ def test_shapes_types_and_variable_dims() -> None:
     assert triton_type(specs[2]) == "BYTES"
     again = make_input_sets(specs, batch=1, count=20, seed=3)
     assert all(np.array_equal(a["F"], b["F"]) for a, b in zip(sets, again, strict=True))
+
+
+def test_inputs_of_one_variable_shape_agree_in_length() -> None:
+    # token ids and their attention mask: a model refuses a request whose lengths differ
+    specs = [TensorSpec(name="INPUT_IDS", data_type="INT64", dims=[-1], max_dims=[128]),
+             TensorSpec(name="ATTENTION_MASK", data_type="INT64", dims=[-1], max_dims=[128]),
+             TensorSpec(name="OTHER", data_type="FP32", dims=[-1], max_dims=[64])]
+    sets = make_input_sets(specs, batch=1, count=30, seed=5)
+    assert all(s["INPUT_IDS"].shape == s["ATTENTION_MASK"].shape for s in sets)
+    assert len({s["INPUT_IDS"].shape for s in sets}) > 1
+    # a differently bounded input is sampled on its own
+    assert any(s["OTHER"].shape[1] != s["INPUT_IDS"].shape[1] for s in sets)

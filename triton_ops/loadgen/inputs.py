@@ -24,19 +24,20 @@ def numpy_dtype(data_type: str) -> Any:
     return np.dtype(_NUMPY_TYPES[data_type.upper().removeprefix("TYPE_")])
 
 
-def random_tensor(spec: TensorSpec, batch: int | None, rng: np.random.Generator) -> np.ndarray:
-    """One tensor for `spec`: variable dims sampled in 1..max_dims, values in a safe range."""
+def sample_dims(spec: TensorSpec, rng: np.random.Generator) -> list[int]:
+    """The tensor's dims with each variable dim (-1) sampled in 1..its max (16 if unbounded)."""
+    dims = []
+    for d, m in zip(spec.dims, spec.max_shape(), strict=True):
+        dims.append(int(rng.integers(1, (m if m > 0 else 16) + 1)) if d == -1 else d)
+    return dims
+
+
+def random_tensor(spec: TensorSpec, batch: int | None, rng: np.random.Generator,
+                  dims: Sequence[int] | None = None) -> np.ndarray:
+    """One tensor for `spec` of `dims` (default: sampled), values in a safe range."""
     import numpy as np
 
-    dims = []
-    max_shape = spec.max_shape()
-    for d, m in zip(spec.dims, max_shape, strict=True):
-        if d == -1:
-            top = m if m > 0 else 16
-            dims.append(int(rng.integers(1, top + 1)))
-        else:
-            dims.append(d)
-    shape = ([batch] if batch is not None else []) + dims
+    shape = ([batch] if batch is not None else []) + list(dims or sample_dims(spec, rng))
     dtype = spec.data_type
     if dtype == "STRING":
         flat = [f"s{int(v)}".encode() for v in rng.integers(0, 10_000, size=int(np.prod(shape)))]
@@ -52,14 +53,26 @@ def random_tensor(spec: TensorSpec, batch: int | None, rng: np.random.Generator)
 
 def make_input_sets(specs: Sequence[TensorSpec], *, batch: int | None, count: int = 16,
                     seed: int = 0) -> list[dict[str, np.ndarray]]:
-    """`count` different input sets (name -> array), optional inputs left out."""
+    """`count` different input sets (name -> array), optional inputs left out.
+
+    Inputs with the same variable shape (same dims and max dims) get the same sampled shape
+    within one set: token ids and their attention mask, say, must agree in length.
+    """
     import numpy as np
 
     rng = np.random.default_rng(seed)
-    return [
-        {s.name: random_tensor(s, batch, rng) for s in specs if not s.optional}
-        for _ in range(count)
-    ]
+    sets = []
+    for _ in range(count):
+        shared: dict[tuple, list[int]] = {}
+        one = {}
+        for spec in specs:
+            if spec.optional:
+                continue
+            key = (tuple(spec.dims), tuple(spec.max_shape()))
+            dims = shared.setdefault(key, sample_dims(spec, rng))
+            one[spec.name] = random_tensor(spec, batch, rng, dims)
+        sets.append(one)
+    return sets
 
 
 def triton_type(spec: TensorSpec) -> str:
