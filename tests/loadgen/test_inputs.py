@@ -42,3 +42,22 @@ def test_inputs_of_one_variable_shape_agree_in_length() -> None:
     assert len({s["INPUT_IDS"].shape for s in sets}) > 1
     # a differently bounded input is sampled on its own
     assert any(s["OTHER"].shape[1] != s["INPUT_IDS"].shape[1] for s in sets)
+
+
+def test_value_range_bounds_generated_values() -> None:
+    specs = [TensorSpec(name="MASK", data_type="INT64", dims=[-1], max_dims=[16],
+                        value_range=(1, 1)),
+             TensorSpec(name="IDS", data_type="INT32", dims=[8], value_range=(5, 7)),
+             TensorSpec(name="X", data_type="FP32", dims=[64], value_range=(-0.5, 0.5))]
+    for s in make_input_sets(specs, batch=1, count=10, seed=1):
+        assert (s["MASK"] == 1).all()
+        assert set(np.unique(s["IDS"])) <= {5, 6, 7}
+        assert s["X"].dtype == np.float32 and -0.5 <= s["X"].min() <= s["X"].max() <= 0.5
+
+
+def test_value_range_low_above_high_is_refused() -> None:
+    import pydantic
+    import pytest
+
+    with pytest.raises(pydantic.ValidationError, match="low 2 is above high 1"):
+        TensorSpec(name="M", data_type="INT64", dims=[4], value_range=(2, 1))

@@ -66,6 +66,12 @@ class TensorSpec(Strict):
         default=None, description="Output classification labels file (outputs only)"
     )
     is_non_linear_format_io: bool = False
+    value_range: tuple[float, float] | None = Field(
+        default=None,
+        description="Values the load generator sends for this input, low and high inclusive "
+        "(e.g. [1, 1] for an attention mask of real tokens); default: integers 0..99, "
+        "standard-normal floats",
+    )
 
     @field_validator("data_type", mode="before")
     @classmethod
@@ -84,6 +90,13 @@ class TensorSpec(Strict):
             if d == 0 or d < -1:
                 raise ValueError(f"dimension {d} is invalid: use a positive size or -1 (variable)")
         return dims
+
+    @field_validator("value_range")
+    @classmethod
+    def _check_value_range(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+        if value is not None and value[0] > value[1]:
+            raise ValueError(f"value_range low {value[0]:g} is above high {value[1]:g}")
+        return value
 
     @model_validator(mode="after")
     def _check_max_dims(self) -> TensorSpec:

@@ -34,11 +34,18 @@ def sample_dims(spec: TensorSpec, rng: np.random.Generator) -> list[int]:
 
 def random_tensor(spec: TensorSpec, batch: int | None, rng: np.random.Generator,
                   dims: Sequence[int] | None = None) -> np.ndarray:
-    """One tensor for `spec` of `dims` (default: sampled), values in a safe range."""
+    """One tensor for `spec` of `dims` (default: sampled), values in the spec's value_range
+    or else a range that is safe for most models."""
     import numpy as np
 
     shape = ([batch] if batch is not None else []) + list(dims or sample_dims(spec, rng))
     dtype = spec.data_type
+    if spec.value_range is not None and dtype not in ("STRING", "BOOL"):
+        low, high = spec.value_range
+        np_type = numpy_dtype(dtype)
+        if np.issubdtype(np_type, np.integer):
+            return rng.integers(int(low), int(high) + 1, size=shape).astype(np_type)
+        return rng.uniform(low, high, size=shape).astype(np_type)
     if dtype == "STRING":
         flat = [f"s{int(v)}".encode() for v in rng.integers(0, 10_000, size=int(np.prod(shape)))]
         return np.array(flat, dtype=object).reshape(shape)
