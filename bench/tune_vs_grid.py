@@ -9,7 +9,7 @@ ceiling). `tune` runs with its time budget on the same server. Printed:
                  a noisy shared machine two measurements of one config taken minutes
                  apart can differ by more than the configs do
 
-Run: .venv/bin/python bench/tune_vs_grid.py [--budget 100] [--model dense_mlp]
+Run: .venv/bin/python bench/tune_vs_grid.py [--budget 100] [--model dense_mlp] [--workers 1]
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ def main() -> int:
     parser.add_argument("--max-batch-sizes", default="1,4,16,64")
     parser.add_argument("--delays-us", default="0,1000,5000")
     parser.add_argument("--instances", default="1,2")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="load generator processes (grid and tune alike)")
     parser.add_argument("--out", type=Path, default=None, help="where to keep results")
     parser.add_argument("--no-head-to-head", dest="head_to_head", action="store_false",
                         help="skip re-measuring tune's choice against the grid's best")
@@ -78,7 +80,7 @@ def main() -> int:
         t0 = time.monotonic()
         with LoadGenerator(server.grpc_url, args.model, envelope.inputs,
                            outputs=[o.name for o in envelope.outputs],
-                           batching=envelope.max_batch_size > 0) as lg:
+                           batching=envelope.max_batch_size > 0, workers=args.workers) as lg:
             target = LiveTarget(server.grpc_url, args.model, envelope, slo_us=slo_us,
                                 max_error_rate=envelope.slo.max_error_rate, loadgen=lg,
                                 record=grid_log.append, metrics_url=server.metrics_url,
@@ -107,7 +109,7 @@ def main() -> int:
             model=args.model, envelope=envelope, repository=repo, url=server.grpc_url,
             metrics_url=server.metrics_url, allow_reload=True, budget_s=args.budget,
             out_dir=out / "tune", max_batch_sizes=sizes, delays_us=delays,
-            instance_counts=counts, settings=settings))
+            instance_counts=counts, settings=settings, workers=args.workers))
         tune_s = time.monotonic() - t1
         # ---- head to head ---------------------------------------------------------------
         # Measurements minutes apart on a shared machine differ by more than configs do:
@@ -120,7 +122,7 @@ def main() -> int:
         if chosen_cand is not None and chosen_cand.key != best_key and args.head_to_head:
             with LoadGenerator(server.grpc_url, args.model, envelope.inputs,
                                outputs=[o.name for o in envelope.outputs],
-                               batching=envelope.max_batch_size > 0) as lg:
+                               batching=envelope.max_batch_size > 0, workers=args.workers) as lg:
                 target = LiveTarget(server.grpc_url, args.model, envelope, slo_us=slo_us,
                                     max_error_rate=envelope.slo.max_error_rate, loadgen=lg,
                                     record=lambda row: None, settings=settings)
