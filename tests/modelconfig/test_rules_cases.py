@@ -140,6 +140,10 @@ CASES: list[Case] = [
                          'allow_ragged_batch: true }')),
          py("dynamic_batching { }", io=io_in('{ name: "IN" data_type: TYPE_FP32 dims: [ -1 ] '
                                              'allow_ragged_batch: true }')), 4),
+    Case("config-io-variable-dims-not-ragged",
+         py("dynamic_batching { }", io=io_in('{ name: "IN" data_type: TYPE_INT64 dims: [ -1 ] }')),
+         py("dynamic_batching { }", io=io_in('{ name: "IN" data_type: TYPE_INT64 dims: [ -1 ] '
+                                             'allow_ragged_batch: true }')), 4),
     Case("config-batch-input-source-count",
          py('dynamic_batching { }\nbatch_input [ { kind: BATCH_ELEMENT_COUNT target_name: "N" '
             'data_type: TYPE_INT32 } ]'),

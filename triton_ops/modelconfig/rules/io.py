@@ -200,6 +200,24 @@ def ragged_no_batching(config: ModelConfig) -> Iterator[Issue]:
                 "enable batching")
 
 
+@rule("config-io-variable-dims-not-ragged", W,
+      "a batching model with a variable (-1) input dim and no allow_ragged_batch only batches "
+      "requests of exactly the same shape",
+      "judgement: the dynamic batcher joins requests of different shapes only for ragged "
+      "inputs; see docs/user_guide/ragged_batching.md")
+def variable_dims_not_ragged(config: ModelConfig) -> Iterator[Issue]:
+    if config.max_batch_size <= 0 or not config.HasField("dynamic_batching"):
+        return
+    for i, io in enumerate(config.input):
+        if -1 in io.dims and not io.allow_ragged_batch and not io.is_shape_tensor:
+            yield ("input", i, "dims"), (
+                f"input '{io.name}' has a variable dim but no allow_ragged_batch: the dynamic "
+                "batcher only joins requests of exactly the same shape, so requests of "
+                "different lengths run one by one. Set allow_ragged_batch: true if the model "
+                "takes each request's own shape (the Python backend does; other backends need "
+                "a batch_input), or pad requests to a few fixed lengths")
+
+
 _BATCH_INPUT_TYPES = {model_config_pb2.TYPE_INT32, model_config_pb2.TYPE_FP32}
 
 
