@@ -108,7 +108,8 @@ def main() -> int:
         result = tune(TuneOptions(
             model=args.model, envelope=envelope, repository=repo, url=server.grpc_url,
             metrics_url=server.metrics_url, allow_reload=True, budget_s=args.budget,
-            out_dir=out / "tune", max_batch_sizes=sizes, delays_us=delays,
+            out_dir=out / time.strftime("tune-%Y%m%dT%H%M%S"), max_batch_sizes=sizes,
+            delays_us=delays,
             instance_counts=counts, settings=settings, workers=args.workers))
         tune_s = time.monotonic() - t1
         # ---- head to head ---------------------------------------------------------------

@@ -128,4 +128,25 @@ def test_shared_cores_charge_the_whole_machine_per_request() -> None:
     # 2,000 core-us per request, of which 250 us are the execution's share.
     p = ServiceProfile({4: 1000.0}, ceiling_rps=1000.0, ceiling_batch=4, shared_cores=2)
     assert p.request_cost_us == pytest.approx(1750.0)
-    assert p.capacity(Candidate(64, 0, 1)) < 1000.0
+    # the same cost per request on the same cores: the ceiling again, whatever the batch size
+    assert p.capacity(Candidate(64, 0, 1)) == pytest.approx(1000.0)
+    assert p.capacity(Candidate(64, 0, 2)) == pytest.approx(1000.0)
+
+
+def test_gpu_model_is_bounded_by_the_cores_the_requests_use() -> None:
+    # A GPU model on a 16-core machine: 3,500 req/s at the ceiling (batch 64, 6.2 ms per
+    # execution) kept 4 cores busy. The executions are not CPU work: 4e6/3500 core-us per
+    # request, so the cores allow 16e6 / 1143 = 14,000 req/s; one instance allows 10,300.
+    p = ServiceProfile({1: 6000.0, 64: 6200.0}, ceiling_rps=3500.0, ceiling_batch=64,
+                       shared_cores=16, busy_cores=4.0, cpu_model=False)
+    assert p.request_cost_us == pytest.approx(4e6 / 3500)
+    assert p.capacity(Candidate(64, 0, 1)) == pytest.approx(64 / 6200e-6)
+    assert p.capacity(Candidate(64, 0, 2)) == pytest.approx(14_000.0)
+    # Not measured: all 16 cores assumed busy, so each request is charged 16 core-ms / 3500
+    saturated = ServiceProfile({1: 6000.0, 64: 6200.0}, ceiling_rps=3500.0, ceiling_batch=64,
+                               shared_cores=16, cpu_model=False)
+    assert saturated.capacity(Candidate(64, 0, 2)) == pytest.approx(3500.0)
+    again = ServiceProfile.from_dict(p.to_dict())
+    assert (again.busy_cores, again.cpu_model) == (4.0, False)
+    # The simulation charges a GPU model's batches only their executions
+    assert predict_goodput(Candidate(64, 0, 1), p, 100_000) > 0.9 * 64 / 6200e-6

@@ -114,6 +114,23 @@ def test_bisection_brackets_from_a_bad_guess() -> None:
         assert p99 is not None and not limited
 
 
+def test_bisection_climbs_faster_when_far_below_the_seen_ceiling() -> None:
+    # A prediction 20x too low: knowing the system completed 3,500 req/s closed-loop, the
+    # bracket grows 8x at a time instead of 2x.
+    capacity = 3000.0
+
+    def probe(rate: float) -> ProbeResult:
+        est = quantile_ci([1.0] * 200, 0.99)  # far under the SLO below capacity
+        return ProbeResult(rate, Verdict.PASS if rate <= capacity else Verdict.FAIL, est)
+
+    plain = bisect_rate(probe, 150.0, rel_tol=0.05, max_probes=20, slo_us=100.0)
+    informed = bisect_rate(probe, 150.0, rel_tol=0.05, max_probes=20, slo_us=100.0,
+                           ceiling=3500.0)
+    assert capacity * 0.95 <= informed[0] <= capacity
+    assert capacity * 0.95 <= plain[0] <= capacity
+    assert len(informed[3]) < len(plain[3])
+
+
 def test_bisection_flags_generator_limit() -> None:
     def probe(rate: float) -> ProbeResult:
         verdict = Verdict.PASS if rate <= 500 else Verdict.GENERATOR_LIMITED

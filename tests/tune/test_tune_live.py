@@ -38,6 +38,15 @@ def test_cli_rejects_bad_input(tmp_path: Path) -> None:
     no_state = run("dense_mlp", "--envelope", str(REPO_ROOT / "envelopes" / "dense_mlp.yaml"),
                    "--resume", str(tmp_path))
     assert no_state.returncode == 2 and "state.json" in no_state.stderr
+    # --out on an earlier run's folder: refused before any server starts, the run kept
+    earlier = tmp_path / "earlier"
+    earlier.mkdir()
+    (earlier / "state.json").write_text('{"model": "dense_mlp", "profile": {}}')
+    reused = run("dense_mlp", "--envelope", str(REPO_ROOT / "envelopes" / "dense_mlp.yaml"),
+                 "--repository", str(REPO_ROOT / "model_repository"), "--out", str(earlier))
+    assert reused.returncode != 0 and "already holds a tune run" in reused.stderr
+    assert "--resume" in reused.stderr and "Traceback" not in reused.stderr
+    assert (earlier / "state.json").read_text() == '{"model": "dense_mlp", "profile": {}}'
 
 
 @pytest.mark.slow

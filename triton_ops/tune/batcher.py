@@ -82,11 +82,12 @@ class ServiceProfile:
     contention: how much slower an execution is under load than alone (the load generator,
     the server's frontend and other processes share the machine), measured under load.
     ceiling_rps: the most requests/s the whole system (client, frontend, model) completed
-    with batches of `ceiling_batch`. What that costs beyond the executions themselves is a
-    per-request cost (`request_cost_us`: RPC, serialisation, the load generator on the same
-    cores) that every config pays on top of its execution cost. When the load generator
-    runs on the server's machine, `shared_cores` CPU cores were busy with all of it at the
-    ceiling, so each request cost that many core-microseconds.
+    with batches of `ceiling_batch`, while `busy_cores` CPU cores were busy (measured when
+    the load generator runs on the server's machine; None: all `shared_cores`). What a
+    request costs beyond its execution (`request_cost_us`, in core-microseconds: RPC,
+    serialisation, the load generator) is what those cores spent per request, less the
+    execution's own share when the model runs on the CPU (`cpu_model`). The machine's
+    `shared_cores` bound every config at shared_cores / (CPU cost per request).
     """
 
     batch_us: dict[int, float]
@@ -96,6 +97,8 @@ class ServiceProfile:
     ceiling_rps: float | None = None
     ceiling_batch: int | None = None
     shared_cores: int = 1
+    busy_cores: float | None = None
+    cpu_model: bool = True
     _sizes: list[int] = field(default_factory=list, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -127,8 +130,10 @@ class ServiceProfile:
         if not self.ceiling_rps or not self.ceiling_batch:
             return 0.0
         b = self.ceiling_batch
-        per_request = self.shared_cores * 1e6 / self.ceiling_rps
-        return max(0.0, per_request - self.service_us(b) * self.contention / b)
+        busy = self.shared_cores if self.busy_cores is None else self.busy_cores
+        per_request = busy * 1e6 / self.ceiling_rps
+        execution = self.service_us(b) * self.contention / b if self.cpu_model else 0.0
+        return max(0.0, per_request - execution)
 
     def speedup(self, busy: int) -> float:
         """Aggregate throughput of `busy` concurrently executing instances, in units of one."""
@@ -137,10 +142,16 @@ class ServiceProfile:
     def capacity(self, candidate: Candidate) -> float:
         """Upper bound on the throughput (inferences/s) of a candidate config."""
         top = max(candidate.max_batch_size, 1)
-        sizes = range(1, top + 1)
-        best = max(b / self.service_us(b) for b in sizes) * 1e6 / self.contention
-        capacity = best * self.speedup(candidate.instance_count)
-        return 1e6 / (1e6 / capacity + self.request_cost_us)
+        best_batch = max(range(1, top + 1), key=lambda b: b / self.service_us(b))
+        per_request_us = self.service_us(best_batch) * self.contention / best_batch
+        capacity = 1e6 / per_request_us * self.speedup(candidate.instance_count)
+        cost = self.request_cost_us
+        if cost <= 0:
+            return capacity
+        # The machine's cores are shared by everything a request costs (and, for CPU
+        # models, by the executions themselves).
+        cpu_us = cost + (per_request_us if self.cpu_model else 0.0)
+        return min(capacity, self.shared_cores * 1e6 / cpu_us)
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -151,6 +162,8 @@ class ServiceProfile:
             "ceiling_rps": self.ceiling_rps,
             "ceiling_batch": self.ceiling_batch,
             "shared_cores": self.shared_cores,
+            "busy_cores": self.busy_cores,
+            "cpu_model": self.cpu_model,
             "request_cost_us": self.request_cost_us,
         }
 
@@ -164,6 +177,9 @@ class ServiceProfile:
             ceiling_rps=float(data["ceiling_rps"]) if data.get("ceiling_rps") else None,  # type: ignore[arg-type]
             ceiling_batch=int(data["ceiling_batch"]) if data.get("ceiling_batch") else None,  # type: ignore[arg-type]
             shared_cores=int(data.get("shared_cores", 1)),  # type: ignore[arg-type]
+            busy_cores=(float(data["busy_cores"])  # type: ignore[arg-type]
+                        if data.get("busy_cores") is not None else None),
+            cpu_model=bool(data.get("cpu_model", True)),
         )
 
 
@@ -214,7 +230,9 @@ def simulate(candidate: Candidate, profile: ServiceProfile, arrivals_us: list[fl
     done = 0
     i = 0
     overhead = profile.overhead_us
-    request_cost = profile.request_cost_us
+    # A CPU model's executions compete with the requests' own CPU work for the machine's
+    # cores; a GPU model's do not (its capacity bound covers the CPU side).
+    request_cost = profile.request_cost_us / profile.shared_cores if profile.cpu_model else 0.0
     while i < n or queue:
         if not queue:
             queue.append(arrivals_us[i])

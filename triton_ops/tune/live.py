@@ -27,6 +27,13 @@ from triton_ops.tune.search import ProbeResult
 from triton_ops.tune.server_stats import Counters, counters_from_json, diff, gpu_metrics
 from triton_ops.tune.stats import Verdict, judge_windows, quantile_ci
 
+# Queue delay while profiling: long enough that b requests sent at once execute together.
+_PROFILE_DELAY_US = 20_000
+
+
+def _counted(times: Any) -> list[float]:
+    return [v for k, v in times._asdict().items() if k not in ("guest", "guest_nice")]
+
 
 def candidate_config(base: Mapping[str, Any], candidate: Candidate) -> dict[str, Any]:
     """The model's config (protobuf JSON form) with the candidate's settings put in."""
@@ -238,82 +245,96 @@ class LiveTarget:
 
     # ---- profiling ----------------------------------------------------------------------------
     def profile_service(self, max_batch_size: int, *, instances: int = 1,
-                        seconds_per_size: float = 0.4, measure_parallel: bool = False,
-                        shared_cores: int = 1) -> ServiceProfile:
+                        seconds_per_size: float = 0.5, measure_parallel: bool = False,
+                        shared_cores: int = 1, measure_cores: bool = False,
+                        cpu_model: bool = True) -> ServiceProfile:
         """Cost of one execution per batch size (powers of two up to max_batch_size).
 
-        One request of batch b at a time on one instance with no queue delay, so Triton
-        executes exactly batch b; the cost is read from Triton's per-batch-size statistics.
-        The per-request overhead outside Triton (RPC, client) is the client-measured latency
-        of batch-1 requests minus the server's queue + compute time. `shared_cores`: the CPU
-        cores the load generator and the server share (the machine's, when the server is
-        embedded; 1 for a remote server).
+        Batches are formed the way traffic forms them: b single requests in flight at once
+        (closed loop) on one instance with a long queue delay, so the dynamic batcher
+        executes b separate requests together, and per-request work in the backend is
+        counted. The cost is read from Triton's per-batch-size statistics. The per-request
+        overhead outside Triton (RPC, client) is the client-measured latency of lone
+        requests minus the server's queue + compute time. `shared_cores`: the CPU cores the
+        load generator and the server share (the machine's, when the server is embedded; 1
+        for a remote server); `measure_cores`: also measure how many of them are busy at the
+        ceiling (only meaningful on the server's machine).
         """
-        import tritonclient.grpc as grpcclient
-
         mbs = max(max_batch_size, 1)
         batching = max_batch_size > 0
-        base = Candidate(max_batch_size, 0, 1)
+        base = Candidate(max_batch_size, _PROFILE_DELAY_US if batching else 0, 1)
         error = self.load(base)
         if error is not None:
             raise RuntimeError(f"cannot load the profiling config ({base.label()}): {error}")
         sizes = (sorted({min(2**k, mbs) for k in range(0, int(math.log2(mbs)) + 2)})
                  if batching else [1])
-        types = {s.name: triton_type(s) for s in self.envelope.inputs}
         batch_us: dict[int, float] = {}
         overhead = 0.0
         for b in sizes:
-            sets = make_input_sets(self.envelope.inputs, batch=b if batching else None, count=4,
-                                   seed=b)
-            reqs = []
-            for tensors in sets:
-                inputs = []
-                for name, arr in tensors.items():
-                    inp = grpcclient.InferInput(name, list(arr.shape), types[name])
-                    inp.set_data_from_numpy(arr)
-                    inputs.append(inp)
-                reqs.append(inputs)
-            self.client.infer(self.model, reqs[0])  # warm
-            before = self.counters()
-            t_end = time.monotonic() + seconds_per_size
-            n = 0
-            client_s = 0.0
-            while time.monotonic() < t_end or n < 5:
-                t = time.monotonic()
-                self.client.infer(self.model, reqs[n % len(reqs)])
-                client_s += time.monotonic() - t
-                n += 1
-            w = diff(before, self.counters())
-            if b in w.batch_compute_us:
-                batch_us[b] = w.batch_compute_us[b]
-            if b == 1:
+            snapshots: dict[int, Counters] = {}
+            m = self.loadgen.measure(mode="closed", concurrency=b, warmup_s=0.2,
+                                     window_s=seconds_per_size, max_windows=1,
+                                     at_boundary=lambda k, s=snapshots: s.__setitem__(
+                                         k, self.counters()))
+            if not m.windows or -1 not in snapshots or 0 not in snapshots:
+                continue
+            w = diff(snapshots[-1], snapshots[0])
+            # The targeted size; when the bursts did not arrive within the delay (a slow
+            # client), the size they most often formed instead.
+            size = b if w.batch_executions.get(b) else max(
+                w.batch_executions, key=lambda k: w.batch_executions[k], default=None)
+            if size is not None and size in w.batch_compute_us:
+                batch_us[size] = w.batch_compute_us[size]
+            if b == 1 and w.inferences:
+                latencies = m.windows[0].service_latency_us()
                 server_us = (w.queue_us + w.compute_input_us + w.compute_infer_us
                              + w.compute_output_us)
-                overhead = max(0.0, client_s / n * 1e6 - server_us)
+                if len(latencies):
+                    overhead = max(0.0, float(latencies.mean()) - server_us)
+        self._drain()
         if not batch_us:
             raise RuntimeError("Triton reported no per-batch-size statistics while profiling")
-        ceiling, ceiling_batch = self._ceiling(max_batch_size)
+        # The ceiling runs on the same config: under saturation the queue always holds a
+        # full batch, so the batcher never waits for the delay.
+        ceiling, ceiling_batch, busy = self._ceiling(max_batch_size, measure_cores=measure_cores)
         efficiency = 1.0
         if measure_parallel and instances > 1:
             efficiency = self._parallel_efficiency(max_batch_size, batch_us, seconds_per_size)
         return ServiceProfile(batch_us, overhead_us=overhead, parallel_efficiency=efficiency,
                               ceiling_rps=ceiling, ceiling_batch=ceiling_batch,
-                              shared_cores=shared_cores)
+                              shared_cores=shared_cores, busy_cores=busy, cpu_model=cpu_model)
 
-    def _ceiling(self, max_batch_size: int) -> tuple[float | None, int | None]:
+    def _ceiling(self, max_batch_size: int, *, measure_cores: bool = False,
+                 ) -> tuple[float | None, int | None, float | None]:
         """Closed-loop load on the largest-batch config: the most requests/s the whole system
-        (load generator, Triton frontend, model, sharing one machine) completes."""
-        concurrency = max(8, min(2 * max(max_batch_size, 1), 256))
+        (load generator, Triton frontend, model, sharing one machine) completes, its average
+        batch, and (measure_cores) how many CPU cores of this machine were busy meanwhile."""
+        import psutil
+
+        concurrency = max(8, min(2 * max(max_batch_size, 1), 1024))
         snapshots: dict[int, Counters] = {}
+        cpu: dict[int, tuple[float, Any]] = {}
+
+        def boundary(k: int) -> None:
+            snapshots[k] = self.counters()
+            cpu[k] = (time.monotonic(), psutil.cpu_times())
+
         m = self.loadgen.measure(mode="closed", concurrency=concurrency, warmup_s=0.5,
-                                 window_s=1.5, max_windows=1,
-                                 at_boundary=lambda k: snapshots.__setitem__(k, self.counters()))
+                                 window_s=1.5, max_windows=1, at_boundary=boundary)
         self._drain()
         if not m.windows or -1 not in snapshots or 0 not in snapshots:
-            return None, None
+            return None, None, None
         w = diff(snapshots[-1], snapshots[0])
         batch = max(1, round(w.avg_batch)) if w.avg_batch else None
-        return (m.windows[0].throughput() or None), batch
+        busy = None
+        if measure_cores:
+            (t0, c0), (t1, c1) = cpu[-1], cpu[0]
+            idle = (c1.idle - c0.idle) + (getattr(c1, "iowait", 0.0) - getattr(c0, "iowait", 0.0))
+            # guest time is already counted in user time on Linux
+            total = sum(_counted(c1)) - sum(_counted(c0))
+            if t1 > t0 and total > 0:
+                busy = max(0.0, total - idle) / (t1 - t0)
+        return (m.windows[0].throughput() or None), batch, busy
 
     def _drain(self, timeout_s: float = 10.0) -> None:
         """Wait until the server has finished what an overloaded probe left queued."""

@@ -212,6 +212,10 @@ def tune(options: TuneOptions, on_event: EventSink = lambda k, d: None) -> TuneR
     state = RunState(out_dir / "state.json")
     if options.resume and not state.data:
         raise TuneError(f"{out_dir} holds no state.json: nothing to resume; run without --resume")
+    if not options.resume and state.data:
+        # Never mix a new run into an earlier one's results (or silently reuse its profile).
+        raise TuneError(f"{out_dir} already holds a tune run (state.json): pass --resume "
+                        f"{out_dir} to continue it, or choose another --out")
     if state.data and state.data.get("model") not in (None, options.model):
         raise TuneError(f"{out_dir} is a run of model {state.data.get('model')!r}, "
                         f"not {options.model!r}")
@@ -283,7 +287,10 @@ def tune(options: TuneOptions, on_event: EventSink = lambda k, d: None) -> TuneR
                 profile = target.profile_service(
                     top, instances=max(c.instance_count for c in space),
                     measure_parallel=any(c.instance_count > 1 for c in space),
-                    shared_cores=(os.cpu_count() or 1) if _same_machine(ep) else 1)
+                    shared_cores=(os.cpu_count() or 1) if _same_machine(ep) else 1,
+                    measure_cores=_same_machine(ep),
+                    cpu_model=not (envelope.instances
+                               and all(g.kind == "GPU" for g in envelope.instances)))
                 state.data["profile"] = profile.to_dict()
                 state.save()
             # 2. The baseline: the config the model had, measured the same way.
@@ -302,8 +309,10 @@ def tune(options: TuneOptions, on_event: EventSink = lambda k, d: None) -> TuneR
                 guess = predicted or (profile.ceiling_rps or 10.0) / 2
                 goodput, p99, limited, probes = bisect_rate(
                     lambda r: target.probe(base_cand, r), guess, slo_us=slo_us,
-                    rel_tol=0.08, max_probes=7,
-                    should_stop=lambda: time.monotonic() - started > options.budget_s * 0.4)
+                    rel_tol=0.08, max_probes=7, ceiling=profile.ceiling_rps,
+                    # the baseline is what the answer is compared with: always measure it
+                    min_probes=2,
+                    should_stop=lambda: time.monotonic() - started > options.budget_s * 0.5)
                 baseline = CandidateResult(base_cand, predicted, goodput, p99,
                                            generator_limited=limited, probes=probes,
                                            seconds=time.monotonic() - t0)

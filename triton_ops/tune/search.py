@@ -122,9 +122,14 @@ def rank_candidates(space: Sequence[Candidate], predict: Callable[[Candidate], f
 def bisect_rate(probe: Callable[[float], ProbeResult], guess: float, *, rel_tol: float = 0.05,
                 max_probes: int = 10, floor: float = 1.0,
                 should_stop: Callable[[], bool] = lambda: False,
-                slo_us: float | None = None,
+                slo_us: float | None = None, ceiling: float | None = None,
+                min_probes: int = 0,
                 ) -> tuple[float, QuantileEstimate | None, bool, list[ProbeResult]]:
     """Highest passing arrival rate, by bracketing around `guess` then bisecting.
+
+    `ceiling`: the most requests/s the system was seen to complete (closed loop); while the
+    rate is far below it and far under the SLO, the bracket grows by up to 8x, not 2x.
+    `min_probes`: probes made even when `should_stop` says stop.
 
     Returns (goodput, p99 at goodput, generator_limited, probes). A generator-limited probe
     is an upper bound on what can be measured: it closes the bracket from above and the
@@ -141,7 +146,7 @@ def bisect_rate(probe: Callable[[float], ProbeResult], guess: float, *, rel_tol:
         probes.append(result)
         return result
 
-    while len(probes) < max_probes and not should_stop():
+    while len(probes) < max_probes and (len(probes) < min_probes or not should_stop()):
         result = run(rate)
         if result.verdict is Verdict.PASS:
             lo, lo_p99 = rate, result.p99
@@ -152,7 +157,10 @@ def bisect_rate(probe: Callable[[float], ProbeResult], guess: float, *, rel_tol:
         if math.isinf(hi):
             # Far under the SLO: the knee is further away; close to it: small steps.
             far = slo_us is not None and result.p99.value < slo_us / 3
-            rate = rate * (2.0 if far else 1.3)
+            if far and ceiling and rate * 4 < ceiling:
+                rate = min(rate * 8, ceiling / 2)
+            else:
+                rate = rate * (2.0 if far else 1.3)
         elif lo == 0.0:
             if rate <= floor:
                 break
@@ -345,6 +353,7 @@ def run_search(
         goodput, p99, limited, probes = bisect_rate(
             lambda r, c=cand: timed_probe(c, r), guess, rel_tol=rel_tol,
             should_stop=lambda: left() <= max(probe_times), slo_us=slo_us,
+            ceiling=profile.ceiling_rps,
         )
         result = CandidateResult(cand, predicted, goodput, p99, generator_limited=limited,
                                  probes=probes, seconds=clock() - t0)
