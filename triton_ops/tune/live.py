@@ -24,7 +24,13 @@ from triton_ops.loadgen.engine import LoadGenerator, Window
 from triton_ops.loadgen.inputs import make_input_sets, triton_type
 from triton_ops.tune.batcher import Candidate, ServiceProfile
 from triton_ops.tune.search import ProbeResult
-from triton_ops.tune.server_stats import Counters, counters_from_json, diff, gpu_metrics
+from triton_ops.tune.server_stats import (
+    Counters,
+    ServerWindow,
+    counters_from_json,
+    diff,
+    gpu_metrics,
+)
 from triton_ops.tune.stats import Verdict, judge_windows, quantile_ci
 
 # Queue delay while profiling: long enough that b requests sent at once execute together.
@@ -271,14 +277,10 @@ class LiveTarget:
         batch_us: dict[int, float] = {}
         overhead = 0.0
         for b in sizes:
-            snapshots: dict[int, Counters] = {}
-            m = self.loadgen.measure(mode="closed", concurrency=b, warmup_s=0.2,
-                                     window_s=seconds_per_size, max_windows=1,
-                                     at_boundary=lambda k, s=snapshots: s.__setitem__(
-                                         k, self.counters()))
-            if not m.windows or -1 not in snapshots or 0 not in snapshots:
+            measured = self._closed_loop_window(b, warmup_s=0.2, window_s=seconds_per_size)
+            if measured is None:
                 continue
-            w = diff(snapshots[-1], snapshots[0])
+            window, w, _ = measured
             # The targeted size; when the bursts did not arrive within the delay (a slow
             # client), the size they most often formed instead.
             size = b if w.batch_executions.get(b) else max(
@@ -286,7 +288,7 @@ class LiveTarget:
             if size is not None and size in w.batch_compute_us:
                 batch_us[size] = w.batch_compute_us[size]
             if b == 1 and w.inferences:
-                latencies = m.windows[0].service_latency_us()
+                latencies = window.service_latency_us()
                 server_us = (w.queue_us + w.compute_input_us + w.compute_infer_us
                              + w.compute_output_us)
                 if len(latencies):
@@ -309,32 +311,36 @@ class LiveTarget:
         """Closed-loop load on the largest-batch config: the most requests/s the whole system
         (load generator, Triton frontend, model, sharing one machine) completes, its average
         batch, and (measure_cores) how many CPU cores of this machine were busy meanwhile."""
+        concurrency = max(8, min(2 * max(max_batch_size, 1), 1024))
+        measured = self._closed_loop_window(concurrency, warmup_s=0.5, window_s=1.5)
+        self._drain()
+        if measured is None:
+            return None, None, None
+        window, w, busy = measured
+        batch = max(1, round(w.avg_batch)) if w.avg_batch else None
+        return (window.throughput() or None), batch, busy if measure_cores else None
+
+    def _closed_loop_window(self, concurrency: int, *, warmup_s: float, window_s: float,
+                            ) -> tuple[Window, ServerWindow, float | None] | None:
+        """One closed-loop window after a warm-up: the client's samples, what the server did
+        meanwhile, and how many CPU cores of this machine were busy (None if unknown)."""
         import psutil
 
-        concurrency = max(8, min(2 * max(max_batch_size, 1), 1024))
-        snapshots: dict[int, Counters] = {}
-        cpu: dict[int, tuple[float, Any]] = {}
+        snapshots: dict[int, tuple[Counters, float, Any]] = {}
 
         def boundary(k: int) -> None:
-            snapshots[k] = self.counters()
-            cpu[k] = (time.monotonic(), psutil.cpu_times())
+            snapshots[k] = (self.counters(), time.monotonic(), psutil.cpu_times())
 
-        m = self.loadgen.measure(mode="closed", concurrency=concurrency, warmup_s=0.5,
-                                 window_s=1.5, max_windows=1, at_boundary=boundary)
-        self._drain()
+        m = self.loadgen.measure(mode="closed", concurrency=concurrency, warmup_s=warmup_s,
+                                 window_s=window_s, max_windows=1, at_boundary=boundary)
         if not m.windows or -1 not in snapshots or 0 not in snapshots:
-            return None, None, None
-        w = diff(snapshots[-1], snapshots[0])
-        batch = max(1, round(w.avg_batch)) if w.avg_batch else None
-        busy = None
-        if measure_cores:
-            (t0, c0), (t1, c1) = cpu[-1], cpu[0]
-            idle = (c1.idle - c0.idle) + (getattr(c1, "iowait", 0.0) - getattr(c0, "iowait", 0.0))
-            # guest time is already counted in user time on Linux
-            total = sum(_counted(c1)) - sum(_counted(c0))
-            if t1 > t0 and total > 0:
-                busy = max(0.0, total - idle) / (t1 - t0)
-        return (m.windows[0].throughput() or None), batch, busy
+            return None
+        (s0, t0, c0), (s1, t1, c1) = snapshots[-1], snapshots[0]
+        idle = (c1.idle - c0.idle) + (getattr(c1, "iowait", 0.0) - getattr(c0, "iowait", 0.0))
+        # guest time is already counted in user time on Linux
+        total = sum(_counted(c1)) - sum(_counted(c0))
+        busy = max(0.0, total - idle) / (t1 - t0) if t1 > t0 and total > 0 else None
+        return m.windows[0], diff(s0, s1), busy
 
     def _drain(self, timeout_s: float = 10.0) -> None:
         """Wait until the server has finished what an overloaded probe left queued."""
