@@ -13,6 +13,7 @@ batch.
 import json
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 import triton_python_backend_utils as pb_utils
 
 N_FEATURES = 32
@@ -58,6 +59,11 @@ def _parameter(config: dict, key: str, default: str) -> str:
 class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
+        # Each instance is its own process. With the BLAS default (one thread per core) N
+        # instances oversubscribe the cores, and OpenBLAS threads spin while they wait: the
+        # model then slows itself and everything beside it down, erratically.
+        self.blas_limits = threadpool_limits(
+            limits=int(_parameter(config, "blas_threads", "1")), user_api="blas")
         seed = int(_parameter(config, "seed", "0"))
         hidden = int(_parameter(config, "hidden", "1024"))
         self.weights = make_weights(seed, hidden)

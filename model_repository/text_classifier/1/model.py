@@ -13,6 +13,7 @@ result alone or padded inside a batch. Weights come from a seed (config paramete
 import json
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 import triton_python_backend_utils as pb_utils
 
 N_CLASSES = 4
@@ -49,6 +50,11 @@ def _parameter(config: dict, key: str, default: str) -> str:
 class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
+        # Each instance is its own process. With the BLAS default (one thread per core) N
+        # instances oversubscribe the cores, and OpenBLAS threads spin while they wait: the
+        # model then slows itself and everything beside it down, erratically.
+        self.blas_limits = threadpool_limits(
+            limits=int(_parameter(config, "blas_threads", "1")), user_api="blas")
         self.vocab_size = int(_parameter(config, "vocab_size", "1000"))
         self.max_tokens = int(_parameter(config, "max_tokens", "128"))
         self.weights = make_weights(
