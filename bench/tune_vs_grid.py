@@ -84,7 +84,7 @@ def main() -> int:
             target = LiveTarget(server.grpc_url, args.model, envelope, slo_us=slo_us,
                                 max_error_rate=envelope.slo.max_error_rate, loadgen=lg,
                                 record=grid_log.append, metrics_url=server.metrics_url,
-                                settings=settings)
+                                settings=settings, local_server=True)
             try:
                 target.load(space[-1])
                 ceiling = target._ceiling(max(sizes))[0] or 100.0
@@ -126,7 +126,8 @@ def main() -> int:
                                batching=envelope.max_batch_size > 0, workers=args.workers) as lg:
                 target = LiveTarget(server.grpc_url, args.model, envelope, slo_us=slo_us,
                                     max_error_rate=envelope.slo.max_error_rate, loadgen=lg,
-                                    record=lambda row: None, settings=settings)
+                                    record=lambda row: None, settings=settings,
+                                    local_server=True)
                 try:
                     for _ in range(2):
                         for cand in (by_key[best_key], chosen_cand):

@@ -244,6 +244,11 @@ def _run_with_progress(options: Any, console: Any) -> Any:
             elif kind == "workers":
                 progress.console.print(f"  load generator could not keep up: now "
                                        f"{data['workers']} worker processes")
+            elif kind == "disturbed":
+                progress.console.print(
+                    f"  {data['candidate'].label()} at {data['rate']:.0f} req/s failed while "
+                    f"other guests of the host took {100 * data['steal']:.0f}% of this "
+                    "machine's CPU: measuring again")
             elif kind == "final":
                 progress.update(task, description=f"re-measuring {data['candidate'].label()}")
             elif kind == "stop":

@@ -265,7 +265,7 @@ def tune(options: TuneOptions, on_event: EventSink = lambda k, d: None) -> TuneR
                             max_error_rate=max_error_rate, loadgen=lg, record=record,
                             metrics_url=ep.metrics_url, settings=settings,
                             max_workers=options.max_workers or max(1, (os.cpu_count() or 2) // 2),
-                            record_event=on_event)
+                            record_event=on_event, local_server=_same_machine(ep))
         original_probe = target.probe
 
         def counted_probe(candidate: Candidate, rate: float, *, final: bool = False) -> Any:

@@ -32,6 +32,8 @@ class ProbeResult:
     throughput: float = 0.0  # completed requests/s
     error_rate: float = 0.0
     seconds: float = 0.0
+    # share of the server machine's CPU the hypervisor gave to other guests (None: unknown)
+    steal: float | None = None
 
 
 @dataclass

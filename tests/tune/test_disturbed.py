@@ -1,0 +1,47 @@
+"""CPU time stolen by the hypervisor: how it is measured and when a failed probe is repeated."""
+
+from __future__ import annotations
+
+from collections import namedtuple
+
+import pytest
+
+from triton_ops.tune.live import ProbeSettings, disturbed, steal_fraction
+from triton_ops.tune.search import ProbeResult
+from triton_ops.tune.stats import QuantileEstimate, Verdict
+
+# The fields psutil.cpu_times() has on Linux.
+CpuTimes = namedtuple("CpuTimes", "user nice system idle iowait irq softirq steal guest "
+                                  "guest_nice")
+NoSteal = namedtuple("NoSteal", "user nice system idle")
+
+
+def times(user: float, idle: float, steal: float, guest: float = 0.0) -> CpuTimes:
+    return CpuTimes(user, 0.0, 0.0, idle, 0.0, 0.0, 0.0, steal, guest, 0.0)
+
+
+def test_steal_is_a_share_of_all_cpu_time() -> None:
+    before = times(100.0, 100.0, 10.0)
+    # 2 cores for 1 s: 1.2 s user, 0.6 s idle, 0.2 s stolen
+    after = times(101.2, 100.6, 10.2, guest=0.5)  # guest time is inside user: not counted twice
+    assert steal_fraction(before, after) == pytest.approx(0.1)
+
+
+def test_steal_unknown_without_the_counter_or_elapsed_time() -> None:
+    assert steal_fraction(NoSteal(1, 0, 0, 1), NoSteal(2, 0, 0, 2)) is None
+    same = times(1.0, 1.0, 0.0)
+    assert steal_fraction(same, same) is None
+
+
+def probe(verdict: Verdict, steal: float | None) -> ProbeResult:
+    est = QuantileEstimate(0.99, 80_000.0, 70_000.0, 90_000.0, 1000, 0.95)
+    return ProbeResult(1000.0, verdict, est, 990.0, steal=steal)
+
+
+def test_only_a_failure_under_heavy_steal_is_measured_again() -> None:
+    settings = ProbeSettings(max_steal_fraction=0.05)
+    assert disturbed(probe(Verdict.FAIL, 0.12), settings)
+    assert not disturbed(probe(Verdict.FAIL, 0.02), settings)  # the config's own failure
+    assert not disturbed(probe(Verdict.FAIL, None), settings)  # remote server: unknown
+    assert not disturbed(probe(Verdict.PASS, 0.3), settings)  # steal only makes things worse
+    assert not disturbed(probe(Verdict.GENERATOR_LIMITED, 0.3), settings)
