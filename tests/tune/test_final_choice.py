@@ -157,3 +157,24 @@ def test_keep_baseline_decision_on_plain_data() -> None:
     assert keep_baseline_decision(win, None, base, None)[0]
     assert keep_baseline_decision(base, 300.0, base, 300.0)[0]  # the baseline won the search
     assert keep_baseline_decision(win, 100.0, None, None) == (False, "")  # nothing to keep
+
+
+def test_winner_that_does_not_hold_gives_way_to_a_runner_up_that_does() -> None:
+    # WIN passed short probes up to 400 req/s but holds no rate in the longer
+    # re-measurement; OTHER, second in the search, holds about what it measured.
+    server = ScriptedServer({BASE: 299.0, WIN: 400.0, OTHER: 350.0},
+                            {BASE: 290.0, WIN: 150.0, OTHER: 345.0})
+    base = baseline_result()
+    outcome = search(server, 600.0, done=[base], baseline=base)
+    finals = [c for kind, c, _ in server.calls if kind == "final"]
+    assert finals[0] == WIN and OTHER in finals and finals[-1] == BASE
+    assert outcome.best.candidate == OTHER and not outcome.keep_baseline  # type: ignore[attr-defined]
+    assert 290.0 < outcome.final_rate <= 345.0  # type: ignore[attr-defined]
+    assert any("runner-up" in n for n in outcome.notes)  # type: ignore[attr-defined]
+    # With too little budget left after the winner's re-measurement, no runner-up is tried
+    # and the restore still fits.
+    server = ScriptedServer({BASE: 299.0, WIN: 400.0, OTHER: 350.0},
+                            {BASE: 290.0, WIN: 150.0, OTHER: 345.0})
+    outcome = search(server, 110.0, done=[baseline_result()], baseline=baseline_result())
+    assert OTHER not in [c for kind, c, _ in server.calls if kind == "final"]
+    assert outcome.keep_baseline and server.clock + LOAD_S <= 110.0 - 2.0  # type: ignore[attr-defined]

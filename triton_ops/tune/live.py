@@ -82,6 +82,9 @@ class ProbeSettings:
     warmup_s: float = 0.7
     window_s: float = 1.0
     max_windows: int = 5
+    # A pass needs this many windows (a failure may end a probe after one): one lucky second
+    # is not a rate the config holds.
+    min_pass_windows: int = 2
     min_samples: int = 300  # before the CI may decide (n>=300 bounds a p99 from above)
     final_windows: int = 6
     late_threshold_us: float = 1000.0  # a send this late counts as late
@@ -243,7 +246,8 @@ class LiveTarget:
         def decide(windows: list[Window]) -> bool:
             v = judge(windows)
             verdicts.append(v)
-            if final and len(windows) < s.final_windows and v is not Verdict.FAIL:
+            enough = s.final_windows if final else min(s.min_pass_windows, s.max_windows)
+            if len(windows) < enough and v is not Verdict.FAIL:
                 return False
             return v is not Verdict.UNSURE
 

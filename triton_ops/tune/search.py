@@ -181,7 +181,9 @@ def bisect_rate(probe: Callable[[float], ProbeResult], guess: float, *, rel_tol:
 @dataclass
 class SearchOutcome:
     results: list[CandidateResult]
-    best: CandidateResult | None  # the search's winner (highest goodput in the bisections)
+    # the search's winner (highest goodput in the bisections), or the runner-up that held
+    # better than it when re-measured
+    best: CandidateResult | None
     final: ProbeResult | None  # the re-measurement of the best at its goodput
     final_rate: float
     calibration: float  # median measured/predicted goodput
@@ -409,6 +411,26 @@ def run_search(
     keep, reason = False, ""
     if best is not None and best.goodput > 0:
         final, winner_rate = remeasure(best, "the winner")
+        # A short search probe can pass by luck where a longer one does not: when the winner
+        # does not hold above the current config, the runners-up that measured above it get
+        # the same re-measurement while the budget still covers the baseline's after them.
+        bar = baseline.goodput if baseline is not None else 0.0
+        runners = sorted((r for r in results if r.status == "measured" and r is not best
+                          and (baseline is None or r.candidate.key != baseline.candidate.key)),
+                         key=lambda r: -r.goodput)
+        for runner in runners[:2]:
+            if winner_rate is None or winner_rate > bar or runner.goodput <= max(bar, winner_rate):
+                break
+            est = estimate()
+            if before_restore() < est.remeasure_s(baseline=baseline is not None) - est.load_s:
+                break
+            notes.append(f"{best.candidate.label()} re-measured at {winner_rate:.0f} req/s "
+                         f"(search: {best.goodput:.0f}); re-measuring the runner-up "
+                         f"{runner.candidate.label()}")
+            on_event("runner_up", {"candidate": runner.candidate, "previous": best.candidate})
+            runner_final, runner_rate = remeasure(runner, "the runner-up")
+            if runner_rate is not None and runner_rate > winner_rate:
+                best, final, winner_rate = runner, runner_final, runner_rate
         final_rate = winner_rate or 0.0
         is_baseline = baseline is not None and best.candidate.key == baseline.candidate.key
         if is_baseline:
