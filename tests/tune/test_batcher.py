@@ -150,3 +150,20 @@ def test_gpu_model_is_bounded_by_the_cores_the_requests_use() -> None:
     assert (again.busy_cores, again.cpu_model) == (4.0, False)
     # The simulation charges a GPU model's batches only their executions
     assert predict_goodput(Candidate(64, 0, 1), p, 100_000) > 0.9 * 64 / 6200e-6
+
+
+def test_cpu_executions_share_the_cores_the_requests_leave() -> None:
+    # 2 cores; at the ceiling (1000 req/s, batch 1) 1.5 cores were busy: 1.5 ms of CPU per
+    # request, 1 ms of it the execution, so each request costs 0.5 ms of CPU besides.
+    measured = {"batch_us": {1: 1000.0}, "ceiling_rps": 1000.0, "ceiling_batch": 1,
+                "shared_cores": 2, "busy_cores": 1.5}
+    cpu = ServiceProfile(**measured, cpu_model=True)  # type: ignore[arg-type]
+    assert cpu.request_cost_us == pytest.approx(500.0)
+    # 3 requests in 2 ms (1500 req/s): requests take 0.75 core, executions share 1.25 cores.
+    arrivals = [0.0, 0.0, 2000.0]
+    lat = simulate(Candidate(1, 0, 2), cpu, arrivals, warmup_fraction=0).latencies_us
+    assert lat == pytest.approx([1000.0, 1600.0, 1000.0])  # the 2nd runs beside the 1st
+    # A GPU model's executions do not compete for the cores.
+    gpu = ServiceProfile(**measured, cpu_model=False)  # type: ignore[arg-type]
+    lat = simulate(Candidate(1, 0, 2), gpu, arrivals, warmup_fraction=0).latencies_us
+    assert lat == pytest.approx([1000.0, 1000.0, 1000.0])

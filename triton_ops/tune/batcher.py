@@ -230,9 +230,16 @@ def simulate(candidate: Candidate, profile: ServiceProfile, arrivals_us: list[fl
     done = 0
     i = 0
     overhead = profile.overhead_us
-    # A CPU model's executions compete with the requests' own CPU work for the machine's
-    # cores; a GPU model's do not (its capacity bound covers the CPU side).
-    request_cost = profile.request_cost_us / profile.shared_cores if profile.cpu_model else 0.0
+    # A CPU model's executions share the machine's cores with the requests' own CPU work
+    # (RPC, frontend, load generator), which grows with the arrival rate: what is left for
+    # the executions is shared by the instances executing at once. A GPU model's executions
+    # do not compete for them (its capacity bound covers the CPU side).
+    # Only known where the cores were measured (the server on this machine).
+    execution_cores = math.inf
+    if profile.cpu_model and profile.busy_cores is not None:
+        rate_per_us = n / arrivals_us[-1] if n and arrivals_us[-1] > 0 else 0.0
+        background = rate_per_us * profile.request_cost_us
+        execution_cores = max(0.25, profile.shared_cores - background)
     while i < n or queue:
         if not queue:
             queue.append(arrivals_us[i])
@@ -258,11 +265,12 @@ def simulate(candidate: Candidate, profile: ServiceProfile, arrivals_us: list[fl
                     i += 1
             size = min(len(queue), max_bs)
         heapq.heappop(free)
-        # Instances executing at time t share the machine: slow this one down accordingly.
+        # Instances executing at time t share the cores left to executions: slow this one
+        # down accordingly.
         busy_until = [e for e in busy_until if e > t]
         k = len(busy_until) + 1
-        service = (profile.service_us(size) * profile.contention * k / profile.speedup(k)
-                   + size * request_cost)
+        slowdown = max(1.0, k / min(profile.speedup(k), execution_cores))
+        service = profile.service_us(size) * profile.contention * slowdown
         end = t + service
         busy_until.append(end)
         heapq.heappush(free, end)
