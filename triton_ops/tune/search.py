@@ -264,6 +264,7 @@ def run_search(
     probe_s: float = 0.0,
     baseline: CandidateResult | None = None,
     timing: FinalTiming | None = None,
+    final_steps: int = 3,
 ) -> SearchOutcome:
     """Measure the promising candidates, re-measure the winner (and the baseline), all
     within `budget_s`, which covers everything up to and including the restore.
@@ -388,8 +389,10 @@ def run_search(
         rate = r.goodput
         final: ProbeResult | None = None
         # The bisection's edge is within noise of the SLO: if the longer re-measurement does
-        # not hold there, step down until it does (five tries at most, within the budget).
-        for _ in range(5):
+        # not hold there, step down until it does (`final_steps` tries at most, within the
+        # budget; a config that holds nothing near its search goodput leaves the time to a
+        # runner-up).
+        for _ in range(final_steps):
             if before_restore() < estimate().final_probe_s:
                 notes.append(f"{what} {r.candidate.label()}: re-measurement stopped at "
                              f"{rate:.0f} req/s, the budget is spent")
