@@ -232,9 +232,9 @@ def simulate(candidate: Candidate, profile: ServiceProfile, arrivals_us: list[fl
     overhead = profile.overhead_us
     # A CPU model's executions share the machine's cores with the requests' own CPU work
     # (RPC, frontend, load generator), which grows with the arrival rate: what is left for
-    # the executions is shared by the instances executing at once. A GPU model's executions
-    # do not compete for them (its capacity bound covers the CPU side).
-    # Only known where the cores were measured (the server on this machine).
+    # the executions is shared by the instances executing at once. Known only where the
+    # busy cores were measured (the server on this machine). A GPU model's executions do
+    # not compete for the cores (its capacity bound covers the CPU side).
     execution_cores = math.inf
     if profile.cpu_model and profile.busy_cores is not None:
         rate_per_us = n / arrivals_us[-1] if n and arrivals_us[-1] > 0 else 0.0
