@@ -41,7 +41,9 @@ def probe(verdict: Verdict, steal: float | None) -> ProbeResult:
 def test_only_a_failure_under_heavy_steal_is_measured_again() -> None:
     settings = ProbeSettings(max_steal_fraction=0.05)
     assert disturbed(probe(Verdict.FAIL, 0.12), settings)
+    # a generator late because the machine's CPU was taken away
+    assert disturbed(probe(Verdict.GENERATOR_LIMITED, 0.3), settings)
     assert not disturbed(probe(Verdict.FAIL, 0.02), settings)  # the config's own failure
+    assert not disturbed(probe(Verdict.GENERATOR_LIMITED, 0.01), settings)
     assert not disturbed(probe(Verdict.FAIL, None), settings)  # remote server: unknown
     assert not disturbed(probe(Verdict.PASS, 0.3), settings)  # steal only makes things worse
-    assert not disturbed(probe(Verdict.GENERATOR_LIMITED, 0.3), settings)

@@ -89,8 +89,9 @@ class ProbeSettings:
     final_windows: int = 6
     late_threshold_us: float = 1000.0  # a send this late counts as late
     max_late_fraction: float = 0.01
-    # A failed probe on the server's machine is repeated (at most `disturbed_retries` times)
-    # when the hypervisor stole more than this share of the machine's CPU meanwhile.
+    # A failed or generator-limited probe on the server's machine is repeated (at most
+    # `disturbed_retries` times) when the hypervisor stole more than this share of the
+    # machine's CPU meanwhile.
     max_steal_fraction: float = 0.05
     disturbed_retries: int = 2
 
@@ -105,10 +106,11 @@ def steal_fraction(before: Any, after: Any) -> float | None:
 
 
 def disturbed(result: ProbeResult, settings: ProbeSettings) -> bool:
-    """A failed probe during which other guests of the host took more CPU than allowed: the
-    failure may be theirs, not the config's, so it deserves another measurement."""
-    return (result.verdict is Verdict.FAIL and result.steal is not None
-            and result.steal > settings.max_steal_fraction)
+    """A probe that failed, or whose load generator fell behind, while other guests of the
+    host took more CPU than allowed: that may be their doing, not the config's, so it
+    deserves another measurement."""
+    return (result.verdict in (Verdict.FAIL, Verdict.GENERATOR_LIMITED)
+            and result.steal is not None and result.steal > settings.max_steal_fraction)
 
 
 class LiveTarget:
@@ -206,7 +208,7 @@ class LiveTarget:
             self.record_event("workers", {"workers": self.loadgen.workers})
             result = self._probe_once(candidate, rate, final=final)
         # Other guests of the host took the CPU meanwhile: measure again before blaming the
-        # config (a few times at most; then the failure stands).
+        # config or the generator (a few times at most; then the verdict stands).
         for _ in range(self.settings.disturbed_retries):
             if not disturbed(result, self.settings):
                 break
