@@ -18,6 +18,7 @@ still running under this pytest process is killed and reported as an error.
 from __future__ import annotations
 
 import shutil
+import signal
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,12 @@ MODEL_REPOSITORY = REPO_ROOT / "model_repository"
 ENVELOPES = REPO_ROOT / "envelopes"
 # The example models that run on any machine (numpy only); bert_base needs torch and a GPU.
 CPU_MODELS = ("dense_mlp", "text_classifier")
+
+# A run started in the background of a non-interactive shell inherits SIGINT ignored, and
+# so would every server and CLI the tests start: the Ctrl-C tests need it delivered. A
+# handler (unlike "ignore") is not inherited across exec, so children get the default.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def copy_model_repository(destination: Path) -> Path:
