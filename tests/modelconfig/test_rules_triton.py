@@ -83,16 +83,28 @@ def test_rule_errors_match_what_triton_refuses(tmp_path: Path) -> None:
 
     triton: dict[str, bool] = {}
     reasons: dict[str, str] = {}
-    with LocalTriton(repo, startup_timeout_s=120) as server:
-        client = InferenceServerClient(server.http_url, network_timeout=300.0)
-        for name in sorted(expected):
-            try:
-                client.load_model(name)
-                triton[name] = True
-                client.unload_model(name)
-            except InferenceServerException as exc:
-                triton[name] = False
-                reasons[name] = str(exc)[:200]
+    pending = sorted(expected)
+    # Now and then Triton 2.51 never answers one load of a Python-backend model (its stub
+    # hangs while starting): that model gets one more try, on a fresh server.
+    for attempt in range(2):
+        if not pending:
+            break
+        with LocalTriton(repo, startup_timeout_s=120) as server:
+            client = InferenceServerClient(server.http_url, network_timeout=90.0)
+            while pending:
+                name = pending[0]
+                try:
+                    client.load_model(name)
+                    triton[name] = True
+                    client.unload_model(name)
+                except InferenceServerException as exc:
+                    triton[name] = False
+                    reasons[name] = str(exc)[:200]
+                except TimeoutError:
+                    if attempt:
+                        raise
+                    break
+                pending.pop(0)
     disagreements = {n: (ours[n], triton[n], reasons.get(n)) for n in expected
                      if ours[n] != triton[n]}
     assert disagreements == {}
