@@ -178,3 +178,51 @@ def test_winner_that_does_not_hold_gives_way_to_a_runner_up_that_does() -> None:
     outcome = search(server, 110.0, done=[baseline_result()], baseline=baseline_result())
     assert OTHER not in [c for kind, c, _ in server.calls if kind == "final"]
     assert outcome.keep_baseline and server.clock + LOAD_S <= 110.0 - 2.0  # type: ignore[attr-defined]
+
+
+def search_restoring(server: ScriptedServer, budget_s: float) -> object:
+    """As `search`, where loading the baseline puts back the original config."""
+    base = baseline_result()
+    return run_search([BASE, WIN, OTHER], PROFILE, SLO_US, server, budget_s=budget_s,
+                      clock=server.now, reserve_s=2.0, done=[base], baseline=base,
+                      probe_s=PROBE_S, rel_tol=0.08,
+                      timing=FinalTiming(load_s=LOAD_S, final_probe_s=FINAL_S,
+                                         baseline_restores=True),
+                      predict=lambda c: {BASE: 1377.0, WIN: 1381.0, OTHER: 1300.0}[c])
+
+
+@pytest.mark.parametrize("budget_s", [20.0, 45.0, 53.0, 60.0, 90.0, 150.0])
+def test_baseline_remeasured_last_needs_no_restore_load(budget_s: float) -> None:
+    server = ScriptedServer({BASE: 299.0, WIN: 327.0, OTHER: 200.0},
+                            {BASE: 299.0, WIN: 320.0, OTHER: 200.0})
+    search_restoring(server, budget_s)
+    # The restore is free only when the baseline was the last config loaded.
+    restore_s = 0.0 if server.loaded == BASE else LOAD_S
+    assert server.clock + restore_s <= budget_s - 2.0, server.calls
+
+
+def test_the_restore_load_saved_leaves_time_for_a_candidate() -> None:
+    # 53 s: with a restore load to keep back, no candidate fits (the baseline's bisection took
+    # 20 s); without one, WIN is measured, re-measured and chosen.
+    server = ScriptedServer({BASE: 299.0, WIN: 327.0}, {BASE: 299.0, WIN: 320.0})
+    outcome = search(server, 53.0, done=[baseline_result()], baseline=baseline_result())
+    assert outcome.stopped_by_budget and outcome.keep_baseline  # type: ignore[attr-defined]
+    assert [kind for kind, _, _ in server.calls if kind == "probe"] == []
+    # Nothing but the current config was measured: the reason says so, not "no better one".
+    assert "ran out before any other candidate was measured" in outcome.reason  # type: ignore[attr-defined]
+    assert "more would allow one" in outcome.reason  # type: ignore[attr-defined]
+
+    server = ScriptedServer({BASE: 299.0, WIN: 327.0}, {BASE: 299.0, WIN: 320.0})
+    outcome = search_restoring(server, 53.0)
+    assert WIN in [c for kind, c, _ in server.calls if kind == "probe"]
+    assert outcome.best.candidate == WIN and not outcome.keep_baseline  # type: ignore[attr-defined]
+    assert server.loaded == BASE and server.clock <= 53.0 - 2.0
+
+
+def test_remeasure_estimate_counts_the_restore_unless_the_baseline_restores() -> None:
+    timing = FinalTiming(load_s=4.0, final_probe_s=7.0, reserve_s=2.0)
+    assert timing.remeasure_s(baseline=True) == (4 + 14) + (4 + 7) + 4 + 2
+    assert timing.remeasure_s(baseline=False) == (4 + 14) + 4 + 2
+    restoring = FinalTiming(load_s=4.0, final_probe_s=7.0, reserve_s=2.0, baseline_restores=True)
+    assert restoring.remeasure_s(baseline=True) == (4 + 14) + (4 + 7) + 2
+    assert restoring.remeasure_s(baseline=False) == (4 + 14) + 4 + 2

@@ -146,17 +146,26 @@ class LiveTarget:
             self.client.load_model(model)
         self.original = self.client.get_model_config(model, as_json=True)["config"]
         self.loaded: Candidate | None = candidate_from_config(self.original)
+        # The config the model runs with now, as the server reports it (None when unknown,
+        # e.g. after a failed load), and the config last sent that produced it.
+        self.loaded_config: dict[str, Any] | None = dict(self.original)
+        self._sent: str | None = None
         self.phase = "search"
 
     # ---- configs ---------------------------------------------------------------------------
     def load(self, candidate: Candidate) -> str | None:
         from tritonclient.utils import InferenceServerException
 
-        cfg = candidate_config(self.original, candidate)
+        sent = json.dumps(candidate_config(self.original, candidate), sort_keys=True)
+        # The model already runs with exactly this config: a reload would only cost time
+        # (seconds for a large model on a GPU).
+        if sent == self._sent and self.client.is_model_ready(self.model):
+            self.loaded = candidate
+            return None
+        self.loaded, self.loaded_config, self._sent = None, None, None
         try:
-            self.client.load_model(self.model, config=json.dumps(cfg))
+            self.client.load_model(self.model, config=sent)
         except InferenceServerException as exc:
-            self.loaded = None
             self._reload_original_quietly()
             return str(exc.message() or exc)
         deadline = time.monotonic() + self.load_timeout_s
@@ -164,7 +173,10 @@ class LiveTarget:
             if time.monotonic() > deadline:
                 return f"not ready {self.load_timeout_s:.0f} s after loading"
             time.sleep(0.1)
-        self.loaded = candidate
+        self.loaded, self._sent = candidate, sent
+        # Triton fills in defaults (e.g. preferred_batch_size [max_batch_size]): keep its form
+        # to compare with the original.
+        self.loaded_config = self.client.get_model_config(self.model, as_json=True)["config"]
         return None
 
     def _reload_original_quietly(self) -> None:
@@ -175,7 +187,12 @@ class LiveTarget:
 
     def restore(self) -> None:
         """Put the model back as it was: its original config, or unloaded."""
+        if self.was_loaded and self.loaded_config == self.original \
+                and self.client.is_model_ready(self.model):
+            return  # the model runs with its original config already (the baseline was last)
         self.client.load_model(self.model, config=json.dumps(self.original))
+        self.loaded = candidate_from_config(self.original)
+        self.loaded_config, self._sent = dict(self.original), None
         if not self.was_loaded:
             self.client.unload_model(self.model)
 

@@ -306,6 +306,8 @@ def tune(options: TuneOptions, on_event: EventSink = lambda k, d: None) -> TuneR
                 state.data["load_s"] = time.monotonic() - t_load
                 if err is not None:
                     raise TuneError(f"cannot reload the model's own config: {err}")
+                # Then re-measuring the baseline last leaves nothing to restore.
+                state.data["baseline_restores"] = target.loaded_config == target.original
                 guess = predicted or (profile.ceiling_rps or 10.0) / 2
                 goodput, p99, limited, probes = bisect_rate(
                     lambda r: target.probe(base_cand, r), guess, slo_us=slo_us,
@@ -343,7 +345,8 @@ def tune(options: TuneOptions, on_event: EventSink = lambda k, d: None) -> TuneR
             # longest seen while searching, when longer).
             final_probe_s = settings.warmup_s + settings.window_s * settings.final_windows + 1.0
             timing = FinalTiming(load_s=float(state.data.get("load_s", 2.0)),
-                                 final_probe_s=final_probe_s)
+                                 final_probe_s=final_probe_s,
+                                 baseline_restores=bool(state.data.get("baseline_restores")))
             outcome = run_search(
                 space, profile, slo_us, target,
                 budget_s=max(0.0, options.budget_s - elapsed),

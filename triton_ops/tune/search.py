@@ -208,13 +208,17 @@ class FinalTiming:
     load_s: float = 0.0  # one model load (candidate or restore)
     final_probe_s: float = 0.0  # one re-measurement probe
     reserve_s: float = 0.0  # report writing and slack
+    # Loading the baseline puts back exactly the original config, so when the baseline is
+    # re-measured last the restore needs no load.
+    baseline_restores: bool = False
 
     def remeasure_s(self, *, baseline: bool) -> float:
         """Re-measure the winner (one step down included) and, when `baseline`, the baseline
         once, then restore the original config."""
         winner = self.load_s + 2 * self.final_probe_s
         base = (self.load_s + self.final_probe_s) if baseline else 0.0
-        return winner + base + self.load_s + self.reserve_s
+        restore = 0.0 if baseline and self.baseline_restores else self.load_s
+        return winner + base + restore + self.reserve_s
 
 
 def keep_baseline_decision(winner: CandidateResult, winner_rate: float | None,
@@ -290,7 +294,8 @@ def run_search(
     notes: list[str] = []
 
     def estimate() -> FinalTiming:
-        return FinalTiming(max(load_times), max(final_times + probe_times), reserve_s)
+        return FinalTiming(max(load_times), max(final_times + probe_times), reserve_s,
+                           baseline_restores=timing.baseline_restores)
 
     def timed_load(cand: Candidate) -> str | None:
         t = clock()
@@ -317,6 +322,7 @@ def run_search(
               if r.status == "measured" and r.predicted_goodput > 0 and r.goodput > 0]
     per_candidate: list[float] = [r.seconds for r in done if r.status == "measured"]
     stopped_by_budget = False
+    short_by_s = 0.0  # how much more time the first candidate not started would have needed
     measured = sum(1 for r in done if r.status == "measured")
 
     def best_so_far() -> CandidateResult | None:
@@ -343,6 +349,7 @@ def run_search(
         # time kept for the re-measurements and the restore.
         if left() < max(expected, probe_est * 2) or left() <= 0:
             stopped_by_budget = True
+            short_by_s = max(expected, probe_est * 2) - left()
             on_event("stop", {"reason": "time budget"})
             break
         on_event("candidate", {"candidate": cand, "predicted": predicted, "index": index,
@@ -369,13 +376,16 @@ def run_search(
             ratios.append(goodput / predicted)
         on_event("measured", {"result": result})
 
-    def before_restore() -> float:
-        """Time left before the restore (one load) and the report must start."""
-        est = estimate()
-        return end - est.reserve_s - est.load_s - clock()
+    def remeasure(r: CandidateResult, what: str, *, restores: bool = False,
+                  ) -> tuple[ProbeResult | None, float | None]:
+        """(last final probe, highest passing rate; None when it could not be re-measured).
+        `restores`: loading `r` puts back the original config, so no restore load follows."""
 
-    def remeasure(r: CandidateResult, what: str) -> tuple[ProbeResult | None, float | None]:
-        """(last final probe, highest passing rate; None when it could not be re-measured)."""
+        def before_restore() -> float:
+            """Time left before the restore (one load, unless `restores`) and the report."""
+            est = estimate()
+            return end - est.reserve_s - (0.0 if restores else est.load_s) - clock()
+
         if before_restore() < estimate().load_s + estimate().final_probe_s:
             notes.append(f"{what} {r.candidate.label()} not re-measured: the budget left "
                          f"({max(0.0, before_restore()):.0f} s before the restore) is less than "
@@ -412,8 +422,10 @@ def run_search(
     base_final: ProbeResult | None = None
     base_rate: float | None = None
     keep, reason = False, ""
+    restores = timing.baseline_restores
     if best is not None and best.goodput > 0:
-        final, winner_rate = remeasure(best, "the winner")
+        is_baseline = baseline is not None and best.candidate.key == baseline.candidate.key
+        final, winner_rate = remeasure(best, "the winner", restores=is_baseline and restores)
         # A short search probe can pass by luck where a longer one does not: when the winner
         # does not hold above the current config, the runners-up that measured above it get
         # the same re-measurement while the budget still covers the baseline's after them.
@@ -424,8 +436,7 @@ def run_search(
         for runner in runners[:2]:
             if winner_rate is None or winner_rate > bar or runner.goodput <= max(bar, winner_rate):
                 break
-            est = estimate()
-            if before_restore() < est.remeasure_s(baseline=baseline is not None) - est.load_s:
+            if end - clock() < estimate().remeasure_s(baseline=baseline is not None):
                 break
             notes.append(f"{best.candidate.label()} re-measured at {winner_rate:.0f} req/s "
                          f"(search: {best.goodput:.0f}); re-measuring the runner-up "
@@ -441,9 +452,15 @@ def run_search(
         elif baseline is not None and baseline.goodput > 0 and winner_rate:
             # The same re-measurement of the current config, right after the winner's, so
             # that both numbers come from the same conditions.
-            base_final, base_rate = remeasure(baseline, "the baseline")
+            base_final, base_rate = remeasure(baseline, "the baseline", restores=restores)
         if baseline is not None:
             keep, reason = keep_baseline_decision(best, winner_rate, baseline, base_rate)
+            others = [r for r in results if r.status == "measured"
+                      and r.candidate.key != baseline.candidate.key]
+            if keep and is_baseline and stopped_by_budget and not others:
+                # Nothing was compared: say so, and how much more time one candidate needs.
+                reason = ("the time budget ran out before any other candidate was measured; "
+                          f"about {math.ceil(short_by_s / 10) * 10:.0f} s more would allow one")
         if keep:
             on_event("keep_baseline", {"reason": reason})
     for note in notes:
