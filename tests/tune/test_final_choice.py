@@ -201,22 +201,31 @@ def test_baseline_remeasured_last_needs_no_restore_load(budget_s: float) -> None
     assert server.clock + restore_s <= budget_s - 2.0, server.calls
 
 
-def test_the_restore_load_saved_leaves_time_for_a_candidate() -> None:
-    # 53 s: with a restore load to keep back, no candidate fits (the baseline's bisection took
-    # 20 s); without one, WIN is measured, re-measured and chosen.
+def test_first_candidate_comes_before_the_baselines_remeasurement() -> None:
+    # 48 s: keeping back the baseline's re-measurement as well (35 s) would leave no time
+    # for a candidate (the baseline's bisection took 20 s); the winner's re-measurement and
+    # the restore (24 s) leave 24 s, so WIN is measured, re-measured and chosen.
     server = ScriptedServer({BASE: 299.0, WIN: 327.0}, {BASE: 299.0, WIN: 320.0})
-    outcome = search(server, 53.0, done=[baseline_result()], baseline=baseline_result())
+    outcome = search(server, 48.0, done=[baseline_result()], baseline=baseline_result())
+    assert WIN in [c for kind, c, _ in server.calls if kind == "probe"]
+    assert WIN in [c for kind, c, _ in server.calls if kind == "final"]
+    assert outcome.best.candidate == WIN and not outcome.keep_baseline  # type: ignore[attr-defined]
+    assert server.clock + LOAD_S <= 48.0 - 2.0, server.calls
+    # The baseline's re-measurement did not fit: the winner was compared with its search
+    # goodput, and the notes say so.
+    assert BASE not in [c for kind, c, _ in server.calls if kind == "final"]
+    assert any(n.startswith("the baseline ") and "not re-measured" in n
+               for n in outcome.notes)  # type: ignore[attr-defined]
+
+
+def test_budget_spent_before_any_candidate_says_so() -> None:
+    server = ScriptedServer({BASE: 299.0, WIN: 327.0}, {BASE: 299.0, WIN: 320.0})
+    outcome = search(server, 40.0, done=[baseline_result()], baseline=baseline_result())
     assert outcome.stopped_by_budget and outcome.keep_baseline  # type: ignore[attr-defined]
     assert [kind for kind, _, _ in server.calls if kind == "probe"] == []
     # Nothing but the current config was measured: the reason says so, not "no better one".
     assert "ran out before any other candidate was measured" in outcome.reason  # type: ignore[attr-defined]
-    assert "more would allow one" in outcome.reason  # type: ignore[attr-defined]
-
-    server = ScriptedServer({BASE: 299.0, WIN: 327.0}, {BASE: 299.0, WIN: 320.0})
-    outcome = search_restoring(server, 53.0)
-    assert WIN in [c for kind, c, _ in server.calls if kind == "probe"]
-    assert outcome.best.candidate == WIN and not outcome.keep_baseline  # type: ignore[attr-defined]
-    assert server.loaded == BASE and server.clock <= 53.0 - 2.0
+    assert "10 s more would allow one" in outcome.reason  # type: ignore[attr-defined]
 
 
 def test_remeasure_estimate_counts_the_restore_unless_the_baseline_restores() -> None:

@@ -310,8 +310,16 @@ def run_search(
         return result
 
     def left() -> float:
-        """Time the search may still use, after the re-measurements and the restore."""
-        return end - estimate().remeasure_s(baseline=baseline is not None) - clock()
+        """Time the search may still use, after the re-measurements and the restore.
+
+        The baseline's re-measurement is kept back only once another candidate has been
+        measured: under a short budget, measuring the most promising candidate is worth more
+        than re-measuring the current config against nothing (it is still re-measured at
+        the end when the time is there)."""
+        rival = baseline is not None and any(
+            r.status == "measured" and r.candidate.key != baseline.candidate.key
+            for r in results)
+        return end - estimate().remeasure_s(baseline=rival) - clock()
 
     predictor = predict or (lambda c: predict_goodput(c, profile, slo_us))
     ranked = rank_candidates(space, predictor)
