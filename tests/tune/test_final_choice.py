@@ -235,3 +235,22 @@ def test_remeasure_estimate_counts_the_restore_unless_the_baseline_restores() ->
     restoring = FinalTiming(load_s=4.0, final_probe_s=7.0, reserve_s=2.0, baseline_restores=True)
     assert restoring.remeasure_s(baseline=True) == (4 + 14) + (4 + 7) + 2
     assert restoring.remeasure_s(baseline=False) == (4 + 14) + 4 + 2
+
+
+def test_winner_that_holds_nothing_still_gets_the_baseline_remeasured() -> None:
+    # WIN passed the search's short probes but fails every re-measurement: the current
+    # config is the answer, so it is re-measured too (the budget allows), not reported from
+    # the search.
+    server = ScriptedServer({BASE: 299.0, WIN: 400.0, OTHER: 200.0},
+                            {BASE: 290.0, WIN: 0.0, OTHER: 200.0})
+    base = baseline_result()
+    outcome = search(server, 300.0, done=[base], baseline=base)
+    finals = [c for kind, c, _ in server.calls if kind == "final"]
+    assert finals.count(WIN) == 3 and finals[-1] == BASE
+    assert outcome.keep_baseline and outcome.final_rate == 0.0  # type: ignore[attr-defined]
+    assert 0 < outcome.baseline_final_rate <= 290.0  # type: ignore[attr-defined]
+    assert "re-measured at 0 req/s" in outcome.reason and "(re-measured)" in outcome.reason  # type: ignore[attr-defined]
+    best = best_summary("m", SLO_US, outcome, base, PROFILE, [],  # type: ignore[arg-type]
+                        elapsed_s=server.clock, budget_s=300.0)
+    assert best["chosen"] == BASE.to_dict() and best["goodput_source"] == "re-measured"
+    assert best["slo_met"]

@@ -457,9 +457,11 @@ def run_search(
         is_baseline = baseline is not None and best.candidate.key == baseline.candidate.key
         if is_baseline:
             base_final, base_rate = final, winner_rate
-        elif baseline is not None and baseline.goodput > 0 and winner_rate:
+        elif baseline is not None and baseline.goodput > 0:
             # The same re-measurement of the current config, right after the winner's, so
-            # that both numbers come from the same conditions.
+            # that both numbers come from the same conditions; also when the winner held
+            # nothing, since the current config is then the answer and is reported
+            # re-measured.
             base_final, base_rate = remeasure(baseline, "the baseline", restores=restores)
         if baseline is not None:
             keep, reason = keep_baseline_decision(best, winner_rate, baseline, base_rate)
