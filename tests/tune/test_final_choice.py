@@ -254,3 +254,21 @@ def test_winner_that_holds_nothing_still_gets_the_baseline_remeasured() -> None:
                         elapsed_s=server.clock, budget_s=300.0)
     assert best["chosen"] == BASE.to_dict() and best["goodput_source"] == "re-measured"
     assert best["slo_met"]
+
+
+def test_last_remeasurement_steps_down_further_while_the_budget_allows() -> None:
+    # Neither config holds its search goodput in the longer re-measurement; the baseline's
+    # re-measurement is the last one, so it may step down more than three times (0.85^4 of
+    # 299 req/s = 156 req/s holds) and the answer is a re-measured rate, not none.
+    server = ScriptedServer({BASE: 299.0, WIN: 400.0, OTHER: 200.0},
+                            {BASE: 170.0, WIN: 0.0, OTHER: 200.0})
+    base = baseline_result()
+    outcome = search(server, 300.0, done=[base], baseline=base)
+    finals = [(c, rate) for kind, c, rate in server.calls if kind == "final"]
+    assert [c for c, _ in finals].count(WIN) == 3  # the winner: three tries, as before
+    assert [c for c, _ in finals].count(BASE) == 5
+    assert outcome.keep_baseline  # type: ignore[attr-defined]
+    assert outcome.baseline_final_rate == pytest.approx(299.0 * 0.85**4)  # type: ignore[attr-defined]
+    best = best_summary("m", SLO_US, outcome, base, PROFILE, [],  # type: ignore[arg-type]
+                        elapsed_s=server.clock, budget_s=300.0)
+    assert best["slo_met"] and best["goodput"] == pytest.approx(299.0 * 0.85**4)
