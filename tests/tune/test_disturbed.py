@@ -6,7 +6,7 @@ from collections import namedtuple
 
 import pytest
 
-from triton_ops.tune.live import ProbeSettings, disturbed, steal_fraction
+from triton_ops.tune.live import ProbeSettings, disturbed, steal_fraction, steal_note
 from triton_ops.tune.search import ProbeResult
 from triton_ops.tune.stats import QuantileEstimate, Verdict
 
@@ -47,3 +47,13 @@ def test_only_a_failure_under_heavy_steal_is_measured_again() -> None:
     assert not disturbed(probe(Verdict.GENERATOR_LIMITED, 0.01), settings)
     assert not disturbed(probe(Verdict.FAIL, None), settings)  # remote server: unknown
     assert not disturbed(probe(Verdict.PASS, 0.3), settings)  # steal only makes things worse
+
+
+def test_steal_note_only_when_the_median_window_was_disturbed() -> None:
+    assert steal_note([], 0.05) is None
+    # Episodes in a few windows: the retries deal with those.
+    assert steal_note([0.01, 0.02, 0.30, 0.0, 0.01], 0.05) is None
+    note = steal_note([0.14, 0.20, 0.29, 0.02, 0.24], 0.05)
+    assert note is not None
+    assert "20% of this machine's CPU at the median of 5" in note and "up to 29%" in note
+    assert "measure again" in note

@@ -105,6 +105,22 @@ def steal_fraction(before: Any, after: Any) -> float | None:
     return max(0.0, after.steal - before.steal) / total
 
 
+def steal_note(window_steals: list[float], limit: float) -> str | None:
+    """A warning for best.json when, over a run's measurement windows, the hypervisor gave
+    other guests more than `limit` of this machine's CPU at the median: retries cannot make
+    up for that, and the figures are less certain than their confidence intervals say."""
+    if not window_steals:
+        return None
+    ordered = sorted(window_steals)
+    median = ordered[len(ordered) // 2]
+    if median <= limit:
+        return None
+    return (f"other guests of the host took {median:.0%} of this machine's CPU at the median "
+            f"of {len(ordered)} measurement windows (up to {ordered[-1]:.0%}): the figures are "
+            "less certain than their confidence intervals say; measure again when the machine "
+            "is quieter")
+
+
 def disturbed(result: ProbeResult, settings: ProbeSettings) -> bool:
     """A probe that failed, or whose load generator fell behind, while other guests of the
     host took more CPU than allowed: that may be their doing, not the config's, so it

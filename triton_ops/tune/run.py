@@ -189,7 +189,7 @@ def tune(options: TuneOptions, on_event: EventSink = lambda k, d: None) -> TuneR
     """Run the whole tuning loop; see the module docstring."""
     from triton_ops.loadgen.engine import LoadGenerator
     from triton_ops.server.endpoints import open_server
-    from triton_ops.tune.live import LiveTarget, ProbeSettings
+    from triton_ops.tune.live import LiveTarget, ProbeSettings, steal_note
     from triton_ops.tune.report import write_outputs
 
     started = time.monotonic()
@@ -248,6 +248,7 @@ def tune(options: TuneOptions, on_event: EventSink = lambda k, d: None) -> TuneR
     outcome: SearchOutcome | None = None
     baseline: CandidateResult | None = None
     profile: ServiceProfile | None = None
+    window_steals: list[float] = []  # CPU steal per measurement window (server's machine)
     on_event("phase", {"name": "server", "elapsed": time.monotonic() - started})
     with open_server(options.url, options.repository, [options.model],
                      http_url=options.http_url, metrics_url=options.metrics_url) as ep:
@@ -259,6 +260,9 @@ def tune(options: TuneOptions, on_event: EventSink = lambda k, d: None) -> TuneR
         probe_counter = [0]
 
         def record(row: dict[str, object]) -> None:
+            steal = row.get("cpu_steal")
+            if isinstance(steal, float | int):
+                window_steals.append(float(steal))
             log.append({"probe": probe_counter[0], **row})
 
         target = LiveTarget(ep.grpc_url, options.model, envelope, slo_us=slo_us,
@@ -362,6 +366,9 @@ def tune(options: TuneOptions, on_event: EventSink = lambda k, d: None) -> TuneR
             finally:
                 target.close()
                 lg.close()
+    note = steal_note(window_steals, settings.max_steal_fraction)
+    if note is not None and outcome is not None:
+        outcome.notes.append(note)
     elapsed = time.monotonic() - started
     best = write_outputs(out_dir, options.model, slo_us, outcome, baseline, profile, skipped,
                          elapsed_s=elapsed, budget_s=options.budget_s)
