@@ -272,3 +272,18 @@ def test_last_remeasurement_steps_down_further_while_the_budget_allows() -> None
     best = best_summary("m", SLO_US, outcome, base, PROFILE, [],  # type: ignore[arg-type]
                         elapsed_s=server.clock, budget_s=300.0)
     assert best["slo_met"] and best["goodput"] == pytest.approx(299.0 * 0.85**4)
+
+
+def test_winner_steps_down_further_while_it_could_still_beat_the_current_config() -> None:
+    # WIN holds about half its search goodput (377 req/s) in the longer re-measurement;
+    # the current config measured 150 req/s, so steps beyond the third are still worth
+    # trying, and WIN is chosen at the rate it holds.
+    server = ScriptedServer({BASE: 150.0, WIN: 400.0, OTHER: 100.0},
+                            {BASE: 150.0, WIN: 220.0, OTHER: 100.0})
+    base = baseline_result(goodput=150.0)
+    outcome = search(server, 300.0, done=[base], baseline=base)
+    win_finals = [rate for kind, c, rate in server.calls if kind == "final" and c == WIN]
+    assert len(win_finals) > 3 and win_finals[-1] <= 220.0 < win_finals[-2]
+    assert [c for kind, c, _ in server.calls if kind == "final"][-1] == BASE
+    assert not outcome.keep_baseline and outcome.best.candidate == WIN  # type: ignore[attr-defined]
+    assert outcome.final_rate == pytest.approx(win_finals[-1])  # type: ignore[attr-defined]

@@ -385,11 +385,14 @@ def run_search(
         on_event("measured", {"result": result})
 
     def remeasure(r: CandidateResult, what: str, *, restores: bool = False, last: bool = False,
-                  ) -> tuple[ProbeResult | None, float | None]:
+                  floor: float | None = None) -> tuple[ProbeResult | None, float | None]:
         """(last final probe, highest passing rate; None when it could not be re-measured).
         `restores`: loading `r` puts back the original config, so no restore load follows.
         `last`: nothing is re-measured after it, so it may step down twice as often while
-        the budget allows (its figures are the answer's)."""
+        the budget allows (its figures are the answer's). `floor`: the winner may also step
+        down twice as often while the next rate stays above it (the baseline's search
+        goodput: a rate below it could not replace the current config), keeping the time
+        for the baseline's re-measurement."""
 
         def before_restore() -> float:
             """Time left before the restore (one load, unless `restores`) and the report."""
@@ -412,7 +415,11 @@ def run_search(
         # not hold there, step down until it does (`final_steps` tries at most, within the
         # budget; a config that holds nothing near its search goodput leaves the time to a
         # runner-up or the baseline).
-        for _ in range(2 * final_steps if last else final_steps):
+        for step in range(2 * final_steps if last or floor is not None else final_steps):
+            if floor is not None and step >= final_steps and (
+                    rate <= floor or before_restore() < estimate().final_probe_s
+                    + estimate().load_s + estimate().final_probe_s):
+                break
             if before_restore() < estimate().final_probe_s:
                 notes.append(f"{what} {r.candidate.label()}: re-measurement stopped at "
                              f"{rate:.0f} req/s, the budget is spent")
@@ -435,12 +442,14 @@ def run_search(
     restores = timing.baseline_restores
     if best is not None and best.goodput > 0:
         is_baseline = baseline is not None and best.candidate.key == baseline.candidate.key
+        bar = baseline.goodput if baseline is not None else 0.0
         final, winner_rate = remeasure(best, "the winner", restores=is_baseline and restores,
-                                       last=is_baseline)
+                                       last=is_baseline,
+                                       floor=bar if baseline is not None and not is_baseline
+                                       else None)
         # A short search probe can pass by luck where a longer one does not: when the winner
         # does not hold above the current config, the runners-up that measured above it get
         # the same re-measurement while the budget still covers the baseline's after them.
-        bar = baseline.goodput if baseline is not None else 0.0
         runners = sorted((r for r in results if r.status == "measured" and r is not best
                           and (baseline is None or r.candidate.key != baseline.candidate.key)),
                          key=lambda r: -r.goodput)
