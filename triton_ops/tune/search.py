@@ -316,10 +316,13 @@ def run_search(
         measured: under a short budget, measuring the most promising candidate is worth more
         than re-measuring the current config against nothing (it is still re-measured at
         the end when the time is there)."""
-        rival = baseline is not None and any(
-            r.status == "measured" and r.candidate.key != baseline.candidate.key
-            for r in results)
+        rival = baseline is not None and bool(rivals())
         return end - estimate().remeasure_s(baseline=rival) - clock()
+
+    def rivals() -> list[CandidateResult]:
+        """The measured candidates other than the baseline (all of them without one)."""
+        return [r for r in results if r.status == "measured"
+                and (baseline is None or r.candidate.key != baseline.candidate.key)]
 
     predictor = predict or (lambda c: predict_goodput(c, profile, slo_us))
     ranked = rank_candidates(space, predictor)
@@ -450,9 +453,7 @@ def run_search(
         # A short search probe can pass by luck where a longer one does not: when the winner
         # does not hold above the current config, the runners-up that measured above it get
         # the same re-measurement while the budget still covers the baseline's after them.
-        runners = sorted((r for r in results if r.status == "measured" and r is not best
-                          and (baseline is None or r.candidate.key != baseline.candidate.key)),
-                         key=lambda r: -r.goodput)
+        runners = sorted((r for r in rivals() if r is not best), key=lambda r: -r.goodput)
         for runner in runners[:2]:
             if winner_rate is None or winner_rate > bar or runner.goodput <= max(bar, winner_rate):
                 break
@@ -478,9 +479,7 @@ def run_search(
                                               last=True)
         if baseline is not None:
             keep, reason = keep_baseline_decision(best, winner_rate, baseline, base_rate)
-            others = [r for r in results if r.status == "measured"
-                      and r.candidate.key != baseline.candidate.key]
-            if keep and is_baseline and stopped_by_budget and not others:
+            if keep and is_baseline and stopped_by_budget and not rivals():
                 # Nothing was compared: say so, and how much more time one candidate needs.
                 reason = ("the time budget ran out before any other candidate was measured; "
                           f"about {math.ceil(short_by_s / 10) * 10:.0f} s more would allow one")
