@@ -6,7 +6,13 @@ from collections import namedtuple
 
 import pytest
 
-from triton_ops.tune.live import ProbeSettings, disturbed, steal_fraction, steal_note
+from triton_ops.tune.live import (
+    ProbeSettings,
+    disturbed,
+    steal_fraction,
+    steal_note,
+    steal_persists,
+)
 from triton_ops.tune.search import ProbeResult
 from triton_ops.tune.stats import QuantileEstimate, Verdict
 
@@ -47,6 +53,19 @@ def test_only_a_failure_under_heavy_steal_is_measured_again() -> None:
     assert not disturbed(probe(Verdict.GENERATOR_LIMITED, 0.01), settings)
     assert not disturbed(probe(Verdict.FAIL, None), settings)  # remote server: unknown
     assert not disturbed(probe(Verdict.PASS, 0.3), settings)  # steal only makes things worse
+
+
+def test_retries_stop_while_the_steal_persists() -> None:
+    settings = ProbeSettings(max_steal_fraction=0.05, persistent_steal_probes=3)
+    # A passing hiccup: measure again.
+    assert not steal_persists([0.01, 0.0, 0.20], settings)
+    assert not steal_persists([0.20, 0.30], settings)  # too few probes to say
+    # Three disturbed probes in a row: the machine's state, not a hiccup.
+    assert steal_persists([0.0, 0.14, 0.29, 0.18], settings)
+    # One undisturbed probe since: retries are worth it again.
+    assert not steal_persists([0.14, 0.29, 0.18, 0.02], settings)
+    assert not steal_persists([0.14, None, 0.18], settings)  # unknown is not disturbed
+    assert not steal_persists([0.3, 0.3, 0.3], ProbeSettings(persistent_steal_probes=0))
 
 
 def test_steal_note_only_when_the_median_window_was_disturbed() -> None:

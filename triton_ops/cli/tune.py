@@ -249,6 +249,10 @@ def _run_with_progress(options: Any, console: Any) -> Any:
                     f"  {data['candidate'].label()} at {data['rate']:.0f} req/s failed while "
                     f"other guests of the host took {100 * data['steal']:.0f}% of this "
                     "machine's CPU: measuring again")
+            elif kind == "steal_persists":
+                progress.console.print(
+                    f"  the last {data['probes']} probes all lost CPU to other guests of the "
+                    "host: failures stand from now on, until a probe is measured undisturbed")
             elif kind == "runner_up":
                 progress.console.print(
                     f"  {data['previous'].label()} did not hold its search goodput: "

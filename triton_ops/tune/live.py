@@ -94,6 +94,10 @@ class ProbeSettings:
     # machine's CPU meanwhile.
     max_steal_fraction: float = 0.05
     disturbed_retries: int = 2
+    # When this many probes in a row were disturbed, the steal is the machine's state, not a
+    # passing hiccup: measuring again would measure the same conditions and only spend the
+    # budget, so failures stand until a probe is measured undisturbed again.
+    persistent_steal_probes: int = 3
 
 
 def steal_fraction(before: Any, after: Any) -> float | None:
@@ -127,6 +131,15 @@ def disturbed(result: ProbeResult, settings: ProbeSettings) -> bool:
     deserves another measurement."""
     return (result.verdict in (Verdict.FAIL, Verdict.GENERATOR_LIMITED)
             and result.steal is not None and result.steal > settings.max_steal_fraction)
+
+
+def steal_persists(probe_steals: list[float | None], settings: ProbeSettings) -> bool:
+    """True when the last `persistent_steal_probes` probes all lost more than the allowed
+    share of the CPU to other guests (`probe_steals`: one entry per probe, oldest first)."""
+    n = settings.persistent_steal_probes
+    recent = probe_steals[-n:]
+    return n > 0 and len(recent) == n and all(
+        s is not None and s > settings.max_steal_fraction for s in recent)
 
 
 class LiveTarget:
@@ -167,6 +180,8 @@ class LiveTarget:
         self.loaded_config: dict[str, Any] | None = dict(self.original)
         self._sent: str | None = None
         self.phase = "search"
+        self.probe_steals: list[float | None] = []  # CPU steal of every probe, oldest first
+        self._steal_reported = False
 
     # ---- configs ---------------------------------------------------------------------------
     def load(self, candidate: Candidate) -> str | None:
@@ -245,6 +260,13 @@ class LiveTarget:
         for _ in range(self.settings.disturbed_retries):
             if not disturbed(result, self.settings):
                 break
+            if steal_persists(self.probe_steals, self.settings):
+                if not self._steal_reported:
+                    self._steal_reported = True
+                    self.record_event("steal_persists", {
+                        "probes": self.settings.persistent_steal_probes})
+                break
+            self._steal_reported = False
             self.record_event("disturbed", {"candidate": candidate, "rate": rate,
                                             "steal": result.steal})
             result = self._probe_once(candidate, rate, final=final)
@@ -326,6 +348,7 @@ class LiveTarget:
                 **{k: v for k, v in gpu_after.items()},
             }
             self.record(row)
+        self.probe_steals.append(steal)
         return ProbeResult(rate, verdict, est, throughput,
                            errors / requests if requests else 0.0, m.seconds, steal=steal)
 
