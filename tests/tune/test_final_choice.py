@@ -287,3 +287,62 @@ def test_winner_steps_down_further_while_it_could_still_beat_the_current_config(
     assert [c for kind, c, _ in server.calls if kind == "final"][-1] == BASE
     assert not outcome.keep_baseline and outcome.best.candidate == WIN  # type: ignore[attr-defined]
     assert outcome.final_rate == pytest.approx(win_finals[-1])  # type: ignore[attr-defined]
+
+
+class HiccupServer(ScriptedServer):
+    """The first `hiccups` re-measurement probes of a candidate fail in one window only (a
+    stall of the machine), whatever the rate."""
+
+    def __init__(self, search: dict[Candidate, float], final: dict[Candidate, float],
+                 hiccups: dict[Candidate, int]) -> None:
+        super().__init__(search, final)
+        self.hiccups = dict(hiccups)
+
+    def probe(self, candidate: Candidate, rate: float, *, final: bool = False) -> ProbeResult:
+        result = super().probe(candidate, rate, final=final)
+        if final and self.hiccups.get(candidate, 0) > 0:
+            self.hiccups[candidate] -= 1
+            result.verdict, result.one_bad_window = Verdict.FAIL, True
+        return result
+
+
+def test_remeasurement_failed_by_one_window_is_measured_once_more_at_the_same_rate() -> None:
+    server = HiccupServer({BASE: 150.0, WIN: 400.0, OTHER: 100.0},
+                          {BASE: 150.0, WIN: 400.0, OTHER: 100.0}, hiccups={WIN: 1})
+    base = baseline_result(goodput=150.0)
+    outcome = search(server, 300.0, done=[base], baseline=base)
+    win_finals = [rate for kind, c, rate in server.calls if kind == "final" and c == WIN]
+    # The hiccup, then the same rate again, which holds: no step down.
+    assert len(win_finals) == 2 and win_finals[0] == win_finals[1]
+    assert not outcome.keep_baseline and outcome.best.candidate == WIN  # type: ignore[attr-defined]
+    assert outcome.final_rate == win_finals[0]  # type: ignore[attr-defined]
+    assert any("failed in one window only" in n for n in outcome.notes)  # type: ignore[attr-defined]
+
+
+def test_only_one_repeat_per_remeasurement() -> None:
+    # Every re-measurement probe of WIN fails in one window: it is repeated once, then the
+    # usual steps down follow (a config that keeps failing is not measured forever).
+    server = HiccupServer({BASE: 150.0, WIN: 400.0, OTHER: 100.0},
+                          {BASE: 150.0, WIN: 400.0, OTHER: 100.0}, hiccups={WIN: 99})
+    base = baseline_result(goodput=150.0)
+    search(server, 300.0, done=[base], baseline=base)
+    win_finals = [rate for kind, c, rate in server.calls if kind == "final" and c == WIN]
+    assert win_finals[0] == win_finals[1] and len(set(win_finals)) == len(win_finals) - 1
+    assert all(b < a for a, b in zip(win_finals[1:], win_finals[2:], strict=False))
+
+
+def test_a_repeat_never_crowds_out_the_baselines_remeasurement() -> None:
+    base = baseline_result(goodput=150.0)
+    guarded = 0
+    for budget in range(30, 121, 2):
+        server = HiccupServer({BASE: 150.0, WIN: 400.0, OTHER: 100.0},
+                              {BASE: 150.0, WIN: 400.0, OTHER: 100.0}, hiccups={WIN: 1})
+        search(server, float(budget), done=[base], baseline=base)
+        assert server.clock <= budget
+        win_finals = [rate for kind, c, rate in server.calls if kind == "final" and c == WIN]
+        base_finals = [rate for kind, c, rate in server.calls if kind == "final" and c == BASE]
+        if len(win_finals) >= 2 and win_finals[0] == win_finals[1]:
+            assert base_finals, f"budget {budget}: the repeat left no time for the baseline"
+        elif len(win_finals) >= 2 and base_finals:
+            guarded += 1  # stepped down instead of repeating, and the baseline still fit
+    assert guarded > 0

@@ -11,6 +11,7 @@ from triton_ops.tune.stats import (
     Verdict,
     order_statistic_bounds,
     quantile_ci,
+    single_window_failure,
     slo_verdict,
     trend_rising,
     windows_stable,
@@ -82,3 +83,19 @@ def test_window_stability_and_trend() -> None:
     assert trend_rising([1.0, 2.0, 4.0])
     assert not trend_rising([1.0, 1.1, 1.2])
     assert not trend_rising([4.0, 2.0, 1.0])
+
+
+def test_single_window_failure_needs_one_bad_window_and_passing_others() -> None:
+    rng = random.Random(7)
+    good = [[rng.uniform(10_000, 30_000) for _ in range(600)] for _ in range(5)]
+    stall = [rng.uniform(10_000, 30_000) for _ in range(540)] + [90_000.0] * 60
+    # One stalled second among good ones: the others alone pass the 50 ms SLO.
+    assert single_window_failure([*good[:3], stall, good[3]], 50_000.0)
+    # The stall as the only window so far: nothing to compare it with.
+    assert not single_window_failure([stall], 50_000.0)
+    # Two bad windows: not one hiccup (e.g. a queue that keeps growing).
+    assert not single_window_failure([good[0], stall, stall], 50_000.0)
+    # No bad window at all: the failure came from elsewhere (errors, the pooled tail).
+    assert not single_window_failure(good, 50_000.0)
+    # Too few samples in the other windows to say they pass.
+    assert not single_window_failure([good[0][:100], stall], 50_000.0)

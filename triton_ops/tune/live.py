@@ -31,7 +31,7 @@ from triton_ops.tune.server_stats import (
     diff,
     gpu_metrics,
 )
-from triton_ops.tune.stats import Verdict, judge_windows, quantile_ci
+from triton_ops.tune.stats import Verdict, judge_windows, quantile_ci, single_window_failure
 
 # Queue delay while profiling: long enough that b requests sent at once execute together.
 _PROFILE_DELAY_US = 20_000
@@ -349,8 +349,11 @@ class LiveTarget:
             }
             self.record(row)
         self.probe_steals.append(steal)
+        one_bad = final and verdict is not Verdict.PASS and single_window_failure(
+            [w.latency_us().tolist() for w in windows], self.slo_us, min_samples=s.min_samples)
         return ProbeResult(rate, verdict, est, throughput,
-                           errors / requests if requests else 0.0, m.seconds, steal=steal)
+                           errors / requests if requests else 0.0, m.seconds, steal=steal,
+                           one_bad_window=one_bad)
 
     # ---- profiling ----------------------------------------------------------------------------
     def profile_service(self, max_batch_size: int, *, instances: int = 1,
