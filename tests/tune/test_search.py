@@ -100,6 +100,27 @@ def test_rank_keeps_shortest_delay_among_twins() -> None:
     assert all(c.max_queue_delay_us == 0 for c, _ in ranked)
 
 
+def test_rank_prefers_the_longest_delay_up_to_the_cap_among_twins() -> None:
+    # SPACE has delays 0, 500 and 2000 us: with a 1 ms cap, 500 us is kept of each group.
+    ranked = rank_candidates(SPACE, lambda c: c.max_batch_size * c.instance_count,
+                             max_twin_delay_us=1000)
+    assert ranked[0][0] == Candidate(64, 500, 2)
+    # (max_batch_size 1 has no queue delay to choose)
+    assert {c.max_queue_delay_us for c, _ in ranked if c.max_batch_size > 1} == {500}
+    assert len(ranked) == 2 + 3 * 2  # one of three delays per batch size and instance count
+    # Predictions more than the tolerance apart are not twins: each keeps its place.
+    apart = rank_candidates([Candidate(64, 0, 1), Candidate(64, 2000, 1)],
+                            lambda c: 1000.0 if c.max_queue_delay_us == 0 else 900.0,
+                            max_twin_delay_us=5000)
+    assert [c for c, _ in apart] == [Candidate(64, 0, 1), Candidate(64, 2000, 1)]
+    # Within the tolerance, the preferred twin takes the group's place and prediction.
+    close = rank_candidates([Candidate(64, 0, 1), Candidate(64, 2000, 1), Candidate(16, 0, 1)],
+                            lambda c: {0: 1000.0, 2000: 985.0}[c.max_queue_delay_us]
+                            if c.max_batch_size == 64 else 990.0,
+                            max_twin_delay_us=5000)
+    assert close == [(Candidate(64, 2000, 1), 1000.0), (Candidate(16, 0, 1), 990.0)]
+
+
 def test_bisection_brackets_from_a_bad_guess() -> None:
     capacity = 1234.0
 

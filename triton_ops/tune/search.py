@@ -100,26 +100,37 @@ def prune_by_memory(space: Sequence[Candidate], *, per_instance_bytes: Callable[
     return fits, skipped
 
 
-def rank_candidates(space: Sequence[Candidate], predict: Callable[[Candidate], float]
+def rank_candidates(space: Sequence[Candidate], predict: Callable[[Candidate], float], *,
+                    max_twin_delay_us: float = 0.0, twin_tolerance: float = 0.02,
                     ) -> list[tuple[Candidate, float]]:
     """Candidates by predicted goodput, best first.
 
-    Among candidates the model cannot tell apart (same batch size and instances, predictions
-    within 1%), only the one with the shortest queue delay is kept: waiting longer for the
-    same throughput only adds latency.
+    Among candidates the model cannot tell apart (same batch size, instances and preferred
+    sizes, predictions within `twin_tolerance`, the resolution of `predict_goodput`), one
+    is kept: the longest queue delay up to `max_twin_delay_us`, else the shortest. The model
+    charges every execution only its measured compute time; a longer delay forms larger
+    batches, i.e. fewer executions and less of the work around each (scheduling, the
+    backend's hand-over, the machine's CPU), which the model cannot see, at a latency cost
+    of at most the delay. With `max_twin_delay_us` 0 the shortest delay is kept.
     """
+
+    def preference(c: Candidate) -> tuple[int, int]:  # lower is preferred among twins
+        d = c.max_queue_delay_us
+        return (0, -d) if d <= max_twin_delay_us else (1, d)
+
     predicted = [(c, predict(c)) for c in space]
-    predicted.sort(key=lambda cp: (-cp[1], cp[0].max_queue_delay_us, cp[0].instance_count,
+    predicted.sort(key=lambda cp: (-cp[1], preference(cp[0]), cp[0].instance_count,
                                    cp[0].max_batch_size, len(cp[0].preferred_batch_sizes)))
     kept: list[tuple[Candidate, float]] = []
     for c, g in predicted:
-        twin = any(
-            k.max_batch_size == c.max_batch_size and k.instance_count == c.instance_count
-            and k.preferred_batch_sizes == c.preferred_batch_sizes
-            and abs(kg - g) <= 0.01 * max(kg, g, 1e-9)
-            for k, kg in kept
-        )
-        if not twin:
+        for i, (k, kg) in enumerate(kept):
+            if (k.max_batch_size == c.max_batch_size and k.instance_count == c.instance_count
+                    and k.preferred_batch_sizes == c.preferred_batch_sizes
+                    and abs(kg - g) <= twin_tolerance * max(kg, g, 1e-9)):
+                if preference(c) < preference(k):
+                    kept[i] = (c, kg)  # the preferred twin takes the place of the group
+                break
+        else:
             kept.append((c, g))
     return kept
 
@@ -328,7 +339,9 @@ def run_search(
                 and (baseline is None or r.candidate.key != baseline.candidate.key)]
 
     predictor = predict or (lambda c: predict_goodput(c, profile, slo_us))
-    ranked = rank_candidates(space, predictor)
+    # A queue delay of up to a tenth of the SLO is preferred among candidates the model
+    # cannot tell apart: it costs little latency and forms larger batches.
+    ranked = rank_candidates(space, predictor, max_twin_delay_us=0.1 * slo_us)
     on_event("ranked", {"count": len(ranked)})
     results: list[CandidateResult] = list(done)
     done_keys = {r.candidate.key for r in done}
