@@ -157,6 +157,11 @@ def trend_rising(window_p99s: Sequence[float], *, factor: float = 1.5) -> bool:
     return tail[0] < tail[1] < tail[2] and tail[2] >= factor * tail[0]
 
 
+def window_p99s(latency_us: Sequence[Sequence[float]]) -> list[float]:
+    """The p99 of each window's samples (inf for a window without any)."""
+    return [quantile_ci(w, 0.99).value if len(w) else math.inf for w in latency_us]
+
+
 def judge_windows(
     latency_us: Sequence[Sequence[float]],
     service_us: Sequence[Sequence[float]],
@@ -184,7 +189,7 @@ def judge_windows(
     lat = [v for w in latency_us for v in w]
     svc = [v for w in service_us for v in w]
     late = [v for w in lateness_us for v in w]
-    p99s = [quantile_ci(w, 0.99).value if len(w) else math.inf for w in latency_us]
+    p99s = window_p99s(latency_us)
     if trend_rising(p99s) and p99s[-1] > slo_us:
         return Verdict.FAIL  # the queue keeps growing: over capacity
     enough = len(lat) >= min_samples
@@ -214,7 +219,7 @@ def single_window_failure(latency_us: Sequence[Sequence[float]], slo_us: float, 
     On a shared machine such a second is often a stall of the whole machine, not the
     config's doing; a growing queue shows as several bad windows instead.
     """
-    p99s = [quantile_ci(w, 0.99).value if len(w) else math.inf for w in latency_us]
+    p99s = window_p99s(latency_us)
     bad = [i for i, v in enumerate(p99s) if v > slo_us]
     if len(bad) != 1:
         return False
