@@ -14,6 +14,7 @@ from triton_ops.tune.search import (
     ProbeResult,
     bisect_rate,
     candidate_space,
+    first_rate,
     prune_by_memory,
     rank_candidates,
     run_search,
@@ -174,6 +175,44 @@ def test_search_finds_near_grid_best_with_far_fewer_probes() -> None:
     assert outcome.final is not None and outcome.final.verdict is Verdict.PASS
     assert 0 < outcome.final_rate <= outcome.best.goodput
     assert 0.5 < outcome.calibration < 1.1  # the true server is slower than profiled
+
+
+def test_first_rate_starts_no_higher_than_half_the_ceiling_or_the_best_so_far() -> None:
+    # Without a measured ceiling: the calibrated prediction.
+    assert first_rate(3600.0, 0.5, ceiling=None) == 1800.0
+    # A prediction above what open-loop arrivals hold starts at half the closed-loop ceiling,
+    assert first_rate(3600.0, 1.0, ceiling=3000.0) == 1500.0
+    # or at the best goodput measured so far when that is higher;
+    assert first_rate(3600.0, 1.0, ceiling=3000.0, best_goodput=1800.0) == 1800.0
+    # a prediction below both is kept.
+    assert first_rate(1000.0, 0.9, ceiling=3000.0, best_goodput=800.0) == 900.0
+
+
+def test_search_starts_each_bisection_below_the_ceiling() -> None:
+    server = SimulatedServer()
+    rates: list[tuple[Candidate, float]] = []
+    probe = server.probe
+
+    def recording_probe(candidate: Candidate, rate: float, *, final: bool = False) -> ProbeResult:
+        rates.append((candidate, rate))
+        return probe(candidate, rate, final=final)
+
+    server.probe = recording_probe  # type: ignore[method-assign]
+    ceiling = 25000.0  # above what the simulated server holds, as a real ceiling is
+    # The model predicts more than the ceiling for every batching candidate, as it does for
+    # the large batches of a CPU model.
+    profile = ServiceProfile(dict(PROFILED.batch_us), ceiling_rps=ceiling, ceiling_batch=64)
+    outcome = run_search(SPACE, profile, SLO_US, server, budget_s=600, clock=server.now,
+                         predict=lambda c: 1.2 * ceiling * c.max_batch_size / 64)
+    measured = [r for r in outcome.results if r.status == "measured"]
+    # max_batch 64 with one and with two instances; the rest are predicted far lower.
+    assert len(measured) == 2
+    best = 0.0
+    for result in measured:
+        first = next(rate for cand, rate in rates if cand == result.candidate)
+        assert first <= max(ceiling / 2, best) + 1e-9
+        assert first < 1.2 * ceiling * result.candidate.max_batch_size / 64
+        best = max(best, result.goodput)
 
 
 def test_search_respects_budget() -> None:
