@@ -89,6 +89,10 @@ def test_tune_dense_mlp_end_to_end(tmp_path: Path, start_triton,  # type: ignore
     steal = table["cpu_steal"].dropna()
     assert len(steal) and steal.between(0, 1).all()
     assert set(table["phase"]) >= {"baseline"}
+    # The baseline's bisection starts no higher than half the closed-loop ceiling.
+    ceiling = best["profile"]["ceiling_rps"]
+    first = table[table["phase"] == "baseline"]["rate"].iloc[0]
+    assert not ceiling or first <= ceiling / 2 + 1e-6
     report = (out / "report.html").read_text()
     assert "<svg" in report and "dense_mlp" in report
     state = json.loads((out / "state.json").read_text())

@@ -26,6 +26,7 @@ from triton_ops.tune.search import (
     SearchOutcome,
     bisect_rate,
     candidate_space,
+    first_rate,
     prune_by_memory,
     run_search,
 )
@@ -312,7 +313,10 @@ def tune(options: TuneOptions, on_event: EventSink = lambda k, d: None) -> TuneR
                     raise TuneError(f"cannot reload the model's own config: {err}")
                 # Then re-measuring the baseline last leaves nothing to restore.
                 state.data["baseline_restores"] = target.loaded_config == target.original
-                guess = predicted or (profile.ceiling_rps or 10.0) / 2
+                # Same start as every candidate's: the prediction, but no higher than half
+                # the closed-loop ceiling (open-loop arrivals hold well below it).
+                guess = (first_rate(predicted, 1.0, ceiling=profile.ceiling_rps) if predicted
+                         else (profile.ceiling_rps or 10.0) / 2)
                 goodput, p99, limited, probes = bisect_rate(
                     lambda r: target.probe(base_cand, r), guess, slo_us=slo_us,
                     rel_tol=0.08, max_probes=7, ceiling=profile.ceiling_rps,
