@@ -218,6 +218,47 @@ def test_first_candidate_comes_before_the_baselines_remeasurement() -> None:
                for n in outcome.notes)  # type: ignore[attr-defined]
 
 
+def test_a_candidate_worse_than_the_baseline_keeps_no_time_back_for_the_baselines_remeasurement(
+) -> None:
+    # OTHER was measured (below the baseline), so the baseline still leads: the end needs
+    # its re-measurement alone (24 s), which leaves time for WIN at 50 s; keeping back a
+    # second re-measurement (35 s) would not.
+    server = ScriptedServer({BASE: 299.0, WIN: 327.0}, {BASE: 299.0, WIN: 330.0})
+    base = baseline_result()
+    other = CandidateResult(OTHER, 1390.0, 200.0, base.p99_at_goodput, seconds=21.0)
+    outcome = run_search([BASE, WIN, OTHER], PROFILE, SLO_US, server, budget_s=50.0,
+                         clock=server.now, reserve_s=2.0, done=[base, other], baseline=base,
+                         probe_s=PROBE_S, rel_tol=0.08,
+                         timing=FinalTiming(load_s=LOAD_S, final_probe_s=FINAL_S),
+                         predict=lambda c: {BASE: 1377.0, WIN: 1385.0, OTHER: 1390.0}[c])
+    assert WIN in [c for kind, c, _ in server.calls if kind == "probe"]
+    assert outcome.best.candidate == WIN and not outcome.keep_baseline  # type: ignore[attr-defined]
+    assert server.clock + LOAD_S <= 50.0 - 2.0, server.calls
+
+
+@pytest.mark.parametrize("win_final, base_final, chosen",
+                         [(299.0, 290.0, WIN), (280.0, 299.0, BASE)])
+def test_a_candidate_that_ties_the_baseline_is_remeasured_with_it(
+        win_final: float, base_final: float, chosen: Candidate) -> None:
+    # Each bisection starts at the best goodput so far: WIN holds the baseline's 299 req/s
+    # and fails every rate tried above it. The tie goes to WIN, so both are re-measured
+    # back to back and the re-measurement decides.
+    profile = ServiceProfile({1: 500.0, 32: 4000.0, 64: 7000.0}, overhead_us=100.0,
+                             ceiling_rps=400.0)
+    server = ScriptedServer({BASE: 299.0, WIN: 300.0}, {BASE: base_final, WIN: win_final})
+    base = baseline_result()
+    outcome = run_search([BASE, WIN], profile, SLO_US, server, budget_s=150.0,
+                         clock=server.now, reserve_s=2.0, done=[base], baseline=base,
+                         probe_s=PROBE_S, rel_tol=0.08,
+                         timing=FinalTiming(load_s=LOAD_S, final_probe_s=FINAL_S),
+                         predict=lambda c: {BASE: 1377.0, WIN: 1381.0}[c])
+    win = next(r for r in outcome.results if r.candidate == WIN)  # type: ignore[attr-defined]
+    assert win.goodput == base.goodput
+    finals = [c for kind, c, _ in server.calls if kind == "final"]
+    assert WIN in finals and finals[-1] == BASE
+    assert outcome.keep_baseline is (chosen == BASE)  # type: ignore[attr-defined]
+
+
 def test_budget_spent_before_any_candidate_says_so() -> None:
     server = ScriptedServer({BASE: 299.0, WIN: 327.0}, {BASE: 299.0, WIN: 320.0})
     outcome = search(server, 40.0, done=[baseline_result()], baseline=baseline_result())

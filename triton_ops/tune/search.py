@@ -348,12 +348,14 @@ def run_search(
     def left() -> float:
         """Time the search may still use, after the re-measurements and the restore.
 
-        The baseline's re-measurement is kept back only once another candidate has been
-        measured: under a short budget, measuring the most promising candidate is worth more
-        than re-measuring the current config against nothing (it is still re-measured at
-        the end when the time is there)."""
-        rival = baseline is not None and bool(rivals())
-        return end - estimate().remeasure_s(baseline=rival) - clock()
+        The baseline's re-measurement is kept back only while another candidate is the best
+        so far: while the baseline leads, the end re-measures it alone, and under a short
+        budget measuring one more candidate is worth more than time kept for a comparison
+        that may never happen (should that candidate win, the baseline is still re-measured
+        when the time is there, else the winner is compared with its search goodput)."""
+        best = best_so_far()
+        both = baseline is not None and best is not None and not is_base(best)
+        return end - estimate().remeasure_s(baseline=both) - clock()
 
     def rivals() -> list[CandidateResult]:
         """The measured candidates other than the baseline (all of them without one)."""
@@ -375,8 +377,14 @@ def run_search(
     measured = sum(1 for r in done if r.status == "measured")
 
     def best_so_far() -> CandidateResult | None:
+        """The highest goodput measured; a candidate that ties the baseline wins the tie,
+        so that both are re-measured back to back (bisections start at the best goodput so
+        far, so a tie means the candidate held it and nothing more was tried)."""
         ok = [r for r in results if r.status == "measured" and r.goodput > 0]
-        return max(ok, key=lambda r: r.goodput) if ok else None
+        return max(ok, key=lambda r: (r.goodput, not is_base(r))) if ok else None
+
+    def is_base(r: CandidateResult) -> bool:
+        return baseline is not None and r.candidate.key == baseline.candidate.key
 
     for index, (cand, predicted) in enumerate(ranked):
         if cand.key in done_keys:
