@@ -69,7 +69,8 @@ def tune_command(
     from triton_ops.envelope.loader import EnvelopeError, find_envelope, require_envelope
     from triton_ops.envelope.units import parse_duration_us
 
-    err = Console(stderr=True)
+    # soft_wrap: a message is never broken inside a path; the terminal wraps long lines.
+    err = Console(stderr=True, soft_wrap=True)
     if output_format not in ("text", "json"):
         raise typer.BadParameter("--format is text or json")
     try:
