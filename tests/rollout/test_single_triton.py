@@ -24,6 +24,7 @@ from triton_ops.rollout.engine import Engine, RolloutRefused
 from triton_ops.rollout.single import SingleTritonTarget, store_for
 from triton_ops.rollout.state import Phase, RolloutSpec
 from triton_ops.rollout.traffic import envelope_requests
+from triton_ops.server.local import LocalTriton, ServerError
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -102,6 +103,15 @@ def spec(**kw) -> RolloutSpec:
     return RolloutSpec(**values)
 
 
+def why(reason: str, server: LocalTriton) -> str:
+    """`reason`, and if the server is gone, how it ended and the end of its log."""
+    try:
+        server.check_alive(during="the rollout")
+    except ServerError as exc:
+        return f"{reason}\n{exc}"
+    return reason
+
+
 def ready_versions(target: SingleTritonTarget) -> list[int]:
     return [v for v in (1, 2) if target._ready(v)]
 
@@ -119,7 +129,7 @@ def test_faulty_canary_rolls_back_and_stable_never_fails(tmp_path, start_triton,
     try:
         with PathClient(server.grpc_url, version="1") as stable_path:
             state = Engine(target).start(spec())
-        assert state.phase is Phase.ROLLED_BACK, state.reason
+        assert state.phase is Phase.ROLLED_BACK, why(state.reason, server)
         assert reason in state.reason
         assert stable_path.sent > 50
         assert stable_path.failures == []
@@ -138,7 +148,7 @@ def test_healthy_canary_is_promoted_without_a_gap(tmp_path, start_triton):
     try:
         with PathClient(server.grpc_url) as unversioned:
             state = Engine(target).start(spec(failure_limit=3))
-        assert state.phase is Phase.SUCCEEDED, state.reason
+        assert state.phase is Phase.SUCCEEDED, why(state.reason, server)
         assert unversioned.failures == [] and unversioned.not_ready == 0
         assert ready_versions(target) == [2]
         assert target.store.known_good() == [[1], [2]]
