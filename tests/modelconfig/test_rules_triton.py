@@ -7,6 +7,7 @@ load. Layout cases (config name vs folder, missing version folders) ride along.
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -37,6 +38,16 @@ def _add_model(repo: Path, name: str, config: str, versions: tuple[str, ...] = (
     (folder / "config.pbtxt").write_text(config)
 
 
+def _crashes(log: Path) -> int:
+    """How many times the server logging to `log` reported a fatal signal (not a stop)."""
+    try:
+        text = log.read_text("utf-8", "replace")
+    except OSError:
+        return 0
+    return sum(1 for sig in re.findall(r"Signal \((\d+)\) received", text)
+               if sig not in ("2", "15"))
+
+
 def _build_repository(repo: Path) -> dict[str, bool]:
     """Write the models; returns model name -> whether Triton is expected to load it."""
     expected: dict[str, bool] = {}
@@ -64,7 +75,7 @@ def _build_repository(repo: Path) -> dict[str, bool]:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(900)
 def test_rule_errors_match_what_triton_refuses(tmp_path: Path) -> None:
     from tritonclient.http import InferenceServerClient
     from tritonclient.utils import InferenceServerException
@@ -84,26 +95,45 @@ def test_rule_errors_match_what_triton_refuses(tmp_path: Path) -> None:
     triton: dict[str, bool] = {}
     reasons: dict[str, str] = {}
     pending = sorted(expected)
-    # Now and then Triton 2.51 never answers one load of a Python-backend model (its stub
-    # hangs while starting): that model gets one more try, on a fresh server.
-    for attempt in range(2):
-        if not pending:
-            break
-        with LocalTriton(repo, startup_timeout_s=120) as server:
+    # Triton 2.51 on the Python backend now and then crashes (signal 11) or never answers
+    # while loading or unloading a model, more often after many loads on one server. The
+    # rest then goes on a fresh server, a model whose load went unanswered first: loaded
+    # first on three servers and unanswered each time (crashed each time), it counts as
+    # refused, since Triton never loaded it, which is what this test compares.
+    unanswered: dict[str, list[bool]] = {}  # model -> crashed?, per unanswered load
+    servers = 0
+    while pending:
+        log = tmp_path / f"tritonserver-{servers}.log"
+        servers += 1
+        with LocalTriton(repo, startup_timeout_s=120, log_path=log) as server:
             client = InferenceServerClient(server.http_url, network_timeout=90.0)
             while pending:
                 name = pending[0]
+                crashes = _crashes(log)
                 try:
                     client.load_model(name)
-                    triton[name] = True
-                    client.unload_model(name)
                 except InferenceServerException as exc:
                     triton[name] = False
                     reasons[name] = str(exc)[:200]
-                except TimeoutError:
-                    if attempt:
-                        raise
+                except OSError as exc:  # timed out, or the connection refused or reset
+                    tries = unanswered.setdefault(name, [])
+                    tries.append(_crashes(log) > crashes)
+                    if len(tries) == 3 and all(tries):
+                        triton[name] = False
+                        reasons[name] = f"tritonserver crashed loading it 3 times (see {log})"
+                        pending.pop(0)
+                    elif len(tries) == 3:
+                        raise AssertionError(f"Triton never answered loading {name} on three "
+                                             f"servers ({exc}); see {log}") from None
                     break
+                else:
+                    triton[name] = True
+                    pending.pop(0)
+                    try:
+                        client.unload_model(name)
+                    except OSError:
+                        break  # the model loaded: its verdict stands, the rest goes on afresh
+                    continue
                 pending.pop(0)
     disagreements = {n: (ours[n], triton[n], reasons.get(n)) for n in expected
                      if ours[n] != triton[n]}

@@ -29,7 +29,8 @@ def input_data(config: ModelConfig) -> Iterator[Issue]:
 
 @rule("config-warmup-batch-size", E,
       "a warmup batch_size is at most max_batch_size (1 for a non-batching model)",
-      "observed: Triton 2.51 refuses ('batch size N ... max allowed is M')")
+      "observed: Triton 2.51 refuses ('batch size N ... max allowed is M'), and now and then "
+      "crashes (signal 11) loading it")
 def batch_size(config: ModelConfig) -> Iterator[Issue]:
     limit = max(config.max_batch_size, 1)
     for i, w in enumerate(config.model_warmup):
