@@ -359,8 +359,10 @@ def run_search(
 
     def rivals() -> list[CandidateResult]:
         """The measured candidates other than the baseline (all of them without one)."""
-        return [r for r in results if r.status == "measured"
-                and (baseline is None or r.candidate.key != baseline.candidate.key)]
+        return [r for r in results if r.status == "measured" and not is_base(r)]
+
+    def is_base(r: CandidateResult) -> bool:
+        return baseline is not None and r.candidate.key == baseline.candidate.key
 
     predictor = predict or (lambda c: predict_goodput(c, profile, slo_us))
     # A queue delay of up to a tenth of the SLO is preferred among candidates the model
@@ -382,9 +384,6 @@ def run_search(
         far, so a tie means the candidate held it and nothing more was tried)."""
         ok = [r for r in results if r.status == "measured" and r.goodput > 0]
         return max(ok, key=lambda r: (r.goodput, not is_base(r))) if ok else None
-
-    def is_base(r: CandidateResult) -> bool:
-        return baseline is not None and r.candidate.key == baseline.candidate.key
 
     for index, (cand, predicted) in enumerate(ranked):
         if cand.key in done_keys:
@@ -504,7 +503,7 @@ def run_search(
     keep, reason = False, ""
     restores = timing.baseline_restores
     if best is not None and best.goodput > 0:
-        is_baseline = baseline is not None and best.candidate.key == baseline.candidate.key
+        is_baseline = is_base(best)
         bar = baseline.goodput if baseline is not None else 0.0
         final, winner_rate = remeasure(best, "the winner", restores=is_baseline and restores,
                                        last=is_baseline,
@@ -527,7 +526,7 @@ def run_search(
             if runner_rate is not None and runner_rate > winner_rate:
                 best, final, winner_rate = runner, runner_final, runner_rate
         final_rate = winner_rate or 0.0
-        is_baseline = baseline is not None and best.candidate.key == baseline.candidate.key
+        is_baseline = is_base(best)
         if is_baseline:
             base_final, base_rate = final, winner_rate
         elif baseline is not None and baseline.goodput > 0:
