@@ -26,7 +26,8 @@ def helm_values(
                                       "helm/triton of this checkout)"),
 ) -> None:
     """Derive the triton Helm chart's values from the envelopes."""
-    from triton_ops.k8s.values_io import dump_values, values_from_dir, write_atomic
+    from triton_ops.fileio import atomic_write_text
+    from triton_ops.k8s.values_io import dump_values, values_from_dir
 
     derived = values_from_dir(envelopes)
     _print_findings(derived.findings)
@@ -52,7 +53,7 @@ def helm_values(
     if output is None:
         typer.echo(text, nl=False)
     else:
-        write_atomic(output, text)
+        atomic_write_text(output, text)
         typer.echo(f"wrote {output}", err=True)
 
 

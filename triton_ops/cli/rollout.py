@@ -298,9 +298,9 @@ def _left_in(model: str, store: Any, what: str) -> str:
 
 
 def _save_target_options(store: Any, options: dict[str, Any]) -> None:
-    from triton_ops.rollout.store import write_atomic
+    from triton_ops.fileio import atomic_write_text
 
-    write_atomic(store.directory / TARGET_FILE, json.dumps(options, indent=2) + "\n")
+    atomic_write_text(store.directory / TARGET_FILE, json.dumps(options, indent=2) + "\n")
 
 
 def _target_options(store: Any) -> dict[str, Any]:

@@ -114,8 +114,8 @@ def import_model(
     force: bool = typer.Option(False, "--force", help="Overwrite an existing envelope."),
 ) -> None:
     """Write an envelope for an existing model so that `generate` reproduces its config."""
+    from triton_ops.fileio import atomic_write_text
     from triton_ops.modelconfig.importer import ImportRefused, envelope_yaml, import_model_dir
-    from triton_ops.modelconfig.render import atomic_write_text
 
     if not model_dir.exists():
         raise _fail(f"error: {model_dir} does not exist", EXIT_USAGE)

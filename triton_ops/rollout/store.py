@@ -17,13 +17,13 @@ import contextlib
 import json
 import os
 import socket
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
+from triton_ops.fileio import atomic_write_text
 from triton_ops.rollout.state import AuditRecord, Command, RolloutState
 
 
@@ -33,28 +33,6 @@ class StoreError(Exception):
 
 class RolloutLocked(StoreError):
     """Another process drives this model's rollout."""
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write `text` to `path` so that readers see the old or the new content, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):  # make the rename itself durable
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
 
 
 class StateStore:
@@ -88,7 +66,7 @@ class StateStore:
             ) from None
 
     def save(self, state: RolloutState) -> None:
-        write_atomic(self.state_path, state.model_dump_json(indent=2) + "\n")
+        atomic_write_text(self.state_path, state.model_dump_json(indent=2) + "\n")
 
     # -- audit log ---------------------------------------------------------------------
     def append_audit(self, record: AuditRecord | dict[str, Any]) -> None:
@@ -129,7 +107,7 @@ class StateStore:
                 "`triton-ops rollout status|promote|abort` or stop that process first"
             ) from None
         try:
-            write_atomic(self.owner_path, json.dumps(
+            atomic_write_text(self.owner_path, json.dumps(
                 {"pid": os.getpid(), "host": socket.gethostname()}) + "\n")
             yield
         finally:
@@ -154,7 +132,7 @@ class StateStore:
 
     # -- commands from other shells ----------------------------------------------------
     def send_command(self, command: Command) -> None:
-        write_atomic(self.command_path, command.model_dump_json() + "\n")
+        atomic_write_text(self.command_path, command.model_dump_json() + "\n")
 
     def take_command(self) -> Command | None:
         """The pending command, removed from the store; None when there is none."""
@@ -188,4 +166,4 @@ class StateStore:
         if history and history[-1] == sorted(versions):
             return
         history.append(sorted(versions))
-        write_atomic(self.known_good_path, json.dumps(history[-50:]) + "\n")
+        atomic_write_text(self.known_good_path, json.dumps(history[-50:]) + "\n")

@@ -74,7 +74,8 @@ def apply_to_envelope(envelope_path: Path, candidate: Candidate, repository: Pat
     Returns human-readable lines saying what was written.
     """
     from triton_ops.envelope.loader import load_envelope
-    from triton_ops.modelconfig.render import atomic_write_text, generate
+    from triton_ops.fileio import atomic_write_text
+    from triton_ops.modelconfig.render import generate
 
     original = envelope_path.read_text(encoding="utf-8")
     updated = apply_to_envelope_text(original, candidate)

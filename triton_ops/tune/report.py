@@ -9,6 +9,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from triton_ops.fileio import atomic_write_text
 from triton_ops.tune.batcher import ServiceProfile
 from triton_ops.tune.search import CandidateResult, ProbeResult, SearchOutcome
 
@@ -210,12 +211,6 @@ pre{{background:#f5f5f5;padding:1em}}</style></head><body>
 """
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
 def write_outputs(out_dir: Path, model: str, slo_us: float, outcome: SearchOutcome | None,
                   baseline: CandidateResult | None, profile: ServiceProfile | None,
                   skipped: list[CandidateResult], *, elapsed_s: float,
@@ -224,7 +219,7 @@ def write_outputs(out_dir: Path, model: str, slo_us: float, outcome: SearchOutco
     best = best_summary(model, slo_us, outcome, baseline, profile, skipped,
                         elapsed_s=elapsed_s, budget_s=budget_s)
     best["out_dir"] = str(out_dir)
-    _atomic_write(out_dir / "best.json", json.dumps(best, indent=2) + "\n")
+    atomic_write_text(out_dir / "best.json", json.dumps(best, indent=2) + "\n")
     table = None
     csv_path = out_dir / "measurements.csv"
     if csv_path.exists() and csv_path.stat().st_size > 0:
@@ -232,6 +227,6 @@ def write_outputs(out_dir: Path, model: str, slo_us: float, outcome: SearchOutco
 
         table = pd.read_csv(csv_path)
     results = list(outcome.results) if outcome else []
-    _atomic_write(out_dir / "report.html", render_html(best, _plots(table, results, slo_us),
+    atomic_write_text(out_dir / "report.html", render_html(best, _plots(table, results, slo_us),
                                                        results))
     return best
