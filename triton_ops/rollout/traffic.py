@@ -3,8 +3,9 @@
 Requests come from the envelope (the golden probe's inputs first, then random tensors of the
 declared shapes) or from a JSON-lines file (`--requests FILE`: one object per line,
 input name -> nested list, WITH the batch dimension when the model batches). Outputs of two
-versions are compared by the golden probe's rules (`triton_ops.server.probe`): integer,
-bool and string outputs exactly, floats within the envelope's tolerance (numpy.isclose).
+versions are compared by the golden probe's rules (`triton_ops.tensors.compare_outputs`):
+integer, bool and string outputs exactly, floats within the envelope's tolerance
+(numpy.isclose).
 """
 
 from __future__ import annotations
@@ -15,15 +16,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from triton_ops.envelope.model import Envelope, TensorSpec, Tolerance
-from triton_ops.server.probe import (
-    ProbeSetupError,
-    TensorValueError,
-    describe_differences,
-    numpy_dtype,
-    tensor_array,
-)
+from triton_ops.server.probe import ProbeSetupError
 from triton_ops.server.probe import probe_expected as golden_expected
 from triton_ops.server.probe import probe_inputs as golden_inputs
+from triton_ops.tensors import TensorValueError, compare_outputs, numpy_dtype, tensor_array
 
 if TYPE_CHECKING:
     import numpy as np
@@ -136,14 +132,9 @@ def load_requests_file(path: Path, envelope: Envelope) -> list[dict[str, Any]]:
     return requests
 
 
-def compare_outputs(expected: Mapping[str, Any], actual: Mapping[str, Any],
-                    tolerance: Tolerance, data_types: Mapping[str, str] | None = None
-                    ) -> str | None:
-    """None when every expected output matches, else what differs ("; "-joined).
-
-    `data_types` (output name -> Triton type, e.g. `output_types(envelope)`) says which
-    outputs compare exactly; an output it does not name takes its expected array's type.
-    The rules are the golden probe's: see triton_ops.server.probe.describe_difference."""
-    found = describe_differences(expected, actual, data_types=data_types or {},
-                                 tolerance=tolerance)
-    return "; ".join(found) or None
+def disagreement(expected: Mapping[str, Any], actual: Mapping[str, Any],
+                 tolerance: Tolerance, data_types: Mapping[str, str] | None = None
+                 ) -> str | None:
+    """None when every expected output matches, else what differs, on one line ("; "-joined
+    `triton_ops.tensors.compare_outputs`): the detail of a shadow sample or a failed probe."""
+    return "; ".join(compare_outputs(expected, actual, tolerance, data_types)) or None
