@@ -31,6 +31,27 @@ def test_variable_dims_stay_within_max_dims():
         assert request["IDS"].dtype == np.int64
 
 
+def test_random_requests_keep_paired_lengths_and_value_ranges():
+    # token ids and their attention mask: a request whose lengths differ is refused by the
+    # model (on stable and canary alike), and ids outside the vocabulary fail the same way
+    env = Envelope.model_validate({
+        "name": "t", "backend": "python", "batching": {"max_batch_size": 8},
+        "inputs": [{"name": "IDS", "data_type": "INT64", "dims": [-1], "max_dims": [64],
+                    "value_range": [5, 9]},
+                   {"name": "MASK", "data_type": "INT64", "dims": [-1], "max_dims": [64],
+                    "value_range": [1, 1]},
+                   {"name": "X", "data_type": "FP32", "dims": [4], "value_range": [-2, -1]}],
+        "outputs": [{"name": "O", "data_type": "FP32", "dims": [1]}],
+    })
+    requests = envelope_requests(env, count=20)
+    assert len({r["IDS"].shape for r in requests}) > 1
+    for request in requests:
+        assert request["IDS"].shape == request["MASK"].shape
+        assert set(np.unique(request["IDS"])) <= {5, 6, 7, 8, 9}
+        assert (request["MASK"] == 1).all()
+        assert -2 <= request["X"].min() <= request["X"].max() <= -1
+
+
 def test_string_bool_and_unbounded_inputs():
     env = Envelope.model_validate({
         "name": "t", "backend": "python",

@@ -1,11 +1,11 @@
 """Analysis traffic for targets that drive it themselves: request inputs and output comparison.
 
 Requests come from the envelope (the golden probe's inputs first, then random tensors of the
-declared shapes) or from a JSON-lines file (`--requests FILE`: one object per line,
-input name -> nested list, WITH the batch dimension when the model batches). Outputs of two
-versions are compared by the golden probe's rules (`triton_ops.tensors.compare_outputs`):
-integer, bool and string outputs exactly, floats within the envelope's tolerance
-(numpy.isclose).
+declared shapes and value ranges, `triton_ops.tensors.make_input_sets`) or from a JSON-lines
+file (`--requests FILE`: one object per line, input name -> nested list, WITH the batch
+dimension when the model batches). Outputs of two versions are compared by the golden probe's
+rules (`triton_ops.tensors.compare_outputs`): integer, bool and string outputs exactly, floats
+within the envelope's tolerance (numpy.isclose).
 """
 
 from __future__ import annotations
@@ -19,13 +19,10 @@ from triton_ops.envelope.model import Envelope, TensorSpec, Tolerance
 from triton_ops.server.probe import ProbeSetupError
 from triton_ops.server.probe import probe_expected as golden_expected
 from triton_ops.server.probe import probe_inputs as golden_inputs
-from triton_ops.tensors import TensorValueError, compare_outputs, numpy_dtype, tensor_array
+from triton_ops.tensors import TensorValueError, compare_outputs, make_input_sets, tensor_array
 
 if TYPE_CHECKING:
     import numpy as np
-
-
-_UNBOUNDED_DIM = 8
 
 
 class RequestsError(ValueError):
@@ -39,37 +36,6 @@ def _to_array(spec: TensorSpec, value: Any, batched: bool, where: str) -> np.nda
         raise RequestsError(f"{where}: input {spec.name!r} {exc}") from None
 
 
-def random_requests(envelope: Envelope, count: int, seed: int = 0) -> list[dict[str, Any]]:
-    """`count` requests of batch 1 (when the model batches) with random inputs."""
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    batched = envelope.max_batch_size > 0
-    requests = []
-    for _ in range(count):
-        request = {}
-        for spec in envelope.inputs:
-            if spec.optional:
-                continue
-            # A variable dim with no max_dims gets sizes up to _UNBOUNDED_DIM.
-            shape = [int(rng.integers(1, (m if m > 0 else _UNBOUNDED_DIM) + 1)) if d == -1
-                     else d for d, m in zip(spec.dims, spec.max_shape(), strict=True)]
-            shape = ([1] if batched else []) + shape
-            dtype = numpy_dtype(spec.data_type)
-            if spec.data_type == "STRING":
-                values = rng.integers(0, 1000, size=shape)
-                array = np.vectorize(lambda v: f"s{v}".encode(), otypes=[object])(values)
-            elif spec.data_type == "BOOL":
-                array = rng.integers(0, 2, size=shape).astype(bool)
-            elif np.issubdtype(dtype, np.integer):
-                array = rng.integers(0, 100, size=shape).astype(dtype)
-            else:
-                array = rng.standard_normal(size=shape).astype(dtype)
-            request[spec.name] = array
-        requests.append(request)
-    return requests
-
-
 def envelope_requests(envelope: Envelope, count: int = 32, seed: int = 0) -> list[dict[str, Any]]:
     """The golden probe's request (if any) followed by random ones, `count` in all."""
     if not envelope.inputs:
@@ -78,7 +44,9 @@ def envelope_requests(envelope: Envelope, count: int = 32, seed: int = 0) -> lis
     requests: list[dict[str, Any]] = []
     if envelope.probe is not None:
         requests.append(probe_inputs(envelope))
-    requests.extend(random_requests(envelope, max(count - len(requests), 1), seed))
+    requests.extend(make_input_sets(envelope.inputs,
+                                    batch=1 if envelope.max_batch_size > 0 else None,
+                                    count=max(count - len(requests), 1), seed=seed))
     return requests
 
 
