@@ -11,8 +11,10 @@
   outputs exactly, floats where `numpy.isclose(got, expected, rtol, atol)` holds, NaN matching
   only NaN; each difference says how many values differ and the worst one, with its index.
 
-numpy and tritonclient are imported inside the functions that need them, so that
-`triton-ops --help` and `validate` never load them.
+The chart's in-pod script (helm/triton/files/triton_pod.py) must stay stdlib-only and keeps a
+copy of the comparison; tests/k8s/test_pod_comparison.py holds the two to the same verdicts
+and messages. numpy and tritonclient are imported inside the functions that need them, so
+that `triton-ops --help` and `validate` never load them.
 """
 
 from __future__ import annotations
