@@ -279,13 +279,6 @@ def model_folder(ctx: EnvelopeContext) -> Iterator[Issue]:
                           "version folders and run `triton-ops generate`")
 
 
-def _differing_fields(a: Any, b: Any) -> list[str]:
-    from triton_ops.modelconfig.importer import _field_value
-
-    names = {f.name for f, _ in a.ListFields()} | {f.name for f, _ in b.ListFields()}
-    return sorted(n for n in names if _field_value(a, n) != _field_value(b, n))
-
-
 @dataclass
 class CommittedConfig:
     """How the committed config.pbtxt compares with what the envelope renders."""
@@ -319,6 +312,7 @@ def _compare_committed(ctx: EnvelopeContext) -> CommittedConfig | None:
     if not (config_path.exists() or config_path.is_symlink()):
         return CommittedConfig(config_path, "missing")
     from triton_ops.envelope.loader import read_text
+    from triton_ops.modelconfig.fields import differing_fields
     from triton_ops.modelconfig.importer import read_model_config
     from triton_ops.modelconfig.render import config_to_text, source_label
 
@@ -330,7 +324,7 @@ def _compare_committed(ctx: EnvelopeContext) -> CommittedConfig | None:
         return CommittedConfig(config_path, "unparsable", problems=problems)
     if committed == rendered:
         return CommittedConfig(config_path, "same-fields")
-    return CommittedConfig(config_path, "differs", _differing_fields(rendered, committed))
+    return CommittedConfig(config_path, "differs", differing_fields(rendered, committed))
 
 
 @rule("envelope-config-drift", E,
