@@ -138,20 +138,6 @@ def serve(argv: list[str]) -> int:
     return proc.wait()
 
 
-def _shape(value: Any) -> list[int]:
-    shape = []
-    while isinstance(value, list):
-        shape.append(len(value))
-        value = value[0] if value else None
-    return shape
-
-
-def _flatten(value: Any) -> list[Any]:
-    if isinstance(value, list):
-        return [x for item in value for x in _flatten(item)]
-    return [value]
-
-
 # The comparison of triton_ops.tensors.describe_difference, in the standard library, on the
 # KServe v2 JSON the server answers (flat data, the datatype the server reports): integer,
 # bool and string outputs exactly, floats within atol + rtol * |expected| as numpy.isclose
