@@ -67,7 +67,6 @@ def test_value_range_bounds_generated_values() -> None:
 
 def test_value_range_low_above_high_is_refused() -> None:
     import pydantic
-    import pytest
 
     with pytest.raises(pydantic.ValidationError, match="low 2 is above high 1"):
         TensorSpec(name="M", data_type="INT64", dims=[4], value_range=(2, 1))
