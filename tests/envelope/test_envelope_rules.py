@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 
 from triton_ops.envelope.model import Envelope
-from triton_ops.envelope.rules import RULES, check_envelope_file, instances_per_gpu
+from triton_ops.envelope.rules import instances_per_gpu
 from triton_ops.findings import Finding, Severity
+from triton_ops.validate.envelope_config import RULES, check_envelope_file
 
 NEXT_TO = Path("<next to the envelopes folder>")
 

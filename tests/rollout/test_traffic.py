@@ -5,7 +5,7 @@ from rollout_models import envelope
 from triton_ops.envelope.model import Envelope, Tolerance
 from triton_ops.rollout.traffic import (
     RequestsError,
-    compare_outputs,
+    disagreement,
     envelope_requests,
     load_requests_file,
     probe_expected,
@@ -29,6 +29,27 @@ def test_variable_dims_stay_within_max_dims():
     for request in envelope_requests(env, count=20):
         assert request["IDS"].ndim == 1 and 1 <= request["IDS"].shape[0] <= 16
         assert request["IDS"].dtype == np.int64
+
+
+def test_random_requests_keep_paired_lengths_and_value_ranges():
+    # token ids and their attention mask: a request whose lengths differ is refused by the
+    # model (on stable and canary alike), and ids outside the vocabulary fail the same way
+    env = Envelope.model_validate({
+        "name": "t", "backend": "python", "batching": {"max_batch_size": 8},
+        "inputs": [{"name": "IDS", "data_type": "INT64", "dims": [-1], "max_dims": [64],
+                    "value_range": [5, 9]},
+                   {"name": "MASK", "data_type": "INT64", "dims": [-1], "max_dims": [64],
+                    "value_range": [1, 1]},
+                   {"name": "X", "data_type": "FP32", "dims": [4], "value_range": [-2, -1]}],
+        "outputs": [{"name": "O", "data_type": "FP32", "dims": [1]}],
+    })
+    requests = envelope_requests(env, count=20)
+    assert len({r["IDS"].shape for r in requests}) > 1
+    for request in requests:
+        assert request["IDS"].shape == request["MASK"].shape
+        assert set(np.unique(request["IDS"])) <= {5, 6, 7, 8, 9}
+        assert (request["MASK"] == 1).all()
+        assert -2 <= request["X"].min() <= request["X"].max() <= -1
 
 
 def test_string_bool_and_unbounded_inputs():
@@ -68,13 +89,13 @@ def test_requests_file_errors_name_file_and_line(tmp_path):
 def test_compare_outputs_uses_the_tolerance():
     tol = Tolerance(atol=1e-3, rtol=0)
     want = {"Y": np.array([[1.0, 2.0]], dtype=np.float32)}
-    assert compare_outputs(want, {"Y": want["Y"] + 5e-4}, tol) is None
-    assert "max abs error 0.01" in compare_outputs(want, {"Y": want["Y"] + 0.01}, tol)
-    assert "shape" in compare_outputs(want, {"Y": np.zeros((2, 2))}, tol)
-    assert "missing" in compare_outputs(want, {}, tol)
+    assert disagreement(want, {"Y": want["Y"] + 5e-4}, tol) is None
+    assert "max abs error 0.01" in disagreement(want, {"Y": want["Y"] + 0.01}, tol)
+    assert "shape" in disagreement(want, {"Y": np.zeros((2, 2))}, tol)
+    assert "missing" in disagreement(want, {}, tol)
     strings = {"S": np.array([b"a", b"b"], dtype=object)}
-    assert compare_outputs(strings, {"S": np.array([b"a", b"b"], dtype=object)}, tol) is None
-    assert compare_outputs(strings, {"S": np.array([b"a", b"c"], dtype=object)}, tol)
+    assert disagreement(strings, {"S": np.array([b"a", b"b"], dtype=object)}, tol) is None
+    assert disagreement(strings, {"S": np.array([b"a", b"c"], dtype=object)}, tol)
 
 
 def test_compare_outputs_integers_exact_and_types_from_the_envelope():
@@ -82,14 +103,14 @@ def test_compare_outputs_integers_exact_and_types_from_the_envelope():
     ids = {"IDS": np.array([[1, 2]], dtype=np.int64)}
     # Integer arrays compare exactly whatever the tolerance; so do outputs the envelope
     # declares integer, even when the arrays arrive as floats.
-    assert "exact match" in compare_outputs(ids, {"IDS": np.array([[1, 3]])}, loose)
+    assert "exact match" in disagreement(ids, {"IDS": np.array([[1, 3]])}, loose)
     as_floats = {"IDS": np.array([[1.0, 2.0]])}
-    assert compare_outputs(as_floats, {"IDS": np.array([[1.0, 3.0]])}, loose) is None
-    assert "exact match" in compare_outputs(as_floats, {"IDS": np.array([[1.0, 3.0]])}, loose,
-                                            {"IDS": "INT64"})
+    assert disagreement(as_floats, {"IDS": np.array([[1.0, 3.0]])}, loose) is None
+    assert "exact match" in disagreement(as_floats, {"IDS": np.array([[1.0, 3.0]])}, loose,
+                                         {"IDS": "INT64"})
     # Every output that differs is named.
-    found = compare_outputs({"A": np.array([1]), "B": np.array([2])},
-                            {"A": np.array([0]), "B": np.array([0])}, loose)
+    found = disagreement({"A": np.array([1]), "B": np.array([2])},
+                         {"A": np.array([0]), "B": np.array([0])}, loose)
     assert found.startswith("A: 1 of 1") and "; B: 1 of 1" in found
 
 

@@ -14,17 +14,22 @@ from triton_ops.cli.main import app
 from triton_ops.envelope import Envelope
 from triton_ops.envelope.model import TensorSpec, Tolerance
 from triton_ops.server.local import LocalTriton
-from triton_ops.server.probe import (
-    ProbeSetupError,
+from triton_ops.server.probe import ProbeSetupError, probe_expected, probe_inputs, run_probe
+from triton_ops.tensors import (
     TensorValueError,
     compare_outputs,
     describe_difference,
-    probe_inputs,
-    run_probe,
+    output_types,
     tensor_array,
 )
 
 runner = CliRunner()
+
+
+def golden_differences(env: Envelope, outputs: dict[str, object]) -> list[str]:
+    """What `run_probe` reports for these outputs of the envelope's probe."""
+    assert env.probe is not None
+    return compare_outputs(probe_expected(env), outputs, env.probe.tolerance, output_types(env))
 
 
 def envelope(**overrides: object) -> Envelope:
@@ -86,9 +91,9 @@ def test_unbatched_shapes() -> None:
 def test_compare_outputs_reports_which_output_and_where() -> None:
     env = envelope()
     good = {"Y": np.array([[0.505, 1.5]], np.float32), "L": np.array([[3]], np.int64)}
-    assert compare_outputs(env, good) == []
+    assert golden_differences(env, good) == []
     bad = {"Y": np.array([[0.5, 1.9]], np.float32), "L": np.array([[3]], np.int64)}
-    [difference] = compare_outputs(env, bad)
+    [difference] = golden_differences(env, bad)
     assert difference.startswith("Y: 1 of 2 values outside tolerance (atol=0.01, rtol=0)")
     assert "max abs error 0.4" in difference and "index [0, 1]" in difference
     assert "got 1.9, expected 1.5" in difference
@@ -96,10 +101,10 @@ def test_compare_outputs_reports_which_output_and_where() -> None:
 
 def test_compare_outputs_integers_exact_nan_shape_missing() -> None:
     env = envelope()
-    found = compare_outputs(env, {"Y": np.array([[np.nan, 1.5]]), "L": np.array([[4]])})
+    found = golden_differences(env, {"Y": np.array([[np.nan, 1.5]]), "L": np.array([[4]])})
     assert found[0].startswith("Y: 1 of 2") and "max abs error inf" in found[0]
     assert found[1].startswith("L: 1 of 1 values outside tolerance (exact match)")
-    found = compare_outputs(env, {"Y": np.zeros((2, 2)), "L": None})
+    found = golden_differences(env, {"Y": np.zeros((2, 2)), "L": None})
     assert found == ["Y: shape [2, 2], expected [1, 2]", "L: missing from the server's answer"]
 
 

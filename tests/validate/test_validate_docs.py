@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from triton_ops.envelope.rules import RULES, check_envelope_file
+from triton_ops.validate.envelope_config import RULES, check_envelope_file
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DOC = REPO_ROOT / "docs" / "validate.md"

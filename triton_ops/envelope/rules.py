@@ -5,21 +5,23 @@ docs/validate.md). A check takes an `EnvelopeContext` and yields `(key path, mes
 the key path is located in the envelope YAML through the loader's SourceMap, so every finding
 points at the line to change.
 
-Rules that compare the envelope with its model folder (drift, versions, model file) run only
-when a model repository is known; they are skipped when none is.
+Rules that compare the envelope with its model folder (versions, model file) run only when a
+model repository is known; they are skipped when none is. The rules that compare the envelope
+with the ModelConfig it renders and with the committed config.pbtxt belong to the gate
+(`triton_ops.validate.envelope_config`), which runs them together with these.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from triton_ops.envelope.loader import KeyPath, LoadedEnvelope, load_envelope
+from triton_ops.envelope.loader import KeyPath, LoadedEnvelope
 from triton_ops.envelope.model import Envelope, InstanceKind
-from triton_ops.findings import CheckResult, Finding, Severity
+from triton_ops.findings import Finding, Severity
 
 Issue = tuple[KeyPath, str]
 
@@ -43,41 +45,18 @@ DEFAULT_MODEL_FILES: dict[str, str] = {
     "tensorflow_savedmodel": "model.savedmodel",
 }
 
-# Where, in an envelope, each ModelConfig field comes from (to point drift findings at it).
-CONFIG_FIELD_TO_ENVELOPE: dict[str, KeyPath] = {
-    "name": ("name",), "backend": ("backend",), "platform": ("platform",),
-    "runtime": ("runtime_library",), "default_model_filename": ("default_model_filename",),
-    "version_policy": ("versions",), "max_batch_size": ("batching", "max_batch_size"),
-    "input": ("inputs",), "output": ("outputs",), "dynamic_batching": ("batching", "dynamic"),
-    "instance_group": ("instances",), "parameters": ("parameters",),
-}
-
-
 @dataclass
 class EnvelopeContext:
     envelope: Envelope
     path: Path
     repo: Path | None = None
-    # Filled lazily: the rendered config (None when it cannot be rendered) and why.
-    _rendered: Any = field(default=None, repr=False)
-    _render_error: Any = field(default=None, repr=False)
-    _rendered_done: bool = field(default=False, repr=False)
+    # What several rules of one envelope need and is costly to make (e.g. the rendered
+    # config), made by the first rule that asks.
+    cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def model_dir(self) -> Path | None:
         return self.repo / self.envelope.name if self.repo is not None else None
-
-    def rendered(self) -> tuple[Any, Any]:
-        """(ModelConfig, None) or (None, RenderError)."""
-        if not self._rendered_done:
-            from triton_ops.modelconfig.render import RenderError, render_model_config
-
-            try:
-                self._rendered = render_model_config(self.envelope)
-            except RenderError as exc:
-                self._render_error = exc
-            self._rendered_done = True
-        return self._rendered, self._render_error
 
 
 CheckFn = Callable[[EnvelopeContext], Iterable[Issue]]
@@ -95,12 +74,13 @@ class Rule:
 RULES: dict[str, Rule] = {}
 
 
-def rule(rule_id: str, severity: Severity, doc: str, needs_repo: bool = False
-         ) -> Callable[[CheckFn], CheckFn]:
+def rule(rule_id: str, severity: Severity, doc: str, needs_repo: bool = False, *,
+         registry: dict[str, Rule] = RULES) -> Callable[[CheckFn], CheckFn]:
+    """Register a check as rule `rule_id` in `registry` (default: the envelope rules)."""
     def register(fn: CheckFn) -> CheckFn:
-        if rule_id in RULES:
+        if rule_id in registry:
             raise ValueError(f"duplicate rule id {rule_id}")
-        RULES[rule_id] = Rule(rule_id, severity, doc, fn, needs_repo)
+        registry[rule_id] = Rule(rule_id, severity, doc, fn, needs_repo)
         return fn
 
     return register
@@ -133,16 +113,6 @@ def name_matches_file(ctx: EnvelopeContext) -> Iterator[Issue]:
     if stem != ctx.envelope.name:
         yield ("name",), (f"name {ctx.envelope.name!r} does not match the file name "
                           f"{ctx.path.name!r}; rename the file to {ctx.envelope.name}.yaml")
-
-
-@rule("envelope-render", E,
-      "The envelope renders into a ModelConfig: passthrough holds only fields the envelope "
-      "does not model, in valid protobuf JSON; per-direction tensor fields are used on the "
-      "right side (label_filename on outputs, optional/format on inputs).")
-def renders(ctx: EnvelopeContext) -> Iterator[Issue]:
-    _config, error = ctx.rendered()
-    if error is not None:
-        yield error.path, str(error)
 
 
 @rule("envelope-input-max-dims", E,
@@ -279,92 +249,6 @@ def model_folder(ctx: EnvelopeContext) -> Iterator[Issue]:
                           "version folders and run `triton-ops generate`")
 
 
-def _differing_fields(a: Any, b: Any) -> list[str]:
-    from triton_ops.modelconfig.importer import _field_value
-
-    names = {f.name for f, _ in a.ListFields()} | {f.name for f, _ in b.ListFields()}
-    return sorted(n for n in names if _field_value(a, n) != _field_value(b, n))
-
-
-@dataclass
-class CommittedConfig:
-    """How the committed config.pbtxt compares with what the envelope renders."""
-
-    path: Path
-    status: str  # "missing", "unparsable", "same-text", "same-fields", "differs"
-    differing: list[str] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
-
-
-def compare_committed(ctx: EnvelopeContext) -> CommittedConfig | None:
-    """Compare <repo>/<name>/config.pbtxt with the rendered config (None: nothing to compare).
-
-    The text is compared first: a generated file is byte-identical, and parsing text format
-    in Python costs milliseconds, which adds up over a thousand models.
-    """
-    cached = getattr(ctx, "_committed", None)
-    if cached is not None or getattr(ctx, "_committed_done", False):
-        return cached
-    result = _compare_committed(ctx)
-    ctx._committed, ctx._committed_done = result, True  # type: ignore[attr-defined]
-    return result
-
-
-def _compare_committed(ctx: EnvelopeContext) -> CommittedConfig | None:
-    model_dir = ctx.model_dir
-    rendered, error = ctx.rendered()
-    if model_dir is None or error is not None or not model_dir.is_dir():
-        return None
-    config_path = model_dir / "config.pbtxt"
-    if not (config_path.exists() or config_path.is_symlink()):
-        return CommittedConfig(config_path, "missing")
-    from triton_ops.envelope.loader import read_text
-    from triton_ops.modelconfig.importer import read_model_config
-    from triton_ops.modelconfig.render import config_to_text, source_label
-
-    text, _ = read_text(config_path, "config")
-    if text is not None and text == config_to_text(rendered, source_label(ctx.path)):
-        return CommittedConfig(config_path, "same-text")
-    committed, problems = read_model_config(config_path)
-    if committed is None:
-        return CommittedConfig(config_path, "unparsable", problems=problems)
-    if committed == rendered:
-        return CommittedConfig(config_path, "same-fields")
-    return CommittedConfig(config_path, "differs", _differing_fields(rendered, committed))
-
-
-@rule("envelope-config-drift", E,
-      "<repo>/<name>/config.pbtxt is what `triton-ops generate` renders from the envelope "
-      "(compared as ModelConfig messages).", needs_repo=True)
-def config_drift(ctx: EnvelopeContext) -> Iterator[Issue]:
-    committed = compare_committed(ctx)
-    if committed is None or committed.status in ("same-text", "same-fields"):
-        return
-    config_path = committed.path
-    if committed.status == "missing":
-        yield ("name",), f"{config_path} is missing; run `triton-ops generate` to write it"
-    elif committed.status == "unparsable":
-        yield ("name",), (f"{config_path} cannot be parsed ({'; '.join(committed.problems)}); "
-                          "run `triton-ops generate` to rewrite it from the envelope")
-    else:
-        differing = committed.differing
-        first = differing[0] if differing else ""
-        path = CONFIG_FIELD_TO_ENVELOPE.get(first, ("passthrough",))
-        yield path, (f"{config_path} differs from the envelope in {', '.join(differing)}; run "
-                     "`triton-ops generate` to rewrite it (or `triton-ops import` to adopt "
-                     "the hand edits into the envelope)")
-
-
-@rule("envelope-config-format", W,
-      "config.pbtxt is byte-for-byte what `triton-ops generate` writes (same fields but other "
-      "formatting or comments means it was edited by hand).", needs_repo=True)
-def config_format(ctx: EnvelopeContext) -> Iterator[Issue]:
-    committed = compare_committed(ctx)
-    if committed is not None and committed.status == "same-fields":
-        yield ("name",), (f"{committed.path} has the right fields but not the generated text "
-                          "(hand formatting or comments); run `triton-ops generate`")
-
-
 @rule("envelope-version-folder-missing", E,
       "Every version listed in `versions` has a folder <repo>/<name>/<version>/.",
       needs_repo=True)
@@ -405,13 +289,16 @@ def model_file(ctx: EnvelopeContext) -> Iterator[Issue]:
                                     "loads it from each version folder")
 
 
-def check_envelope(loaded: LoadedEnvelope, repo: Path | None = None) -> list[Finding]:
-    """Schema findings of a loaded envelope plus every rule's findings."""
+def check_envelope(loaded: LoadedEnvelope, repo: Path | None = None,
+                   rules: Mapping[str, Rule] = RULES) -> list[Finding]:
+    """Schema findings of a loaded envelope plus the findings of `rules` (default: the
+    envelope rules; the gate adds its config rules); rules that need the model repository run
+    only when `repo` is given."""
     if loaded.envelope is None:
         return list(loaded.findings)
     ctx = EnvelopeContext(loaded.envelope, loaded.path, repo)
     findings = list(loaded.findings)
-    for registered in RULES.values():
+    for registered in rules.values():
         if registered.needs_repo and repo is None:
             continue
         try:
@@ -425,11 +312,5 @@ def check_envelope(loaded: LoadedEnvelope, repo: Path | None = None) -> list[Fin
     return findings
 
 
-def check_envelope_file(path: Path | str, repo: Path | None = None) -> CheckResult:
-    """Load one envelope file and run every rule on it."""
-    loaded = load_envelope(path)
-    return CheckResult(findings=check_envelope(loaded, repo), files_checked=1)
-
-
-__all__ = ["RULES", "QUEUE_DELAY_WARN_FRACTION", "EnvelopeContext", "Rule", "check_envelope",
-           "check_envelope_file", "instances_per_gpu", "model_file_name"]
+__all__ = ["RULES", "QUEUE_DELAY_WARN_FRACTION", "EnvelopeContext", "Issue", "Rule",
+           "check_envelope", "instances_per_gpu", "model_file_name", "rule"]

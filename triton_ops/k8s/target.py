@@ -32,7 +32,7 @@ from triton_ops.k8s.prometheus import Prometheus, PrometheusError
 from triton_ops.k8s.store import ConfigMapStateStore
 from triton_ops.rollout.analysis import AgreementSample, WindowMetrics
 from triton_ops.rollout.target import TargetError
-from triton_ops.server.probe import TensorValueError, numpy_dtype, output_types, wire_type
+from triton_ops.tensors import TensorValueError, numpy_dtype, output_types, wire_type
 
 
 @dataclass
@@ -229,7 +229,8 @@ class KubernetesTarget:
         for name, array in request.items():
             data = [v.decode() if isinstance(v, bytes) else v for v in array.flatten().tolist()]
             inputs.append({"name": name, "shape": list(array.shape),
-                           "datatype": wire_type(self.envelope.tensor(name)), "data": data})
+                           "datatype": wire_type(self.envelope.tensor(name).data_type),
+                           "data": data})
         return {"inputs": inputs}
 
     def _infer(self, service: str, version: int, payload: dict[str, Any]) -> dict[str, Any]:
@@ -261,7 +262,7 @@ class KubernetesTarget:
 
     def shadow_compare(self, samples: int) -> list[AgreementSample]:
         from triton_ops.envelope.model import Tolerance
-        from triton_ops.rollout.traffic import compare_outputs
+        from triton_ops.rollout.traffic import disagreement
 
         stable, canary = self._rollout()
         stable_version = max(stable)
@@ -282,8 +283,8 @@ class KubernetesTarget:
                 results.append(AgreementSample(agree=None, canary_error=True,
                                                detail=f"canary failed: {exc}"))
                 continue
-            difference = compare_outputs(want, got, tolerance,
-                                         output_types(self.envelope) if self.envelope else None)
+            difference = disagreement(want, got, tolerance,
+                                      output_types(self.envelope) if self.envelope else None)
             results.append(AgreementSample(agree=difference is None, detail=difference or ""))
         self._sent += samples
         return results

@@ -16,6 +16,7 @@ from typing import Any
 from triton_ops.envelope.model import Envelope, InstanceKind
 from triton_ops.findings import Finding, Severity
 from triton_ops.k8s.names import is_dns_label, rollout_object
+from triton_ops.tensors import wire_type
 
 # The queue may use this share of the p99 latency budget before the HPA adds replicas.
 QUEUE_SHARE_OF_P99 = 0.1
@@ -62,10 +63,6 @@ def split_image(image: str) -> dict[str, str]:
     return {"repository": image, "digest": "", "tag": "latest"}
 
 
-def _kserve_datatype(data_type: str) -> str:
-    return "BYTES" if data_type == "STRING" else data_type
-
-
 def _shape(value: Any) -> list[int]:
     shape = []
     while isinstance(value, list):
@@ -89,7 +86,7 @@ def probe_values(envelope: Envelope) -> dict[str, Any] | None:
     for name, value in probe.inputs.items():
         spec = envelope.tensor(name)
         inputs.append({"name": name, "shape": _shape(value),
-                       "datatype": _kserve_datatype(spec.data_type), "data": _flatten(value)})
+                       "datatype": wire_type(spec.data_type), "data": _flatten(value)})
     expected = {name: {"shape": _shape(value), "data": _flatten(value)}
                 for name, value in probe.expected.items()}
     return {

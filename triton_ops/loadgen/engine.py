@@ -17,7 +17,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from triton_ops.envelope.model import TensorSpec
-from triton_ops.loadgen.inputs import make_input_sets, triton_type
+from triton_ops.tensors import make_input_sets
 
 if TYPE_CHECKING:
     import numpy as np
@@ -132,7 +132,7 @@ class LoadGenerator:
         if self._procs:
             return
         ctx = mp.get_context("spawn")  # no fork: the parent may hold gRPC threads
-        types = {s.name: triton_type(s) for s in self.specs}
+        types = {s.name: s.data_type for s in self.specs}
         for i in range(self.workers):
             inputs = make_input_sets(self.specs, batch=1 if self.batching else None,
                                      seed=self.seed + i)

@@ -46,16 +46,11 @@ class _Worker:
         self.commands: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
 
     def _build(self) -> None:
-        from tritonclient.grpc import InferInput, InferRequestedOutput
+        from tritonclient.grpc import InferRequestedOutput
 
-        self.request_inputs = []
-        for tensors in self.raw_inputs:
-            built = []
-            for name, array in tensors.items():
-                inp = InferInput(name, list(array.shape), self.types[name])
-                inp.set_data_from_numpy(array)
-                built.append(inp)
-            self.request_inputs.append(built)
+        from triton_ops.tensors import infer_inputs
+
+        self.request_inputs = [infer_inputs(tensors, self.types) for tensors in self.raw_inputs]
         self.request_outputs = [InferRequestedOutput(n) for n in self.output_names] or None
 
     async def main(self) -> None:

@@ -245,30 +245,10 @@ def _readable_one(item: Any, field: Any) -> Any:
 def verify_round_trip(result: ImportResult, config: Any) -> list[str]:
     """Top-level fields where rendering the imported envelope differs from `config`."""
     from triton_ops.envelope.model import Envelope
+    from triton_ops.modelconfig.fields import differing_fields
     from triton_ops.modelconfig.render import render_model_config
 
-    rendered = render_model_config(Envelope.model_validate(result.data))
-    names = {f.name for f, _ in rendered.ListFields()} | {f.name for f, _ in config.ListFields()}
-    return sorted(n for n in names
-                  if _field_value(rendered, n) != _field_value(config, n))
-
-
-def _field_value(message: Any, name: str) -> Any:
-    value = getattr(message, name)
-    descriptor = message.DESCRIPTOR.fields_by_name[name]
-    if descriptor.message_type is not None and not _is_repeated(descriptor):
-        return value if message.HasField(name) else None
-    if _is_repeated(descriptor):
-        return list(value) if descriptor.message_type is None or not hasattr(value, "keys") \
-            else dict(value)
-    return value
-
-
-def _is_repeated(descriptor: Any) -> bool:
-    is_repeated = getattr(descriptor, "is_repeated", None)
-    if is_repeated is not None:
-        return bool(is_repeated)
-    return descriptor.label == descriptor.LABEL_REPEATED
+    return differing_fields(render_model_config(Envelope.model_validate(result.data)), config)
 
 
 def read_model_config(config_path: Path) -> tuple[Any | None, list[str]]:

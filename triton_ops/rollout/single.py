@@ -28,8 +28,8 @@ from triton_ops.repository import seal
 from triton_ops.rollout.analysis import AgreementSample, VersionWindow, WindowMetrics
 from triton_ops.rollout.store import StateStore
 from triton_ops.rollout.target import TargetError
-from triton_ops.rollout.traffic import RequestsError, compare_outputs, probe_expected, probe_inputs
-from triton_ops.server.probe import output_types, wire_type
+from triton_ops.rollout.traffic import RequestsError, disagreement, probe_expected, probe_inputs
+from triton_ops.tensors import infer_inputs, input_types, output_types
 
 STATE_FOLDER = Path(seal.SEAL_FOLDER) / "rollout"
 
@@ -111,15 +111,7 @@ class SingleTritonTarget:
 
     def _infer(self, version: int, request: dict[str, Any]) -> dict[str, Any]:
         """One version-addressed inference; raises InferenceServerException on failure."""
-        import tritonclient.grpc as grpcclient
-
-        inputs = []
-        for name, array in request.items():
-            # The wire protocol calls the config's TYPE_STRING "BYTES".
-            tensor = grpcclient.InferInput(name, list(array.shape),
-                                           wire_type(self.envelope.tensor(name)))
-            tensor.set_data_from_numpy(array)
-            inputs.append(tensor)
+        inputs = infer_inputs(request, input_types(self.envelope))
         result = self._client().infer(self.model, inputs, model_version=str(version),
                                       client_timeout=self.timeout_s)
         names = [o.name for o in result.get_response().outputs]
@@ -279,8 +271,7 @@ class SingleTritonTarget:
                                                detail=f"canary failed: {_short(exc)}"))
                 continue
             canary_us = (time.perf_counter() - began) * 1e6
-            difference = compare_outputs(want, got, self.tolerance,
-                                         output_types(self.envelope))
+            difference = disagreement(want, got, self.tolerance, output_types(self.envelope))
             results.append(AgreementSample(agree=difference is None, detail=difference or "",
                                            stable_latency_us=stable_us,
                                            canary_latency_us=canary_us))
@@ -300,7 +291,7 @@ class SingleTritonTarget:
             got = self._infer(version, request)
         except Exception as exc:  # noqa: BLE001
             return f"golden probe request to version {version} failed: {_short(exc)}"
-        difference = compare_outputs(expected, got, self.tolerance, output_types(self.envelope))
+        difference = disagreement(expected, got, self.tolerance, output_types(self.envelope))
         if difference:
             return f"golden probe of version {version}: {difference}"
         return None

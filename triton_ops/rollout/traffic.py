@@ -1,10 +1,11 @@
 """Analysis traffic for targets that drive it themselves: request inputs and output comparison.
 
 Requests come from the envelope (the golden probe's inputs first, then random tensors of the
-declared shapes) or from a JSON-lines file (`--requests FILE`: one object per line,
-input name -> nested list, WITH the batch dimension when the model batches). Outputs of two
-versions are compared by the golden probe's rules (`triton_ops.server.probe`): integer,
-bool and string outputs exactly, floats within the envelope's tolerance (numpy.isclose).
+declared shapes and value ranges, `triton_ops.tensors.make_input_sets`) or from a JSON-lines
+file (`--requests FILE`: one object per line, input name -> nested list, WITH the batch
+dimension when the model batches). Outputs of two versions are compared by the golden probe's
+rules (`triton_ops.tensors.compare_outputs`): integer, bool and string outputs exactly, floats
+within the envelope's tolerance (numpy.isclose).
 """
 
 from __future__ import annotations
@@ -15,21 +16,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from triton_ops.envelope.model import Envelope, TensorSpec, Tolerance
-from triton_ops.server.probe import (
-    ProbeSetupError,
-    TensorValueError,
-    describe_differences,
-    numpy_dtype,
-    tensor_array,
-)
+from triton_ops.server.probe import ProbeSetupError
 from triton_ops.server.probe import probe_expected as golden_expected
 from triton_ops.server.probe import probe_inputs as golden_inputs
+from triton_ops.tensors import TensorValueError, compare_outputs, make_input_sets, tensor_array
 
 if TYPE_CHECKING:
     import numpy as np
-
-
-_UNBOUNDED_DIM = 8
 
 
 class RequestsError(ValueError):
@@ -43,37 +36,6 @@ def _to_array(spec: TensorSpec, value: Any, batched: bool, where: str) -> np.nda
         raise RequestsError(f"{where}: input {spec.name!r} {exc}") from None
 
 
-def random_requests(envelope: Envelope, count: int, seed: int = 0) -> list[dict[str, Any]]:
-    """`count` requests of batch 1 (when the model batches) with random inputs."""
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    batched = envelope.max_batch_size > 0
-    requests = []
-    for _ in range(count):
-        request = {}
-        for spec in envelope.inputs:
-            if spec.optional:
-                continue
-            # A variable dim with no max_dims gets sizes up to _UNBOUNDED_DIM.
-            shape = [int(rng.integers(1, (m if m > 0 else _UNBOUNDED_DIM) + 1)) if d == -1
-                     else d for d, m in zip(spec.dims, spec.max_shape(), strict=True)]
-            shape = ([1] if batched else []) + shape
-            dtype = numpy_dtype(spec.data_type)
-            if spec.data_type == "STRING":
-                values = rng.integers(0, 1000, size=shape)
-                array = np.vectorize(lambda v: f"s{v}".encode(), otypes=[object])(values)
-            elif spec.data_type == "BOOL":
-                array = rng.integers(0, 2, size=shape).astype(bool)
-            elif np.issubdtype(dtype, np.integer):
-                array = rng.integers(0, 100, size=shape).astype(dtype)
-            else:
-                array = rng.standard_normal(size=shape).astype(dtype)
-            request[spec.name] = array
-        requests.append(request)
-    return requests
-
-
 def envelope_requests(envelope: Envelope, count: int = 32, seed: int = 0) -> list[dict[str, Any]]:
     """The golden probe's request (if any) followed by random ones, `count` in all."""
     if not envelope.inputs:
@@ -82,7 +44,9 @@ def envelope_requests(envelope: Envelope, count: int = 32, seed: int = 0) -> lis
     requests: list[dict[str, Any]] = []
     if envelope.probe is not None:
         requests.append(probe_inputs(envelope))
-    requests.extend(random_requests(envelope, max(count - len(requests), 1), seed))
+    requests.extend(make_input_sets(envelope.inputs,
+                                    batch=1 if envelope.max_batch_size > 0 else None,
+                                    count=max(count - len(requests), 1), seed=seed))
     return requests
 
 
@@ -136,14 +100,9 @@ def load_requests_file(path: Path, envelope: Envelope) -> list[dict[str, Any]]:
     return requests
 
 
-def compare_outputs(expected: Mapping[str, Any], actual: Mapping[str, Any],
-                    tolerance: Tolerance, data_types: Mapping[str, str] | None = None
-                    ) -> str | None:
-    """None when every expected output matches, else what differs ("; "-joined).
-
-    `data_types` (output name -> Triton type, e.g. `output_types(envelope)`) says which
-    outputs compare exactly; an output it does not name takes its expected array's type.
-    The rules are the golden probe's: see triton_ops.server.probe.describe_difference."""
-    found = describe_differences(expected, actual, data_types=data_types or {},
-                                 tolerance=tolerance)
-    return "; ".join(found) or None
+def disagreement(expected: Mapping[str, Any], actual: Mapping[str, Any],
+                 tolerance: Tolerance, data_types: Mapping[str, str] | None = None
+                 ) -> str | None:
+    """None when every expected output matches, else what differs, on one line ("; "-joined
+    `triton_ops.tensors.compare_outputs`): the detail of a shadow sample or a failed probe."""
+    return "; ".join(compare_outputs(expected, actual, tolerance, data_types)) or None

@@ -21,7 +21,7 @@ from typing import Any
 
 from triton_ops.envelope.model import Envelope
 from triton_ops.loadgen.engine import LoadGenerator, Window
-from triton_ops.loadgen.inputs import make_input_sets, triton_type
+from triton_ops.tensors import infer_inputs, input_types, make_input_sets
 from triton_ops.tune.batcher import Candidate, ServiceProfile
 from triton_ops.tune.search import ProbeResult
 from triton_ops.tune.server_stats import (
@@ -471,18 +471,13 @@ class LiveTarget:
         if error is not None:
             return 0.5
         batching = max_batch_size > 0
-        types = {s.name: triton_type(s) for s in self.envelope.inputs}
         tensors = make_input_sets(self.envelope.inputs, batch=b if batching else None, count=1)[0]
         before = self.counters()
         stop = time.monotonic() + seconds * 2
 
         def client_loop() -> None:
             c = grpcclient.InferenceServerClient(self.grpc_url)
-            inputs = []
-            for name, arr in tensors.items():
-                inp = grpcclient.InferInput(name, list(arr.shape), types[name])
-                inp.set_data_from_numpy(arr)
-                inputs.append(inp)
+            inputs = infer_inputs(tensors, input_types(self.envelope))
             while time.monotonic() < stop:
                 c.infer(self.model, inputs)
             c.close()

@@ -115,7 +115,7 @@ JOBS_ENV = "TRITON_OPS_JOBS"
 
 
 def _check_envelopes(files: list[Path], repo: Path | None) -> CheckResult:
-    from triton_ops.envelope.rules import check_envelope_file
+    from triton_ops.validate.envelope_config import check_envelope_file
 
     result = CheckResult()
     for file in files:

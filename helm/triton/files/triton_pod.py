@@ -21,6 +21,7 @@ import json
 import math
 import os
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -137,38 +138,118 @@ def serve(argv: list[str]) -> int:
     return proc.wait()
 
 
-def _shape(value: Any) -> list[int]:
-    shape = []
-    while isinstance(value, list):
-        shape.append(len(value))
-        value = value[0] if value else None
-    return shape
+# The comparison of triton_ops.tensors.describe_difference, in the standard library, on the
+# KServe v2 JSON the server answers (flat data, the datatype the server reports): integer,
+# bool and string outputs exactly, floats within atol + rtol * |expected| as numpy.isclose
+# does, NaN matching only NaN; expected floats are first rounded to the output's type, as
+# triton-ops types them. tests/k8s/test_pod_comparison.py holds the two to the same verdicts
+# and messages.
+_FLOAT_TYPES = {"FP16": "e", "FP32": "f", "BF16": "f", "FP64": ""}  # struct format to round
 
 
-def _flatten(value: Any) -> list[Any]:
-    if isinstance(value, list):
-        return [x for item in value for x in _flatten(item)]
-    return [value]
+def _kind(datatype: Any, want: list[Any]) -> str:
+    """"text", "float" or "exact"; without a datatype, from the expected values."""
+    if datatype in ("BYTES", "STRING") or (datatype is None and
+                                           any(isinstance(w, str) for w in want)):
+        return "text"
+    if datatype in _FLOAT_TYPES or (datatype is None and
+                                    any(isinstance(w, float) for w in want)):
+        return "float"
+    return "exact"
+
+
+def _as_text(value: Any) -> str:
+    return value if isinstance(value, str) else str(value)
+
+
+def _as_float(value: Any, datatype: Any) -> float:
+    number = float(value)
+    fmt = _FLOAT_TYPES.get(datatype, "")
+    if not fmt or math.isnan(number) or math.isinf(number):
+        return number
+    try:
+        return struct.unpack(fmt, struct.pack(fmt, number))[0]
+    except OverflowError:  # too large for the type: it becomes inf, as a cast does
+        return math.copysign(math.inf, number)
+
+
+def _as_exact(value: Any, datatype: Any) -> Any:
+    if datatype == "BOOL":
+        return bool(value)
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def _close(have: float, want: float, atol: float, rtol: float) -> bool:
+    if math.isnan(have) or math.isnan(want):
+        return math.isnan(have) and math.isnan(want)
+    if math.isinf(have) or math.isinf(want):
+        return have == want
+    return abs(have - want) <= atol + rtol * abs(want)
+
+
+def _index(flat: int, shape: list[int]) -> list[int]:
+    index = []
+    for size in reversed(shape):
+        flat, i = divmod(flat, size)
+        index.append(i)
+    return index[::-1]
+
+
+def _text_difference(name: str, shape: list[int], want: list[Any], have: list[Any]
+                     ) -> str | None:
+    bad = [i for i, (w, h) in enumerate(zip(want, have, strict=True))
+           if _as_text(h) != _as_text(w)]
+    if not bad:
+        return None
+    i = bad[0]
+    return (f"output {name}: {len(bad)} of {len(want)} values differ; first at index "
+            f"{_index(i, shape)}: {name}[{i}] = {_as_text(have[i])!r}, expected "
+            f"{_as_text(want[i])!r}")
 
 
 def compare(name: str, expected: dict[str, Any], got: dict[str, Any] | None,
             atol: float, rtol: float) -> str | None:
     """Why output `name` is wrong, or None when it matches within tolerance."""
     if got is None:
-        return f"output {name} is missing from the answer"
-    if list(got.get("shape", [])) != list(expected["shape"]):
-        return f"output {name} has shape {got.get('shape')}, expected {expected['shape']}"
+        return f"output {name}: missing from the server's answer"
+    shape = list(expected["shape"])
+    if list(got.get("shape", [])) != shape:
+        return f"output {name}: shape {got.get('shape')}, expected {shape}"
     want, have = expected["data"], got.get("data", [])
     if len(want) != len(have):
-        return f"output {name} has {len(have)} values, expected {len(want)}"
+        return f"output {name}: {len(have)} values for shape {shape}, expected {len(want)}"
+    datatype = got.get("datatype")
+    kind = _kind(datatype, want)
+    if kind == "text":
+        return _text_difference(name, shape, want, have)
+    bad, worst, worst_error = 0, -1, -1.0
     for i, (w, h) in enumerate(zip(want, have, strict=True)):
-        if isinstance(w, (int, float)) and not isinstance(w, bool):
-            if not isinstance(h, (int, float)) or math.isnan(float(h)) or \
-                    abs(float(h) - float(w)) > atol + rtol * abs(float(w)):
-                return f"output {name}[{i}] = {h}, expected {w} (atol {atol}, rtol {rtol})"
-        elif h != w:
-            return f"output {name}[{i}] = {h!r}, expected {w!r}"
-    return None
+        if not isinstance(h, (int, float)):
+            return f"output {name}[{i}] = {h!r} is not a number, expected {w!r}"
+        if kind == "exact":
+            ok = _as_exact(h, datatype) == _as_exact(w, datatype)
+            error = abs(float(h) - float(w))
+        else:
+            h, w = _as_float(h, datatype), _as_float(w, datatype)
+            ok = _close(h, w, atol, rtol)
+            error = abs(h - w)
+        if not ok:
+            bad += 1
+            error = math.inf if math.isnan(error) else error  # NaN is the worst error
+            if error > worst_error:
+                worst, worst_error = i, error
+    if not bad:
+        return None
+    if kind == "exact":
+        rule, got_text = "exact match", str(_as_exact(have[worst], datatype))
+        want_text = str(_as_exact(want[worst], datatype))
+    else:
+        rule = f"atol={atol:g}, rtol={rtol:g}"
+        got_text = f"{_as_float(have[worst], datatype):.6g}"
+        want_text = f"{_as_float(want[worst], datatype):.6g}"
+    return (f"output {name}: {bad} of {len(want)} values outside tolerance ({rule}); max abs "
+            f"error {worst_error:.4g} at index {_index(worst, shape)}: {name}[{worst}] = "
+            f"{got_text}, expected {want_text}")
 
 
 def probe_model(model: str, version: int, probe: dict[str, Any] | None) -> str | None:

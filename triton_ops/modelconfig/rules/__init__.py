@@ -11,61 +11,15 @@ always a mistake (each warning's doc says why).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 from triton_ops.findings import CheckResult, Finding, Severity
-from triton_ops.modelconfig.parse import ConfigSourceMap, FieldPath, parse_config_text
+from triton_ops.modelconfig.parse import ConfigSourceMap, parse_config_text
 from triton_ops.modelconfig.proto import ModelConfig
 
-Issue = tuple[FieldPath, str]
-CheckFn = Callable[[ModelConfig], Iterable[Issue]]
-
-
-@dataclass(frozen=True)
-class Rule:
-    id: str
-    severity: Severity
-    doc: str
-    # Where the rule comes from: "core:<file> <function>" (read in Triton's sources),
-    # "observed: ..." (seen refused/accepted by Triton 2.51), or "judgement: ..." (a warning
-    # for what Triton accepts but is almost always a mistake).
-    source: str
-    check: CheckFn
-
-    def run(self, config: ModelConfig, source: ConfigSourceMap) -> Iterator[Finding]:
-        for path, message in self.check(config):
-            yield source.finding(path, self.id, message, self.severity)
-
-
-RULES: dict[str, Rule] = {}
-
-
-def rule(rule_id: str, severity: Severity, doc: str, source: str) -> Callable[[CheckFn], CheckFn]:
-    """Register a check function as a named rule."""
-
-    def register(fn: CheckFn) -> CheckFn:
-        if rule_id in RULES:
-            raise ValueError(f"duplicate rule id {rule_id}")
-        RULES[rule_id] = Rule(rule_id, severity, doc, source, fn)
-        return fn
-
-    return register
-
-
-E = Severity.ERROR
-W = Severity.WARNING
-
-# Registration happens on import; the modules below use `rule` from this package.
-from triton_ops.modelconfig.rules import (  # noqa: E402,F401
-    batching,
-    ensemble,
-    general,
-    instances,
-    io,
-    warmup,
-)
+# Importing the rule modules registers their rules in RULES.
+from triton_ops.modelconfig.rules import batching, ensemble, general, instances, io, warmup
+from triton_ops.modelconfig.rules.registry import RULES, Rule, rule
 
 
 def check_model_config(config: ModelConfig, source: ConfigSourceMap) -> list[Finding]:
@@ -100,5 +54,5 @@ def check_config_file(path: Path) -> CheckResult:
     return CheckResult(findings=findings, files_checked=1)
 
 
-__all__ = ["RULES", "Rule", "check_config_file", "check_config_text", "check_model_config",
-           "rule"]
+__all__ = ["RULES", "Rule", "batching", "check_config_file", "check_config_text",
+           "check_model_config", "ensemble", "general", "instances", "io", "rule", "warmup"]

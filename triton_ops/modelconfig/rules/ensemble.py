@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 
 from triton_ops.modelconfig.proto import ModelConfig, model_config_pb2
-from triton_ops.modelconfig.rules import E, Issue, rule
+from triton_ops.modelconfig.rules.registry import E, Issue, rule
 
 SRC = "core:src/model_config_utils.cc ValidateEnsembleSchedulingConfig"
 ES = "ensemble_scheduling"

@@ -7,7 +7,7 @@ from math import prod
 from typing import Any
 
 from triton_ops.modelconfig.proto import ModelConfig, model_config_pb2
-from triton_ops.modelconfig.rules import E, Issue, W, rule
+from triton_ops.modelconfig.rules.registry import E, Issue, W, rule
 
 SRC = "core:src/model_config_utils.cc"
 WILDCARD = -1

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from triton_ops.modelconfig.proto import ModelConfig, model_config_pb2
-from triton_ops.modelconfig.rules import E, Issue, W, rule
+from triton_ops.modelconfig.rules.registry import E, Issue, W, rule
 
 SRC = "core:src/backend_model_instance.cc GenerateWarmupData"
 

@@ -1,11 +1,21 @@
-"""Request inputs from tensor specs."""
+"""Tensors: data types, random request data within a spec's bounds, gRPC inputs."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
+import pytest
 
 from triton_ops.envelope.model import TensorSpec
-from triton_ops.loadgen.inputs import make_input_sets, triton_type
+from triton_ops.tensors import (
+    TensorValueError,
+    infer_inputs,
+    make_input_sets,
+    numpy_dtype,
+    wire_type,
+)
 
 
 def test_shapes_types_and_variable_dims() -> None:
@@ -27,7 +37,7 @@ def test_shapes_types_and_variable_dims() -> None:
     assert len(lengths) > 1  # variable dims are sampled, not fixed
     unbatched = make_input_sets(specs[:1], batch=None, count=1)[0]
     assert unbatched["F"].shape == (32,)
-    assert triton_type(specs[2]) == "BYTES"
+    assert wire_type(specs[2].data_type) == "BYTES"
     again = make_input_sets(specs, batch=1, count=20, seed=3)
     assert all(np.array_equal(a["F"], b["F"]) for a, b in zip(sets, again, strict=True))
 
@@ -57,7 +67,37 @@ def test_value_range_bounds_generated_values() -> None:
 
 def test_value_range_low_above_high_is_refused() -> None:
     import pydantic
-    import pytest
 
     with pytest.raises(pydantic.ValidationError, match="low 2 is above high 1"):
         TensorSpec(name="M", data_type="INT64", dims=[4], value_range=(2, 1))
+
+
+def test_data_types_in_every_spelling() -> None:
+    for spelling in ("STRING", "TYPE_STRING", "BYTES", "string"):
+        assert wire_type(spelling) == "BYTES"
+        assert numpy_dtype(spelling) == np.dtype(object)
+    assert wire_type("TYPE_FP32") == wire_type("FP32") == "FP32"
+    assert numpy_dtype("TYPE_UINT8") == np.uint8
+    assert numpy_dtype("BF16") == np.float32  # tritonclient sends BF16 from float32 arrays
+    with pytest.raises(TensorValueError, match="has data type FP8, which has no numpy type"):
+        numpy_dtype("FP8")
+
+
+def test_infer_inputs_carry_the_wire_type_shape_and_data() -> None:
+    from tritonclient.utils import deserialize_bytes_tensor
+
+    arrays = {"X": np.arange(6, dtype=np.float32).reshape(2, 3),
+              "S": np.array([[b"a"], [b"bc"]], dtype=object)}
+    x, s = infer_inputs(arrays, {"X": "FP32", "S": "STRING"})
+    assert (x.name(), x.datatype(), x.shape()) == ("X", "FP32", [2, 3])
+    assert (s.name(), s.datatype(), s.shape()) == ("S", "BYTES", [2, 1])
+    assert np.frombuffer(x._get_content(), np.float32).tolist() == [0, 1, 2, 3, 4, 5]
+    assert deserialize_bytes_tensor(s._get_content()).tolist() == [b"a", b"bc"]
+
+
+def test_importing_tensors_loads_neither_numpy_nor_tritonclient() -> None:
+    code = ("import sys, triton_ops.tensors; "
+            "print(sorted(m for m in ('numpy', 'tritonclient', 'pydantic') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=60).stdout
+    assert out.strip() == "[]"
