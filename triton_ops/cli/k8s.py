@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from triton_ops.cli.common import fail, load_envelope, parse_duration_s, parse_int_list
+
 
 def _print_findings(findings: list) -> None:
     for f in sorted(set(findings)):
@@ -65,41 +67,14 @@ k8s_app = typer.Typer(
     "HTTPRoute weights or replica ratio, analysis from Prometheus, state in a ConfigMap.",
 )
 
-EXIT_REFUSED = 2
-
-
-def _fail(message: str, code: int = EXIT_REFUSED) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code)
-
-
 def _cluster(namespace: str | None, kubeconfig: Path | None, context: str | None) -> object:
     from triton_ops.k8s.cluster import Cluster, K8sError, connect, default_namespace
 
     try:
         api = connect(kubeconfig, context)
     except K8sError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     return Cluster(api, namespace or default_namespace(kubeconfig, context))
-
-
-def _envelope(model: str, envelope: Path | None, envelopes: Path) -> object:
-    from triton_ops.envelope.loader import load_envelope
-
-    path = envelope
-    if path is None:
-        for suffix in (".yaml", ".yml"):
-            if (envelopes / f"{model}{suffix}").is_file():
-                path = envelopes / f"{model}{suffix}"
-                break
-    if path is None or not path.is_file():
-        raise _fail(f"no envelope for {model}: pass --envelope FILE or put it in "
-                    f"{envelopes}/{model}.yaml (tensors, SLO and tolerance come from it)")
-    loaded = load_envelope(path)
-    if loaded.envelope is None:
-        lines = "\n".join(f"  {f.file}:{f.line}:{f.column}: {f.message}" for f in loaded.findings)
-        raise _fail(f"the envelope of {model} is invalid:\n{lines}")
-    return loaded.envelope
 
 
 def _target(cluster: object, model: str, options: dict, envelope: object) -> object:
@@ -108,11 +83,11 @@ def _target(cluster: object, model: str, options: dict, envelope: object) -> obj
     from triton_ops.k8s.target import KubernetesTarget
 
     if not options.get("prometheus"):
-        raise _fail("--prometheus URL is required (the analysis reads Triton's metrics there)")
+        raise fail("--prometheus URL is required (the analysis reads Triton's metrics there)")
     try:
         prometheus = Prometheus(options["prometheus"], matchers=options.get("match") or ())
     except PrometheusError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     return KubernetesTarget(
         cluster=cluster, model=model,  # type: ignore[arg-type]
         release=fullname(options["release"], options.get("fullname_override") or ""),
@@ -124,26 +99,6 @@ def _target(cluster: object, model: str, options: dict, envelope: object) -> obj
         ready_timeout_s=float(options.get("ready_timeout_s", 900)),
         scrape_lag_s=float(options.get("scrape_lag_s", 30)),
     )
-
-
-def _seconds(text: str, option: str) -> float:
-    from triton_ops.envelope.units import parse_duration_us
-
-    try:
-        value = parse_duration_us(text if not text.replace(".", "", 1).isdigit() else f"{text}s")
-    except (ValueError, TypeError) as exc:
-        raise _fail(f"{option} {text!r}: {exc}; use e.g. 30s, 2m") from None
-    return value / 1e6
-
-
-def _ints(text: str, option: str) -> list[int]:
-    try:
-        values = [int(p) for p in text.replace(" ", "").split(",") if p]
-    except ValueError:
-        raise _fail(f"{option} {text!r}: give comma-separated integers") from None
-    if not values:
-        raise _fail(f"{option} is empty")
-    return values
 
 
 NS_HELP = "Namespace (default: the kubeconfig context's)."
@@ -192,33 +147,36 @@ def k8s_rollout(
     from triton_ops.rollout.state import RolloutSpec
     from triton_ops.rollout.target import TargetError
 
-    envelope_obj = _envelope(model, envelope, envelopes)
+    envelope_obj = load_envelope(model, envelope, envelopes)
     options = {"release": release, "prometheus": prometheus, "match": list(match),
                "gateway": gateway, "repo": str(repo) if repo else None,
                "canary_replicas": canary_replicas, "max_canary_replicas": max_canary_replicas,
-               "ready_timeout_s": _seconds(ready_timeout, "--ready-timeout"),
-               "scrape_lag_s": _seconds(scrape_lag, "--scrape-lag"),
+               "ready_timeout_s": parse_duration_s(ready_timeout, "--ready-timeout",
+                                                   allow_zero=True),
+               "scrape_lag_s": parse_duration_s(scrape_lag, "--scrape-lag", allow_zero=True),
                "envelope": str(envelope) if envelope else None, "envelopes": str(envelopes)}
     cluster = _cluster(namespace, kubeconfig, context)
     target = _target(cluster, model, options, envelope_obj)
     try:
-        stable_list = _ints(stable, "--stable") if stable else target.serving_versions()
+        stable_list = parse_int_list(stable, "--stable") if stable else target.serving_versions()
         spec = RolloutSpec(
             model=model, stable=stable_list or [0], canary=canary,
-            steps=_ints(steps, "--steps"), interval_s=_seconds(interval, "--interval"),
+            steps=parse_int_list(steps, "--steps"),
+            interval_s=parse_duration_s(interval, "--interval", allow_zero=True),
             failure_limit=failure_limit, max_inconclusive=max_inconclusive, confirm=confirm,
             shadow_samples=shadow_samples,
             policy=policy_from_envelope(envelope_obj, min_requests=min_requests,
                                         max_p99_ratio=max_p99_ratio,
-                                        p99_slack_us=_seconds(p99_slack, "--p99-slack") * 1e6,
+                                        p99_slack_us=parse_duration_s(
+                                            p99_slack, "--p99-slack", allow_zero=True) * 1e6,
                                         min_agreement_samples=min(5, shadow_samples)))
     except TargetError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     except ValidationError as exc:
         first = exc.errors()[0]
-        raise _fail(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+        raise fail(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
     if not stable_list:
-        raise _fail(f"no version of {model} serves on {target.describe()}")
+        raise fail(f"no version of {model} serves on {target.describe()}")
     printer = _Printer(output_format)
     if not printer.json:
         printer.console.print(f"rolling out {model} version {canary} on {target.describe()}: "
@@ -227,7 +185,7 @@ def k8s_rollout(
         target.store.save_target_options(options)
         state = Engine(target, listener=printer).start(spec)
     except RolloutRefused as exc:
-        raise _fail(f"refused: {exc}") from None
+        raise fail(f"refused: {exc}") from None
     code = exit_code(state)
     printer.final(state, code)
     raise typer.Exit(code)
@@ -242,14 +200,15 @@ def _stored_target(model: str, namespace: str | None, kubeconfig: Path | None,
     try:
         options = ConfigMapStateStore(cluster, model).target_options()  # type: ignore[arg-type]
     except StoreError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     if not options:
-        raise _fail(f"no Kubernetes rollout of {model} recorded in namespace "
+        raise fail(f"no Kubernetes rollout of {model} recorded in namespace "
                     f"{cluster.namespace}")  # type: ignore[attr-defined]
     if prometheus:
         options["prometheus"] = prometheus
     envelope_path = Path(options["envelope"]) if options.get("envelope") else None
-    envelope_obj = _envelope(model, envelope_path, Path(options.get("envelopes") or "envelopes"))
+    envelope_obj = load_envelope(model, envelope_path,
+                                 Path(options.get("envelopes") or "envelopes"))
     return _target(cluster, model, options, envelope_obj)
 
 
@@ -273,12 +232,12 @@ def k8s_status(
     try:
         state = store.load()
         if state is None:
-            raise _fail(f"no rollout of {model} in {store.directory}", 1)
+            raise fail(f"no rollout of {model} in {store.directory}", 1)
         driven = store.is_locked()
         owner = store.owner()
         audit = store.read_audit()[-last:] if last else []
     except StoreError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     if output_format == "json":
         typer.echo(json.dumps({"state": state.model_dump(mode="json"), "driven": driven,
                                "owner": owner if driven else None,
@@ -321,7 +280,7 @@ def _drive(model: str, action: str, namespace: str | None, kubeconfig: Path | No
                            f"`triton-ops k8s status {model}`")
                 return
     except RolloutRefused as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     code = exit_code(state)
     printer.final(state, code)
     raise typer.Exit(code)
@@ -367,26 +326,26 @@ def k8s_rollback(
     try:
         state = store.load()
         if state is not None and not state.phase.terminal:
-            raise _fail(f"a rollout of {model} is {state.phase.value}: use `triton-ops k8s "
+            raise fail(f"a rollout of {model} is {state.phase.value}: use `triton-ops k8s "
                         f"abort {model}` instead")
         with store.lock():
             current = target.versions_of(target._get(target.stable_name)).get(model, [])  # type: ignore[attr-defined]  # noqa: E501
             if to:
-                versions = sorted(_ints(to, "--to"))
+                versions = sorted(parse_int_list(to, "--to"))
             else:
                 earlier = [v for v in store.known_good() if v != sorted(current)]
                 if not earlier:
-                    raise _fail(f"no known-good versions of {model} other than {current}; "
+                    raise fail(f"no known-good versions of {model} other than {current}; "
                                 "give --to N")
                 versions = earlier[-1]
             for version in versions:
                 problems = target.verify_version(version)  # type: ignore[attr-defined]
                 if problems:
-                    raise _fail("; ".join(problems))
+                    raise fail("; ".join(problems))
             target.restore(versions)  # type: ignore[attr-defined]
             store.record_known_good(versions)
     except (StoreError, TargetError) as exc:
-        raise _fail(str(exc), 1) from None
+        raise fail(str(exc), 1) from None
     typer.echo(f"{model}: stable serves {versions} (was {current})")
 
 

@@ -24,8 +24,18 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
-EXIT_OK, EXIT_ROLLED_BACK, EXIT_REFUSED = 0, 1, 2
-FORMATS = ("rich", "json")
+from triton_ops.cli.common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    check_output_format,
+    envelope_file,
+    fail,
+    load_envelope,
+    parse_duration_s,
+    parse_int_list,
+)
+
 TARGET_FILE = "target.json"  # how to reach the target again on `resume` / `promote`
 
 
@@ -60,7 +70,7 @@ def _strip_single_target(args: list[str]) -> list[str]:
         if value is None:
             out.append(arg)
         elif value != "single":
-            raise _fail(f"unknown rollout target {value!r}: use `single` (one Triton, the "
+            raise fail(f"unknown rollout target {value!r}: use `single` (one Triton, the "
                         "default) or `k8s`")
     return out
 
@@ -74,91 +84,46 @@ rollout_app = typer.Typer(
 )
 
 
-def _fail(message: str, code: int = EXIT_REFUSED) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code)
-
-
 def _who() -> str:
     user = os.environ.get("USER") or os.environ.get("LOGNAME") or "someone"
     return f"{user}@{socket.gethostname()}"
 
 
-def _parse_duration_s(text: str, option: str) -> float:
-    from triton_ops.envelope.units import parse_duration_us
-
-    try:
-        value = parse_duration_us(text if not text.replace(".", "", 1).isdigit()
-                                  else f"{text}s")
-    except (ValueError, TypeError) as exc:
-        raise _fail(f"{option} {text!r}: {exc}; use e.g. 30s, 2m, 500ms") from None
-    if value <= 0:
-        raise _fail(f"{option} must be positive")
-    return value / 1e6
-
-
-def _parse_versions(text: str, option: str) -> list[int]:
-    try:
-        values = [int(part) for part in text.replace(" ", "").split(",") if part]
-    except ValueError:
-        raise _fail(f"{option} {text!r}: give comma-separated integers, e.g. 10,25,50,100") \
-            from None
-    if not values:
-        raise _fail(f"{option} is empty")
-    return values
-
-
 def _model_dir(repo: Path, model: str) -> Path:
     model_dir = repo / model
     if not model_dir.is_dir():
-        raise _fail(f"{model_dir} does not exist: is {model!r} a model of repository {repo}? "
+        raise fail(f"{model_dir} does not exist: is {model!r} a model of repository {repo}? "
                     "(set --repo)")
     return model_dir
 
 
-def _envelope_path(model: str, envelope: Path | None, envelopes: Path) -> Path | None:
-    if envelope is not None:
-        if not envelope.is_file():
-            raise _fail(f"envelope {envelope} does not exist")
-        return envelope
-    for suffix in (".yaml", ".yml"):
-        candidate = envelopes / f"{model}{suffix}"
-        if candidate.is_file():
-            return candidate
+def _sealed_envelope(model_dir: Path, canary: int | None) -> Any:
+    """The envelope version `canary` was sealed with, if it was sealed with a valid one."""
+    from triton_ops.envelope.loader import parse_yaml
+    from triton_ops.envelope.model import Envelope
+    from triton_ops.repository.seal import SealError, load_manifest
+
+    if canary is None:
+        return None
+    try:
+        manifest = load_manifest(model_dir, canary)
+    except SealError as exc:
+        raise fail(str(exc)) from None
+    if manifest and manifest.get("envelope"):
+        data, _, findings = parse_yaml(manifest["envelope"], "sealed envelope")
+        if not findings and isinstance(data, dict):
+            try:
+                return Envelope.model_validate(data)
+            except ValueError:
+                pass
     return None
 
 
 def _load_envelope(model: str, model_dir: Path, envelope: Path | None, envelopes: Path,
                    canary: int | None) -> Any:
     """The envelope from --envelope, envelopes/<model>.yaml, or the canary's seal."""
-    from triton_ops.envelope.loader import load_envelope, parse_yaml
-    from triton_ops.envelope.model import Envelope
-
-    path = _envelope_path(model, envelope, envelopes)
-    if path is not None:
-        loaded = load_envelope(path)
-        if loaded.envelope is None:
-            lines = "\n".join(f"  {f.file}:{f.line}:{f.column}: {f.message}"
-                              for f in loaded.findings)
-            raise _fail(f"the envelope of {model} is invalid:\n{lines}")
-        return loaded.envelope
-    if canary is not None:
-        from triton_ops.repository.seal import SealError, load_manifest
-
-        try:
-            manifest = load_manifest(model_dir, canary)
-        except SealError as exc:
-            raise _fail(str(exc)) from None
-        if manifest and manifest.get("envelope"):
-            data, _, findings = parse_yaml(manifest["envelope"], "sealed envelope")
-            if not findings and isinstance(data, dict):
-                try:
-                    return Envelope.model_validate(data)
-                except ValueError:
-                    pass
-    raise _fail(f"no envelope for {model}: pass --envelope FILE or put it in "
-                f"{envelopes}/{model}.yaml (the rollout reads tensors, SLO and tolerance "
-                "from it)")
+    return load_envelope(model, envelope, envelopes,
+                         fallback=lambda: _sealed_envelope(model_dir, canary))
 
 
 # -- publish ------------------------------------------------------------------------------
@@ -181,9 +146,9 @@ def publish(
 
     model_dir = _model_dir(repo, model)
     try:
-        result = seal_version(model_dir, version, _envelope_path(model, envelope, envelopes))
+        result = seal_version(model_dir, version, envelope_file(model, envelope, envelopes))
     except SealError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     if result.created:
         typer.echo(f"sealed {model} version {version}: {result.files} files -> "
                    f"{result.manifest_path}")
@@ -209,7 +174,7 @@ def _target(model: str, repo: Path, url: str | None, envelope_obj: Any,
         else:
             requests = envelope_requests(envelope_obj, count=64)
     except RequestsError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     try:
         with open_server(url, repo, [model]) as endpoints:
             target = SingleTritonTarget(
@@ -221,7 +186,7 @@ def _target(model: str, repo: Path, url: str | None, envelope_obj: Any,
             finally:
                 target.close()
     except (ServerError, ValueError) as exc:
-        raise _fail(f"cannot use the Triton server: {exc}") from None
+        raise fail(f"cannot use the Triton server: {exc}") from None
 
 
 class _Printer:
@@ -279,10 +244,10 @@ def _interrupted(model: str, store: Any) -> Iterator[None]:
     except typer.Exit:
         raise
     except KeyboardInterrupt:
-        raise _fail(_left_in(model, store, "interrupted"), 130) from None
+        raise fail(_left_in(model, store, "interrupted"), 130) from None
     except Exception as exc:  # noqa: BLE001 - report, never a traceback
-        raise _fail(_left_in(model, store, f"unexpected error: {type(exc).__name__}: {exc}"),
-                    EXIT_ROLLED_BACK) from None
+        raise fail(_left_in(model, store, f"unexpected error: {type(exc).__name__}: {exc}"),
+                   EXIT_FAILED) from None
 
 
 def _left_in(model: str, store: Any, what: str) -> str:
@@ -349,8 +314,7 @@ def start(
     output_format: str = typer.Option("rich", "--format", help="rich or json."),
 ) -> None:
     """Roll out sealed version N of MODEL next to stable, step by step, with analysis."""
-    if output_format not in FORMATS:
-        raise _fail(f"unknown format {output_format!r}; use rich or json")
+    check_output_format(output_format)
     from pydantic import ValidationError
 
     from triton_ops.rollout.analysis import policy_from_envelope
@@ -359,18 +323,18 @@ def start(
 
     model_dir = _model_dir(repo, model)
     envelope_obj = _load_envelope(model, model_dir, envelope, envelopes, canary)
-    interval_s = _parse_duration_s(interval, "--interval")
-    timeout_s = _parse_duration_s(timeout, "--timeout")
-    slack_us = _parse_duration_s(p99_slack, "--p99-slack") * 1e6
-    step_list = _parse_versions(steps, "--steps")
+    interval_s = parse_duration_s(interval, "--interval")
+    timeout_s = parse_duration_s(timeout, "--timeout")
+    slack_us = parse_duration_s(p99_slack, "--p99-slack") * 1e6
+    step_list = parse_int_list(steps, "--steps")
     printer = _Printer(output_format)
     with _target(model, repo, url, envelope_obj, requests_file, rate, concurrency,
                  timeout_s) as target:
         try:
-            stable_list = (_parse_versions(stable, "--stable") if stable
+            stable_list = (parse_int_list(stable, "--stable") if stable
                            else target.serving_versions())
         except Exception as exc:  # noqa: BLE001 - TargetError and connection failures
-            raise _fail(str(exc)) from None
+            raise fail(str(exc)) from None
         try:
             spec = RolloutSpec(
                 model=model, stable=stable_list or [0], canary=canary, steps=step_list,
@@ -384,9 +348,9 @@ def start(
             )
         except ValidationError as exc:
             first = exc.errors()[0]
-            raise _fail(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+            raise fail(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
         if not stable_list:
-            raise _fail(f"no version of {model} serves on {target.describe()}: load a stable "
+            raise fail(f"no version of {model} serves on {target.describe()}: load a stable "
                         "version first")
         _save_target_options(target.store, {
             "url": url, "repo": str(repo), "rate": rate, "concurrency": concurrency,
@@ -411,8 +375,8 @@ def start(
                 if printer.json:
                     typer.echo(json.dumps({"model": model, "canary": canary,
                                            "phase": "Refused", "reason": str(exc),
-                                           "exit_code": EXIT_REFUSED}, indent=2))
-                raise _fail(f"refused: {exc}") from None
+                                           "exit_code": EXIT_USAGE}, indent=2))
+                raise fail(f"refused: {exc}") from None
     code = exit_code(state)
     printer.final(state, code)
     raise typer.Exit(code)
@@ -440,9 +404,9 @@ def status(
     try:
         state = store.load()
     except StoreError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     if state is None:
-        raise _fail(f"no rollout of {model} recorded in {store.directory}", EXIT_ROLLED_BACK)
+        raise fail(f"no rollout of {model} recorded in {store.directory}", EXIT_FAILED)
     driven = store.is_locked()
     audit = store.read_audit()[-last:] if last else []
     if output_format == "json":
@@ -504,7 +468,7 @@ def resume(
         with _resume_target(model, repo, url) as target, _interrupted(model, target.store):
             state = Engine(target, listener=printer).resume()
     except (RolloutRefused, StoreError) as exc:
-        raise _fail(f"refused: {exc}") from None
+        raise fail(f"refused: {exc}") from None
     code = exit_code(state)
     printer.final(state, code)
     raise typer.Exit(code)
@@ -522,7 +486,7 @@ def _command(model: str, repo: Path, url: str | None, action: str, output_format
     try:
         state = store.load()
         if state is None:
-            raise _fail(f"no rollout of {model}")
+            raise fail(f"no rollout of {model}")
         if state.phase.terminal:
             # Nothing left to do: abort is satisfied, promote reports whether it promoted.
             code = exit_code(state) if action == "promote" else EXIT_OK
@@ -548,7 +512,7 @@ def _command(model: str, repo: Path, url: str | None, action: str, output_format
         with _resume_target(model, repo, url) as target:
             state, _ = Engine(target, listener=printer).command(action, by=_who())
     except (RolloutRefused, StoreError) as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     code = exit_code(state)
     printer.final(state, code)
     raise typer.Exit(code if action == "promote" else EXIT_OK)
@@ -605,7 +569,7 @@ def rollback(
     if state is not None and not state.phase.terminal:
         # A rollout is open: rolling back IS aborting it (stable is the known-good).
         if to is not None and to not in state.spec.stable:
-            raise _fail(f"a rollout of {model} is open (stable {state.spec.stable}); "
+            raise fail(f"a rollout of {model} is open (stable {state.spec.stable}); "
                         f"abort it first, then `rollback --to {to}`")
         _command(model, repo, url, "abort", "rich", 30.0)
         return
@@ -614,27 +578,27 @@ def rollback(
         try:
             serving = target.serving_versions()
         except TargetError as exc:
-            raise _fail(str(exc)) from None
+            raise fail(str(exc)) from None
         if to is None:
             candidates = [versions for versions in reversed(store.known_good())
                           if versions != serving]
             if not candidates:
-                raise _fail(f"no known-good version of {model} other than {serving} is "
+                raise fail(f"no known-good version of {model} other than {serving} is "
                             "recorded; give --to N")
             versions = candidates[0]
         else:
             versions = [to]
         problems = [p for v in versions for p in verify_version(repo / model, v)]
         if problems:
-            raise _fail("refused: " + "; ".join(problems))
+            raise fail("refused: " + "; ".join(problems))
         try:
             with store.lock():
                 target.restore(versions)
         except TargetError as exc:
-            raise _fail(f"rollback failed, {serving} still serve: {exc}", EXIT_ROLLED_BACK) \
+            raise fail(f"rollback failed, {serving} still serve: {exc}", EXIT_FAILED) \
                 from None
         except RolloutLocked as exc:
-            raise _fail(str(exc)) from None
+            raise fail(str(exc)) from None
     store.append_audit({"event": "rollback", "model": model, "from": serving,
                         "to": versions, "by": _who(), "time": time.time(),
                         "reason": f"manual rollback {serving} -> {versions}"})
