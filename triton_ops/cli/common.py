@@ -1,11 +1,16 @@
-"""What the commands share: exit codes and failure messages, option parsers, envelope loading.
+"""What the commands share: exit codes and failure messages, option parsers, envelope loading,
+and the rollout printers.
 
-Only typer is imported at module level (the CLI starts fast); the envelope package loads
-inside the functions that use it.
+Only typer is imported at module level (the CLI starts fast); pydantic models, rich and the
+rollout package load inside the functions that use them.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import os
+import socket
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -102,3 +107,152 @@ def load_envelope(model: str, envelope: Path | None, envelopes: Path,
     raise fail(f"no envelope for {model}: pass --envelope FILE or put it in "
                f"{envelopes}/{model}.yaml (the rollout reads tensors, SLO and tolerance "
                "from it)")
+
+
+# -- rollouts ----------------------------------------------------------------------------------
+
+def who() -> str:
+    """Who acts, for the audit log: user@host."""
+    user = os.environ.get("USER") or os.environ.get("LOGNAME") or "someone"
+    return f"{user}@{socket.gethostname()}"
+
+
+@dataclasses.dataclass(frozen=True)
+class AnalysisOptions:
+    """How a rollout steps and judges, as given on the command line (parsed)."""
+
+    steps: list[int]
+    interval_s: float
+    min_requests: int
+    failure_limit: int
+    max_inconclusive: int
+    confirm: bool
+    shadow_samples: int
+    max_p99_ratio: float
+    p99_slack_us: float
+
+    @classmethod
+    def parse(cls, *, steps: str, interval: str, p99_slack: str, **values: Any
+              ) -> AnalysisOptions:
+        return cls(steps=parse_int_list(steps, "--steps"),
+                   interval_s=parse_duration_s(interval, "--interval"),
+                   p99_slack_us=parse_duration_s(p99_slack, "--p99-slack",
+                                                 allow_zero=True) * 1e6,
+                   **values)
+
+
+def rollout_spec(model: str, canary: int, stable: list[int], analysis: AnalysisOptions,
+                 envelope: Any) -> Any:
+    """The RolloutSpec of a new rollout (thresholds from the envelope's SLO, then the
+    options); exit 2 naming the field when it is not valid."""
+    from pydantic import ValidationError
+
+    from triton_ops.rollout.analysis import policy_from_envelope
+    from triton_ops.rollout.state import RolloutSpec
+
+    try:
+        return RolloutSpec(
+            model=model, stable=stable or [0], canary=canary, steps=analysis.steps,
+            interval_s=analysis.interval_s, failure_limit=analysis.failure_limit,
+            max_inconclusive=analysis.max_inconclusive, confirm=analysis.confirm,
+            shadow_samples=analysis.shadow_samples,
+            policy=policy_from_envelope(envelope, min_requests=analysis.min_requests,
+                                        max_p99_ratio=analysis.max_p99_ratio,
+                                        p99_slack_us=analysis.p99_slack_us,
+                                        min_agreement_samples=min(5, analysis.shadow_samples)))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise fail(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+
+
+class RolloutPrinter:
+    """The engine's listener: rich lines for people, or nothing until the final JSON
+    document."""
+
+    def __init__(self, output_format: str):
+        self.json = output_format == "json"
+        self.records: list[dict[str, Any]] = []
+        self._console: Any = None
+
+    @property
+    def console(self) -> Any:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(stderr=self.json, highlight=False, soft_wrap=True)
+        return self._console
+
+    def __call__(self, state: Any, record: Any) -> None:
+        data = record.model_dump(mode="json")
+        self.records.append(data)
+        if self.json:
+            return
+        colour = {"Succeeded": "green", "RolledBack": "yellow", "Failed": "red",
+                  "RollingBack": "yellow", "Paused": "cyan"}.get(state.phase.value, "blue")
+        verdict = f" [{data['verdict']}]" if data.get("verdict") else ""
+        bar = "#" * (state.weight // 10) + "." * (10 - state.weight // 10)
+        from rich.markup import escape
+
+        self.console.print(
+            f"[{colour}]{state.phase.value:<12}[/] step {state.step + 1}/"
+            f"{len(state.spec.steps)} {escape(f'[{bar}]')} {state.weight:>3}%{escape(verdict)} "
+            f"{escape(record.reason)}")
+
+    def final(self, state: Any, code: int) -> None:
+        if self.json:
+            typer.echo(json.dumps({
+                "model": state.spec.model, "canary": state.spec.canary,
+                "stable": state.spec.stable, "phase": state.phase.value,
+                "serving": state.serving, "reason": state.reason, "exit_code": code,
+                "decisions": self.records,
+            }, indent=2))
+            return
+        colour = "green" if code == 0 else "red"
+        from rich.markup import escape
+
+        self.console.print(f"[bold {colour}]{state.phase.value}[/]: {escape(state.reason)}")
+
+
+def show_status(model: str, store: Any, *, last: int, output_format: str,
+                commands: str) -> None:
+    """Print the rollout of `model` recorded in `store`: phase, step, weight, last verdict,
+    who drives it, the last audit records. `commands` is how the follow-up commands are
+    spelled for this target (e.g. `triton-ops rollout`). Exit 1 when none is recorded."""
+    from triton_ops.rollout.store import StoreError
+
+    try:
+        state = store.load()
+        if state is None:
+            raise fail(f"no rollout of {model} recorded in {store.directory}", EXIT_FAILED)
+        driven = store.is_locked()
+        owner = store.owner() if driven else None
+        audit = store.read_audit()[-last:] if last else []
+    except StoreError as exc:
+        raise fail(str(exc)) from None
+    if output_format == "json":
+        typer.echo(json.dumps({"state": state.model_dump(mode="json"), "driven": driven,
+                               "owner": owner, "serving": state.serving, "audit": audit},
+                              indent=2))
+        return
+    from rich.console import Console
+    from rich.markup import escape
+
+    console = Console(highlight=False, soft_wrap=True)
+    spec = state.spec
+    console.print(f"[bold]{model}[/]: version {spec.canary} over stable {spec.stable} "
+                  f"({escape(str(store.directory))})")
+    drive = ("" if state.phase.terminal else f" (driven by {owner})" if driven else
+             f" (NOT DRIVEN: run `{commands} resume {model}`)")
+    console.print(f"  phase     {state.phase.value}{escape(drive)}")
+    console.print(f"  step      {state.step + 1}/{len(spec.steps)} at weight {state.weight}%"
+                  f" (steps {spec.steps}, {spec.interval_s:g}s windows)")
+    console.print(f"  windows   {state.windows} analyzed, {state.failures} failed "
+                  f"(limit {spec.failure_limit})")
+    if state.last_verdict is not None:
+        console.print(f"  verdict   {state.last_verdict.result.value}: "
+                      f"{escape(state.last_verdict.reason)}")
+    console.print(f"  reason    {escape(state.reason)}")
+    for record in audit:
+        weight = f"{record['weight']:>3}%" if "weight" in record else "    "
+        console.print(f"    {record.get('phase') or record.get('event', ''):<12} {weight} "
+                      f"{escape(str(record.get('reason', '')))}")

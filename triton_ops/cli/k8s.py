@@ -6,7 +6,17 @@ from pathlib import Path
 
 import typer
 
-from triton_ops.cli.common import fail, load_envelope, parse_duration_s, parse_int_list
+from triton_ops.cli.common import (
+    AnalysisOptions,
+    RolloutPrinter,
+    fail,
+    load_envelope,
+    parse_duration_s,
+    parse_int_list,
+    rollout_spec,
+    show_status,
+    who,
+)
 
 
 def _print_findings(findings: list) -> None:
@@ -139,15 +149,14 @@ def k8s_rollout(
     output_format: str = typer.Option("rich", "--format", help="rich or json."),
 ) -> None:
     """Roll out sealed version N of MODEL on a release of the triton chart."""
-    from pydantic import ValidationError
-
-    from triton_ops.cli.rollout import _Printer
-    from triton_ops.rollout.analysis import policy_from_envelope
     from triton_ops.rollout.engine import Engine, RolloutRefused, exit_code
-    from triton_ops.rollout.state import RolloutSpec
     from triton_ops.rollout.target import TargetError
 
     envelope_obj = load_envelope(model, envelope, envelopes)
+    analysis = AnalysisOptions.parse(
+        steps=steps, interval=interval, p99_slack=p99_slack, min_requests=min_requests,
+        failure_limit=failure_limit, max_inconclusive=max_inconclusive, confirm=confirm,
+        shadow_samples=shadow_samples, max_p99_ratio=max_p99_ratio)
     options = {"release": release, "prometheus": prometheus, "match": list(match),
                "gateway": gateway, "repo": str(repo) if repo else None,
                "canary_replicas": canary_replicas, "max_canary_replicas": max_canary_replicas,
@@ -159,25 +168,12 @@ def k8s_rollout(
     target = _target(cluster, model, options, envelope_obj)
     try:
         stable_list = parse_int_list(stable, "--stable") if stable else target.serving_versions()
-        spec = RolloutSpec(
-            model=model, stable=stable_list or [0], canary=canary,
-            steps=parse_int_list(steps, "--steps"),
-            interval_s=parse_duration_s(interval, "--interval", allow_zero=True),
-            failure_limit=failure_limit, max_inconclusive=max_inconclusive, confirm=confirm,
-            shadow_samples=shadow_samples,
-            policy=policy_from_envelope(envelope_obj, min_requests=min_requests,
-                                        max_p99_ratio=max_p99_ratio,
-                                        p99_slack_us=parse_duration_s(
-                                            p99_slack, "--p99-slack", allow_zero=True) * 1e6,
-                                        min_agreement_samples=min(5, shadow_samples)))
     except TargetError as exc:
         raise fail(str(exc)) from None
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        raise fail(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+    spec = rollout_spec(model, canary, stable_list, analysis, envelope_obj)
     if not stable_list:
         raise fail(f"no version of {model} serves on {target.describe()}")
-    printer = _Printer(output_format)
+    printer = RolloutPrinter(output_format)
     if not printer.json:
         printer.console.print(f"rolling out {model} version {canary} on {target.describe()}: "
                               f"stable {stable_list}, steps {spec.steps}")
@@ -222,58 +218,25 @@ def k8s_status(
     output_format: str = typer.Option("rich", "--format", help="rich or json."),
 ) -> None:
     """Show the rollout of MODEL from the cluster: phase, weight, verdict, who drives it."""
-    import json
-
     from triton_ops.k8s.store import ConfigMapStateStore
-    from triton_ops.rollout.store import StoreError
 
     cluster = _cluster(namespace, kubeconfig, context)
     store = ConfigMapStateStore(cluster, model)  # type: ignore[arg-type]
-    try:
-        state = store.load()
-        if state is None:
-            raise fail(f"no rollout of {model} in {store.directory}", 1)
-        driven = store.is_locked()
-        owner = store.owner()
-        audit = store.read_audit()[-last:] if last else []
-    except StoreError as exc:
-        raise fail(str(exc)) from None
-    if output_format == "json":
-        typer.echo(json.dumps({"state": state.model_dump(mode="json"), "driven": driven,
-                               "owner": owner if driven else None,
-                               "serving": state.serving, "audit": audit}, indent=2))
-        return
-    spec = state.spec
-    typer.echo(f"{model}: version {spec.canary} over stable {spec.stable} ({store.directory})")
-    drive = ("" if state.phase.terminal else f" (driven by {owner})" if driven else
-             f" (NOT DRIVEN: run `triton-ops k8s resume {model}`)")
-    typer.echo(f"  phase     {state.phase.value}{drive}")
-    typer.echo(f"  step      {state.step + 1}/{len(spec.steps)} at weight {state.weight}%")
-    typer.echo(f"  windows   {state.windows} analyzed, {state.failures} failed")
-    if state.last_verdict is not None:
-        typer.echo(f"  verdict   {state.last_verdict.result.value}: {state.last_verdict.reason}")
-    typer.echo(f"  reason    {state.reason}")
-    for record in audit:
-        typer.echo(f"  - {record.get('event')}: {record.get('reason')}")
+    show_status(model, store, last=last, output_format=output_format, commands="triton-ops k8s")
 
 
 def _drive(model: str, action: str, namespace: str | None, kubeconfig: Path | None,
            context: str | None, prometheus: str | None, output_format: str) -> None:
-    import getpass
-    import socket
-
-    from triton_ops.cli.rollout import _Printer
     from triton_ops.rollout.engine import Engine, RolloutRefused, exit_code
 
     target = _stored_target(model, namespace, kubeconfig, context, prometheus)
-    printer = _Printer(output_format)
+    printer = RolloutPrinter(output_format)
     engine = Engine(target, listener=printer)  # type: ignore[arg-type]
     try:
         if action == "resume":
             state = engine.resume()
         else:
-            state, drove = engine.command(action, by=f"{getpass.getuser()}@"
-                                          f"{socket.gethostname()}")
+            state, drove = engine.command(action, by=who())
             if not drove and not state.phase.terminal:
                 typer.echo(f"{action} sent to the process driving the rollout "
                            f"({target.store.owner()}); follow it with "  # type: ignore[attr-defined]

@@ -14,8 +14,6 @@ arguments). Heavy modules (tritonclient, numpy, rich) load inside the commands.
 from __future__ import annotations
 
 import json
-import os
-import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,12 +26,17 @@ from triton_ops.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
+    AnalysisOptions,
+    RolloutPrinter,
     check_output_format,
     envelope_file,
     fail,
     load_envelope,
     parse_duration_s,
     parse_int_list,
+    rollout_spec,
+    show_status,
+    who,
 )
 
 TARGET_FILE = "target.json"  # how to reach the target again on `resume` / `promote`
@@ -82,11 +85,6 @@ rollout_app = typer.Typer(
     "Start one with `triton-ops rollout MODEL --canary N`; then `status`, `resume`, `abort`, "
     "`promote` work from any shell.",
 )
-
-
-def _who() -> str:
-    user = os.environ.get("USER") or os.environ.get("LOGNAME") or "someone"
-    return f"{user}@{socket.gethostname()}"
 
 
 def _model_dir(repo: Path, model: str) -> Path:
@@ -189,53 +187,6 @@ def _target(model: str, repo: Path, url: str | None, envelope_obj: Any,
         raise fail(f"cannot use the Triton server: {exc}") from None
 
 
-class _Printer:
-    """Rich lines for people, or nothing until the final JSON document."""
-
-    def __init__(self, output_format: str):
-        self.json = output_format == "json"
-        self.records: list[dict[str, Any]] = []
-        self._console: Any = None
-
-    @property
-    def console(self) -> Any:
-        if self._console is None:
-            from rich.console import Console
-
-            self._console = Console(stderr=self.json, highlight=False, soft_wrap=True)
-        return self._console
-
-    def __call__(self, state: Any, record: Any) -> None:
-        data = record.model_dump(mode="json")
-        self.records.append(data)
-        if self.json:
-            return
-        colour = {"Succeeded": "green", "RolledBack": "yellow", "Failed": "red",
-                  "RollingBack": "yellow", "Paused": "cyan"}.get(state.phase.value, "blue")
-        verdict = f" [{data['verdict']}]" if data.get("verdict") else ""
-        bar = "#" * (state.weight // 10) + "." * (10 - state.weight // 10)
-        from rich.markup import escape
-
-        self.console.print(
-            f"[{colour}]{state.phase.value:<12}[/] step {state.step + 1}/"
-            f"{len(state.spec.steps)} {escape(f'[{bar}]')} {state.weight:>3}%{escape(verdict)} "
-            f"{escape(record.reason)}")
-
-    def final(self, state: Any, code: int) -> None:
-        if self.json:
-            typer.echo(json.dumps({
-                "model": state.spec.model, "canary": state.spec.canary,
-                "stable": state.spec.stable, "phase": state.phase.value,
-                "serving": state.serving, "reason": state.reason, "exit_code": code,
-                "decisions": self.records,
-            }, indent=2))
-            return
-        colour = "green" if code == 0 else "red"
-        from rich.markup import escape
-
-        self.console.print(f"[bold {colour}]{state.phase.value}[/]: {escape(state.reason)}")
-
-
 @contextmanager
 def _interrupted(model: str, store: Any) -> Iterator[None]:
     """Ctrl-C or an unexpected error leaves the persisted state as it is: say how to go on."""
@@ -315,19 +266,16 @@ def start(
 ) -> None:
     """Roll out sealed version N of MODEL next to stable, step by step, with analysis."""
     check_output_format(output_format)
-    from pydantic import ValidationError
-
-    from triton_ops.rollout.analysis import policy_from_envelope
     from triton_ops.rollout.engine import Engine, RolloutRefused, exit_code
-    from triton_ops.rollout.state import RolloutSpec
 
     model_dir = _model_dir(repo, model)
     envelope_obj = _load_envelope(model, model_dir, envelope, envelopes, canary)
-    interval_s = parse_duration_s(interval, "--interval")
+    analysis = AnalysisOptions.parse(
+        steps=steps, interval=interval, p99_slack=p99_slack, min_requests=min_requests,
+        failure_limit=failure_limit, max_inconclusive=max_inconclusive, confirm=confirm,
+        shadow_samples=shadow_samples, max_p99_ratio=max_p99_ratio)
     timeout_s = parse_duration_s(timeout, "--timeout")
-    slack_us = parse_duration_s(p99_slack, "--p99-slack") * 1e6
-    step_list = parse_int_list(steps, "--steps")
-    printer = _Printer(output_format)
+    printer = RolloutPrinter(output_format)
     with _target(model, repo, url, envelope_obj, requests_file, rate, concurrency,
                  timeout_s) as target:
         try:
@@ -335,23 +283,10 @@ def start(
                            else target.serving_versions())
         except Exception as exc:  # noqa: BLE001 - TargetError and connection failures
             raise fail(str(exc)) from None
-        try:
-            spec = RolloutSpec(
-                model=model, stable=stable_list or [0], canary=canary, steps=step_list,
-                interval_s=interval_s, failure_limit=failure_limit,
-                max_inconclusive=max_inconclusive, confirm=confirm,
-                shadow_samples=shadow_samples,
-                policy=policy_from_envelope(envelope_obj, min_requests=min_requests,
-                                            max_p99_ratio=max_p99_ratio,
-                                            p99_slack_us=slack_us,
-                                            min_agreement_samples=min(5, shadow_samples)),
-            )
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            raise fail(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+        spec = rollout_spec(model, canary, stable_list, analysis, envelope_obj)
         if not stable_list:
             raise fail(f"no version of {model} serves on {target.describe()}: load a stable "
-                        "version first")
+                       "version first")
         _save_target_options(target.store, {
             "url": url, "repo": str(repo), "rate": rate, "concurrency": concurrency,
             "requests": str(requests_file.resolve()) if requests_file else None,
@@ -362,7 +297,7 @@ def start(
         if not printer.json:
             printer.console.print(f"rolling out {model} version {canary} on "
                                   f"{target.describe()}: stable {stable_list}, steps "
-                                  f"{step_list}, {interval_s:g}s windows")
+                                  f"{spec.steps}, {spec.interval_s:g}s windows")
         if url and canary > max(stable_list):
             # Triton has no weighted routing: unversioned requests go to the highest version.
             typer.echo(f"note: while version {canary} is loaded, requests that name no "
@@ -398,42 +333,8 @@ def status(
     last: int = typer.Option(5, "--last", min=0, help="Audit records to show."),
 ) -> None:
     """Show the rollout of MODEL: phase, step, weight, last verdict, who drives it."""
-    from triton_ops.rollout.store import StoreError
-
-    store = _store(model, repo)
-    try:
-        state = store.load()
-    except StoreError as exc:
-        raise fail(str(exc)) from None
-    if state is None:
-        raise fail(f"no rollout of {model} recorded in {store.directory}", EXIT_FAILED)
-    driven = store.is_locked()
-    audit = store.read_audit()[-last:] if last else []
-    if output_format == "json":
-        typer.echo(json.dumps({"state": state.model_dump(mode="json"), "driven": driven,
-                               "owner": store.owner() if driven else None,
-                               "serving": state.serving, "audit": audit}, indent=2))
-        return
-    from rich.console import Console
-    from rich.markup import escape
-
-    console = Console(highlight=False, soft_wrap=True)
-    spec = state.spec
-    console.print(f"[bold]{model}[/]: version {spec.canary} over stable {spec.stable}")
-    console.print(f"  phase     {state.phase.value}"
-                  + ("" if state.phase.terminal else
-                     f" ({'driven by ' + store.owner() if driven else 'NOT DRIVEN: run `triton-ops rollout resume ' + model + '`'})"))  # noqa: E501
-    console.print(f"  step      {state.step + 1}/{len(spec.steps)} at weight {state.weight}%"
-                  f" (steps {spec.steps}, {spec.interval_s:g}s windows)")
-    console.print(f"  windows   {state.windows} analyzed, {state.failures} failed "
-                  f"(limit {spec.failure_limit})")
-    if state.last_verdict is not None:
-        console.print(f"  verdict   {state.last_verdict.result.value}: "
-                      f"{escape(state.last_verdict.reason)}")
-    console.print(f"  reason    {escape(state.reason)}")
-    for record in audit:
-        console.print(f"    {record.get('phase', ''):<12} {record.get('weight', 0):>3}% "
-                      f"{escape(str(record.get('reason', '')))}")
+    show_status(model, _store(model, repo), last=last, output_format=output_format,
+                commands="triton-ops rollout")
 
 
 def _resume_target(model: str, repo: Path, url: str | None) -> Any:
@@ -463,7 +364,7 @@ def resume(
     from triton_ops.rollout.engine import Engine, RolloutRefused, exit_code
     from triton_ops.rollout.store import StoreError
 
-    printer = _Printer(output_format)
+    printer = RolloutPrinter(output_format)
     try:
         with _resume_target(model, repo, url) as target, _interrupted(model, target.store):
             state = Engine(target, listener=printer).resume()
@@ -482,7 +383,7 @@ def _command(model: str, repo: Path, url: str | None, action: str, output_format
     from triton_ops.rollout.store import StoreError
 
     store = _store(model, repo)
-    printer = _Printer(output_format)
+    printer = RolloutPrinter(output_format)
     try:
         state = store.load()
         if state is None:
@@ -496,7 +397,7 @@ def _command(model: str, repo: Path, url: str | None, action: str, output_format
             # The driving process acts on it between two windows.
             from triton_ops.rollout.state import Command
 
-            store.send_command(Command(action=action, by=_who()))  # type: ignore[arg-type]
+            store.send_command(Command(action=action, by=who()))  # type: ignore[arg-type]
             typer.echo(f"{action} sent to the process driving the rollout "
                        f"({store.owner()}); waiting for it to act", err=True)
             deadline = time.monotonic() + wait_s
@@ -510,7 +411,7 @@ def _command(model: str, repo: Path, url: str | None, action: str, output_format
             printer.final(state, EXIT_OK)
             raise typer.Exit(EXIT_OK)
         with _resume_target(model, repo, url) as target:
-            state, _ = Engine(target, listener=printer).command(action, by=_who())
+            state, _ = Engine(target, listener=printer).command(action, by=who())
     except (RolloutRefused, StoreError) as exc:
         raise fail(str(exc)) from None
     code = exit_code(state)
@@ -600,7 +501,7 @@ def rollback(
         except RolloutLocked as exc:
             raise fail(str(exc)) from None
     store.append_audit({"event": "rollback", "model": model, "from": serving,
-                        "to": versions, "by": _who(), "time": time.time(),
+                        "to": versions, "by": who(), "time": time.time(),
                         "reason": f"manual rollback {serving} -> {versions}"})
     store.record_known_good(versions)
     typer.echo(f"{model}: serving {versions} (was {serving})")
