@@ -21,10 +21,14 @@ from triton_ops.k8s.cluster import (
     route_canary_weight,
     route_weights,
 )
+from triton_ops.k8s.prometheus import Prometheus
 from triton_ops.k8s.store import ConfigMapStateStore, LeaseLock
+from triton_ops.k8s.target import KubernetesTarget
 from triton_ops.rollout.state import AuditRecord, Command, Phase, RolloutSpec, new_state
 from triton_ops.rollout.store import RolloutLocked
+from triton_ops.rollout.target import TargetError
 
+from .cluster_sim import chart_values, install_chart
 from .emulator import RunningApiServer, api_server
 
 NS = "ml"
@@ -250,3 +254,18 @@ def test_rollout_target_k8s_maps_to_the_k8s_commands(server: RunningApiServer,
     with pytest.raises(SystemExit) as exc:
         dispatch_rollout(["status", "affine", "--target", "k8s", "--kubeconfig", kubeconfig])
     assert exc.value.code == 1
+
+
+def test_stable_versions_are_what_the_stable_template_names(server: RunningApiServer,
+                                                            cluster: Cluster) -> None:
+    install_chart(server, chart_values(None, True))
+    target = KubernetesTarget(cluster=cluster, model="affine", release="demo-triton",
+                              prometheus=Prometheus("http://127.0.0.1:9"))
+    assert target.stable_versions() == [1]  # no pod is ready here: the template counts
+    cluster.patch_deployment("demo-triton-stable", {"spec": {"template": {"metadata": {
+        "annotations": {"triton-ops.io/versions": '{"affine": [3, 4], "other": [7]}'}}}}})
+    assert target.stable_versions() == [3, 4]
+    other = KubernetesTarget(cluster=cluster, model="affine", release="nope-triton",
+                             prometheus=Prometheus("http://127.0.0.1:9"))
+    with pytest.raises(TargetError, match="is the triton chart installed in namespace 'ml'"):
+        other.stable_versions()

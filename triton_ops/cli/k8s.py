@@ -292,7 +292,7 @@ def k8s_rollback(
             raise fail(f"a rollout of {model} is {state.phase.value}: use `triton-ops k8s "
                         f"abort {model}` instead")
         with store.lock():
-            current = target.versions_of(target._get(target.stable_name)).get(model, [])  # type: ignore[attr-defined]  # noqa: E501
+            current = target.stable_versions()  # type: ignore[attr-defined]
             if to:
                 versions = sorted(parse_int_list(to, "--to"))
             else:
