@@ -1,5 +1,5 @@
 """What the commands share: exit codes and failure messages, option parsers, envelope loading,
-and the rollout printers.
+option groups declared once for several commands, and the rollout printers.
 
 Only typer is imported at module level (the CLI starts fast); pydantic models, rich and the
 rollout package load inside the functions that use them.
@@ -8,12 +8,15 @@ rollout package load inside the functions that use them.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
 import json
 import os
 import socket
-from collections.abc import Callable, Iterable
+import typing
+from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import typer
 
@@ -107,6 +110,106 @@ def load_envelope(model: str, envelope: Path | None, envelopes: Path,
     raise fail(f"no envelope for {model}: pass --envelope FILE or put it in "
                f"{envelopes}/{model}.yaml (the rollout reads tensors, SLO and tolerance "
                "from it)")
+
+
+# -- options declared once, for several commands ---------------------------------------------
+
+Command = TypeVar("Command", bound=Callable[..., Any])
+
+
+def option_groups(*, required: Collection[str] = ()) -> Callable[[Command], Command]:
+    """Let a typer command take some of its options as dataclasses.
+
+    Each parameter of the command annotated with a dataclass is replaced, in the signature
+    typer reads, by that dataclass's fields (typer options in `Annotated`, or nested
+    dataclasses), at the parameter's place; the command is called with the dataclass built
+    from them. So options shared by several commands are declared once, in the dataclass.
+    `required` names fields this command requires (they get no default).
+    """
+
+    def decorate(command: Command) -> Command:
+        hints = typing.get_type_hints(command, include_extras=True)
+        parameters: list[inspect.Parameter] = []
+        groups: dict[str, type] = {}
+        for parameter in inspect.signature(command).parameters.values():
+            hint = hints.get(parameter.name, parameter.annotation)
+            if dataclasses.is_dataclass(hint):
+                groups[parameter.name] = typing.cast(type, hint)
+                parameters += _group_parameters(typing.cast(type, hint), required)
+            else:
+                parameters.append(parameter.replace(
+                    annotation=hint, kind=inspect.Parameter.KEYWORD_ONLY))
+
+        @functools.wraps(command)
+        def call(**values: Any) -> Any:
+            for name, group in groups.items():
+                values[name] = _build_group(group, values)
+            return command(**values)
+
+        call.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+        call.__annotations__ = {p.name: p.annotation for p in parameters}
+        return typing.cast(Command, call)
+
+    return decorate
+
+
+def _group_parameters(group: type, required: Collection[str]) -> list[inspect.Parameter]:
+    hints = typing.get_type_hints(group, include_extras=True)
+    out: list[inspect.Parameter] = []
+    for field in dataclasses.fields(group):
+        hint = hints[field.name]
+        if dataclasses.is_dataclass(hint):
+            out += _group_parameters(typing.cast(type, hint), required)
+            continue
+        if field.name in required:
+            default: Any = inspect.Parameter.empty
+        elif field.default_factory is not dataclasses.MISSING:
+            default = field.default_factory()
+        else:
+            default = field.default
+        out.append(inspect.Parameter(field.name, inspect.Parameter.KEYWORD_ONLY,
+                                     default=default, annotation=hint))
+    return out
+
+
+def _build_group(group: type, values: dict[str, Any]) -> Any:
+    hints = typing.get_type_hints(group)
+    return group(**{
+        field.name: (_build_group(hints[field.name], values)
+                     if dataclasses.is_dataclass(hints[field.name])
+                     else values.pop(field.name))
+        for field in dataclasses.fields(group)})
+
+
+def option_names(*groups: type) -> list[str]:
+    """The parameter names option groups add to a command (nested groups included)."""
+    names: list[str] = []
+    for group in groups:
+        hints = typing.get_type_hints(group)
+        for field in dataclasses.fields(group):
+            if dataclasses.is_dataclass(hints[field.name]):
+                names += option_names(hints[field.name])
+            else:
+                names.append(field.name)
+    return names
+
+
+def given_options(ctx: typer.Context, names: Iterable[str]) -> list[str]:
+    """The options among `names` (parameter names) set on the command line, as flags."""
+    wanted = set(names)
+    return [param.opts[0] for param in ctx.command.params
+            if param.name in wanted and _source(ctx, param.name) == "COMMANDLINE"]
+
+
+def option_default(ctx: typer.Context, name: str, value: Any, default: Any) -> Any:
+    """`value`, unless the option `name` was left at its declared default: then `default`."""
+    return default if _source(ctx, name) in ("DEFAULT", None) else value
+
+
+def _source(ctx: typer.Context, name: str) -> str | None:
+    """Where the value of parameter `name` came from: COMMANDLINE, ENVIRONMENT, DEFAULT..."""
+    source = ctx.get_parameter_source(name)
+    return source.name if source is not None else None
 
 
 # -- rollouts ----------------------------------------------------------------------------------
