@@ -5,12 +5,16 @@ HTTPRoute weights, replica ratio."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import kmock
 import pytest
+from typer.testing import CliRunner
 
+from triton_ops.cli.main import app
 from triton_ops.k8s.cluster import (
     Cluster,
     Conflict,
@@ -21,10 +25,14 @@ from triton_ops.k8s.cluster import (
     route_canary_weight,
     route_weights,
 )
+from triton_ops.k8s.prometheus import Prometheus
 from triton_ops.k8s.store import ConfigMapStateStore, LeaseLock
+from triton_ops.k8s.target import KubernetesTarget
 from triton_ops.rollout.state import AuditRecord, Command, Phase, RolloutSpec, new_state
 from triton_ops.rollout.store import RolloutLocked
+from triton_ops.rollout.target import TargetError
 
+from .cluster_sim import chart_values, install_chart
 from .emulator import RunningApiServer, api_server
 
 NS = "ml"
@@ -238,15 +246,67 @@ def test_httproute_patch_through_the_custom_objects_api(cluster: Cluster) -> Non
 
 def test_rollout_target_k8s_maps_to_the_k8s_commands(server: RunningApiServer,
                                                      tmp_path: Path) -> None:
-    from triton_ops.cli.k8s import dispatch_rollout, rollout_target_args
-
-    assert rollout_target_args(["m", "--canary", "2"]) is None
-    assert rollout_target_args(["m", "--canary", "2", "--target", "k8s"]) == [
-        "rollout", "m", "--canary", "2"]
-    assert rollout_target_args(["start", "m", "--target=k8s"]) == ["rollout", "m"]
-    assert rollout_target_args(["abort", "m", "--target", "k8s", "-n", "x"]) == [
-        "abort", "m", "-n", "x"]
     kubeconfig = str(server.kubeconfig(tmp_path / "kc", NS))
-    with pytest.raises(SystemExit) as exc:
-        dispatch_rollout(["status", "affine", "--target", "k8s", "--kubeconfig", kubeconfig])
-    assert exc.value.code == 1
+
+    def run(*args: str) -> tuple[int, str]:
+        result = CliRunner().invoke(app, list(args))
+        return result.exit_code, result.output
+
+    # Without --target the rollout is the single Triton's (its repository has no model m).
+    assert run("rollout", "m", "--canary", "2")[1].startswith(
+        "error: model_repository/m does not exist")
+    for args in (["rollout", "m", "--canary", "2", "--target", "k8s"],
+                 ["rollout", "start", "m", "--target=k8s", "--canary", "2"]):
+        code, output = run(*args, "--kubeconfig", kubeconfig)
+        assert code == 2 and "--release is required with --target k8s" in output
+    code, output = run("rollout", "abort", "m", "--target", "k8s", "-n", "x",
+                       "--kubeconfig", kubeconfig)
+    assert code == 2 and "no Kubernetes rollout of m recorded in namespace x" in output
+    code, output = run("rollout", "status", "affine", "--target", "k8s",
+                       "--kubeconfig", kubeconfig)
+    assert code == 1 and "no rollout of affine recorded in configmap/ml/" in output
+
+
+def test_stable_versions_are_what_the_stable_template_names(server: RunningApiServer,
+                                                            cluster: Cluster) -> None:
+    install_chart(server, chart_values(None, True))
+    target = KubernetesTarget(cluster=cluster, model="affine", release="demo-triton",
+                              prometheus=Prometheus("http://127.0.0.1:9"))
+    assert target.stable_versions() == [1]  # no pod is ready here: the template counts
+    cluster.patch_deployment("demo-triton-stable", {"spec": {"template": {"metadata": {
+        "annotations": {"triton-ops.io/versions": '{"affine": [3, 4], "other": [7]}'}}}}})
+    assert target.stable_versions() == [3, 4]
+    other = KubernetesTarget(cluster=cluster, model="affine", release="nope-triton",
+                             prometheus=Prometheus("http://127.0.0.1:9"))
+    with pytest.raises(TargetError, match="is the triton chart installed in namespace 'ml'"):
+        other.stable_versions()
+
+
+def test_rollout_target_k8s_runs_on_the_release_with_the_kubernetes_defaults(
+        server: RunningApiServer, cluster: Cluster, tmp_path: Path) -> None:
+    """`rollout --target k8s` builds the Kubernetes target from its options, records them in
+    the rollout's ConfigMap, and takes the k8s defaults (5m windows, 100 requests)."""
+    install_chart(server, chart_values(None, True))
+    key = (kmock.resource("apps/v1/deployments"), NS, "demo-triton-stable")
+    server.call(lambda: server.emulator.objects[key].patch({"status": {
+        "replicas": 2, "updatedReplicas": 2, "readyReplicas": 2, "availableReplicas": 2}}))
+    envelope = str(Path(__file__).parent / "data" / "affine_envelope.yaml")
+    kubeconfig = str(server.kubeconfig(tmp_path / "kc", NS))
+    # No pod ever gets ready here: with --ready-timeout 0s the canary fails to load at once.
+    result = CliRunner().invoke(app, [
+        "rollout", "affine", "--canary", "4", "--target", "k8s", "--release", "demo",
+        "--prometheus", "http://127.0.0.1:9", "--ready-timeout", "0s", "--envelope", envelope,
+        "--kubeconfig", kubeconfig, "--format", "json"])
+    assert result.exit_code == 1, result.output
+    final = json.loads(result.stdout)
+    assert final["phase"] == "RolledBack" and final["stable"] == [1]
+    store = ConfigMapStateStore(cluster, "affine")
+    state = store.load()
+    assert state is not None
+    assert state.spec.interval_s == 300 and state.spec.policy.min_requests == 100
+    options = store.target_options()
+    assert (options["release"], options["prometheus"], options["ready_timeout_s"],
+            options["repo"]) == ("demo", "http://127.0.0.1:9", 0.0, None)
+    status = CliRunner().invoke(app, ["rollout", "status", "affine", "--target", "k8s",
+                                      "--kubeconfig", kubeconfig])
+    assert status.exit_code == 0 and "phase     RolledBack" in status.output

@@ -58,3 +58,13 @@ def test_known_good_history(tmp_path):
     store.record_known_good([1])
     store.record_known_good([3, 2])
     assert store.known_good() == [[1], [2, 3]]
+
+
+def test_target_options_round_trip_and_are_empty_when_unreadable(tmp_path):
+    store = StateStore(tmp_path)
+    assert store.target_options() == {}
+    store.save_target_options({"url": "127.0.0.1:8001", "rate": 50.0, "requests": None})
+    assert store.target_options() == {"url": "127.0.0.1:8001", "rate": 50.0, "requests": None}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["target.json"]
+    store.target_path.write_text("[1, 2]")
+    assert store.target_options() == {}

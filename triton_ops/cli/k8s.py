@@ -1,10 +1,44 @@
-"""CLI commands of the k8s capability: `helm-values` (and `helm-check`)."""
+"""CLI commands of the k8s capability: `helm-values` (and `--check`), and rollouts on a
+release of the triton Helm chart (`k8s rollout|status|resume|abort|promote|rollback`).
+
+`triton-ops rollout ... --target k8s` runs the same code: `start_on_kubernetes` and `drive`
+here, the target built by `triton_ops.cli.targets.open_target`.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, NoReturn
 
 import typer
+
+from triton_ops.cli.common import (
+    EXIT_FAILED,
+    AnalysisOptions,
+    RolloutPrinter,
+    check_output_format,
+    fail,
+    load_envelope,
+    option_groups,
+    parse_int_list,
+    show_status,
+    who,
+)
+from triton_ops.cli.targets import (
+    COMMANDS,
+    K8S_INTERVAL,
+    K8S_MIN_REQUESTS,
+    ClusterOptions,
+    K8sPacing,
+    K8sRelease,
+    PrometheusOverride,
+    k8s_options,
+    open_store,
+    open_target,
+    start_rollout,
+)
 
 
 def _print_findings(findings: list) -> None:
@@ -65,118 +99,26 @@ k8s_app = typer.Typer(
     "HTTPRoute weights or replica ratio, analysis from Prometheus, state in a ConfigMap.",
 )
 
-EXIT_REFUSED = 2
-
-
-def _fail(message: str, code: int = EXIT_REFUSED) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code)
-
-
-def _cluster(namespace: str | None, kubeconfig: Path | None, context: str | None) -> object:
-    from triton_ops.k8s.cluster import Cluster, K8sError, connect, default_namespace
-
-    try:
-        api = connect(kubeconfig, context)
-    except K8sError as exc:
-        raise _fail(str(exc)) from None
-    return Cluster(api, namespace or default_namespace(kubeconfig, context))
-
-
-def _envelope(model: str, envelope: Path | None, envelopes: Path) -> object:
-    from triton_ops.envelope.loader import load_envelope
-
-    path = envelope
-    if path is None:
-        for suffix in (".yaml", ".yml"):
-            if (envelopes / f"{model}{suffix}").is_file():
-                path = envelopes / f"{model}{suffix}"
-                break
-    if path is None or not path.is_file():
-        raise _fail(f"no envelope for {model}: pass --envelope FILE or put it in "
-                    f"{envelopes}/{model}.yaml (tensors, SLO and tolerance come from it)")
-    loaded = load_envelope(path)
-    if loaded.envelope is None:
-        lines = "\n".join(f"  {f.file}:{f.line}:{f.column}: {f.message}" for f in loaded.findings)
-        raise _fail(f"the envelope of {model} is invalid:\n{lines}")
-    return loaded.envelope
-
-
-def _target(cluster: object, model: str, options: dict, envelope: object) -> object:
-    from triton_ops.k8s.names import fullname
-    from triton_ops.k8s.prometheus import Prometheus, PrometheusError
-    from triton_ops.k8s.target import KubernetesTarget
-
-    if not options.get("prometheus"):
-        raise _fail("--prometheus URL is required (the analysis reads Triton's metrics there)")
-    try:
-        prometheus = Prometheus(options["prometheus"], matchers=options.get("match") or ())
-    except PrometheusError as exc:
-        raise _fail(str(exc)) from None
-    return KubernetesTarget(
-        cluster=cluster, model=model,  # type: ignore[arg-type]
-        release=fullname(options["release"], options.get("fullname_override") or ""),
-        prometheus=prometheus, envelope=envelope,  # type: ignore[arg-type]
-        gateway=bool(options.get("gateway", True)),
-        repository=Path(options["repo"]) if options.get("repo") else None,
-        canary_replicas=int(options.get("canary_replicas", 1)),
-        max_canary_replicas=int(options.get("max_canary_replicas", 10)),
-        ready_timeout_s=float(options.get("ready_timeout_s", 900)),
-        scrape_lag_s=float(options.get("scrape_lag_s", 30)),
-    )
-
-
-def _seconds(text: str, option: str) -> float:
-    from triton_ops.envelope.units import parse_duration_us
-
-    try:
-        value = parse_duration_us(text if not text.replace(".", "", 1).isdigit() else f"{text}s")
-    except (ValueError, TypeError) as exc:
-        raise _fail(f"{option} {text!r}: {exc}; use e.g. 30s, 2m") from None
-    return value / 1e6
-
-
-def _ints(text: str, option: str) -> list[int]:
-    try:
-        values = [int(p) for p in text.replace(" ", "").split(",") if p]
-    except ValueError:
-        raise _fail(f"{option} {text!r}: give comma-separated integers") from None
-    if not values:
-        raise _fail(f"{option} is empty")
-    return values
-
-
-NS_HELP = "Namespace (default: the kubeconfig context's)."
-
 
 @k8s_app.command("rollout")
+@option_groups(required=("release", "prometheus"))
 def k8s_rollout(
+    *,
     model: str = typer.Argument(..., help="Model name."),
     canary: int = typer.Option(..., "--canary", help="The sealed version to roll out."),
-    release: str = typer.Option(..., "--release", help="Helm release of the triton chart."),
-    prometheus: str = typer.Option(..., "--prometheus", help="Prometheus URL."),
-    match: list[str] = typer.Option([], "--match", help='Extra label matcher for every '  # noqa: B006, B008
-                                    'query, e.g. namespace="ml" (repeatable).'),
-    namespace: str = typer.Option(None, "--namespace", "-n", help=NS_HELP),
-    kubeconfig: Path = typer.Option(None, "--kubeconfig", help="Kubeconfig file."),  # noqa: B008
-    context: str = typer.Option(None, "--context", help="Kubeconfig context."),
-    gateway: bool = typer.Option(True, "--gateway/--replica-ratio", help="Shift traffic by "
-                                 "HTTPRoute weights, or by canary/stable replica ratio."),
+    release: K8sRelease,
     stable: str = typer.Option(None, "--stable", help="Stable versions (default: serving)."),
     steps: str = typer.Option("10,25,50,100", "--steps", help="Canary weights in percent."),
-    interval: str = typer.Option("5m", "--interval", help="Length of one analysis window."),
-    min_requests: int = typer.Option(100, "--min-requests", min=1),
+    interval: str = typer.Option(K8S_INTERVAL, "--interval",
+                                 help="Length of one analysis window."),
+    min_requests: int = typer.Option(K8S_MIN_REQUESTS, "--min-requests", min=1),
     failure_limit: int = typer.Option(2, "--failure-limit", min=1),
     max_inconclusive: int = typer.Option(5, "--max-inconclusive", min=1),
     confirm: bool = typer.Option(False, "--confirm", help="Pause before promotion."),
     shadow_samples: int = typer.Option(20, "--shadow-samples", min=0),
     max_p99_ratio: float = typer.Option(1.5, "--max-p99-ratio", min=1.0),
     p99_slack: str = typer.Option("10ms", "--p99-slack"),
-    scrape_lag: str = typer.Option("30s", "--scrape-lag", help="Wait after each window so "
-                                   "Prometheus has scraped it (2 scrape intervals)."),
-    ready_timeout: str = typer.Option("15m", "--ready-timeout"),
-    canary_replicas: int = typer.Option(1, "--canary-replicas", min=1),
-    max_canary_replicas: int = typer.Option(10, "--max-canary-replicas", min=1),
+    pacing: K8sPacing,
     envelope: Path = typer.Option(None, "--envelope", help="Envelope file."),  # noqa: B008
     envelopes: Path = typer.Option(Path("envelopes"), "--envelopes"),  # noqa: B008
     repo: Path = typer.Option(None, "--repo", help="A local copy of the model "  # noqa: B008
@@ -184,242 +126,150 @@ def k8s_rollout(
     output_format: str = typer.Option("rich", "--format", help="rich or json."),
 ) -> None:
     """Roll out sealed version N of MODEL on a release of the triton chart."""
-    from pydantic import ValidationError
-
-    from triton_ops.cli.rollout import _Printer
-    from triton_ops.rollout.analysis import policy_from_envelope
-    from triton_ops.rollout.engine import Engine, RolloutRefused, exit_code
-    from triton_ops.rollout.state import RolloutSpec
-    from triton_ops.rollout.target import TargetError
-
-    envelope_obj = _envelope(model, envelope, envelopes)
-    options = {"release": release, "prometheus": prometheus, "match": list(match),
-               "gateway": gateway, "repo": str(repo) if repo else None,
-               "canary_replicas": canary_replicas, "max_canary_replicas": max_canary_replicas,
-               "ready_timeout_s": _seconds(ready_timeout, "--ready-timeout"),
-               "scrape_lag_s": _seconds(scrape_lag, "--scrape-lag"),
-               "envelope": str(envelope) if envelope else None, "envelopes": str(envelopes)}
-    cluster = _cluster(namespace, kubeconfig, context)
-    target = _target(cluster, model, options, envelope_obj)
-    try:
-        stable_list = _ints(stable, "--stable") if stable else target.serving_versions()
-        spec = RolloutSpec(
-            model=model, stable=stable_list or [0], canary=canary,
-            steps=_ints(steps, "--steps"), interval_s=_seconds(interval, "--interval"),
-            failure_limit=failure_limit, max_inconclusive=max_inconclusive, confirm=confirm,
-            shadow_samples=shadow_samples,
-            policy=policy_from_envelope(envelope_obj, min_requests=min_requests,
-                                        max_p99_ratio=max_p99_ratio,
-                                        p99_slack_us=_seconds(p99_slack, "--p99-slack") * 1e6,
-                                        min_agreement_samples=min(5, shadow_samples)))
-    except TargetError as exc:
-        raise _fail(str(exc)) from None
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        raise _fail(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
-    if not stable_list:
-        raise _fail(f"no version of {model} serves on {target.describe()}")
-    printer = _Printer(output_format)
-    if not printer.json:
-        printer.console.print(f"rolling out {model} version {canary} on {target.describe()}: "
-                              f"stable {stable_list}, steps {spec.steps}")
-    try:
-        target.store.save_target_options(options)
-        state = Engine(target, listener=printer).start(spec)
-    except RolloutRefused as exc:
-        raise _fail(f"refused: {exc}") from None
-    code = exit_code(state)
-    printer.final(state, code)
-    raise typer.Exit(code)
+    check_output_format(output_format)
+    analysis = AnalysisOptions.parse(
+        steps=steps, interval=interval, p99_slack=p99_slack, min_requests=min_requests,
+        failure_limit=failure_limit, max_inconclusive=max_inconclusive, confirm=confirm,
+        shadow_samples=shadow_samples, max_p99_ratio=max_p99_ratio)
+    start_on_kubernetes(model, canary, stable, analysis, release, pacing, repo=repo,
+                        envelope=envelope, envelopes=envelopes, output_format=output_format)
 
 
-def _stored_target(model: str, namespace: str | None, kubeconfig: Path | None,
-                   context: str | None, prometheus: str | None) -> object:
-    from triton_ops.k8s.store import ConfigMapStateStore
+def start_on_kubernetes(model: str, canary: int, stable: str | None,
+                        analysis: AnalysisOptions, release: K8sRelease, pacing: K8sPacing,
+                        *, repo: Path | None, envelope: Path | None, envelopes: Path,
+                        output_format: str) -> NoReturn:
+    """Roll out `canary` on the release (`k8s rollout`, `rollout --target k8s`); exits."""
+    options = k8s_options(release, pacing, repo=repo, envelope=envelope, envelopes=envelopes)
+    envelope_obj = load_envelope(model, envelope, envelopes)
+    start_rollout("k8s", model, canary, stable, analysis, envelope_obj, options,
+                  output_format, cluster=release.cluster.connect())
+
+
+@contextmanager
+def _recorded_target(model: str, cluster: ClusterOptions, prometheus: str | None
+                     ) -> Iterator[Any]:
+    """The target of the rollout of `model` recorded in the cluster (options from its
+    ConfigMap), with another Prometheus URL if given."""
     from triton_ops.rollout.store import StoreError
 
-    cluster = _cluster(namespace, kubeconfig, context)
+    connected = cluster.connect()
     try:
-        options = ConfigMapStateStore(cluster, model).target_options()  # type: ignore[arg-type]
+        options = open_store("k8s", model, cluster=connected).target_options()
     except StoreError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     if not options:
-        raise _fail(f"no Kubernetes rollout of {model} recorded in namespace "
-                    f"{cluster.namespace}")  # type: ignore[attr-defined]
+        raise fail(f"no Kubernetes rollout of {model} recorded in namespace "
+                   f"{connected.namespace}")
     if prometheus:
         options["prometheus"] = prometheus
     envelope_path = Path(options["envelope"]) if options.get("envelope") else None
-    envelope_obj = _envelope(model, envelope_path, Path(options.get("envelopes") or "envelopes"))
-    return _target(cluster, model, options, envelope_obj)
+    envelope_obj = load_envelope(model, envelope_path,
+                                 Path(options.get("envelopes") or "envelopes"))
+    with open_target("k8s", model, envelope_obj, options, connected) as target:
+        yield target
 
 
 @k8s_app.command("status")
+@option_groups()
 def k8s_status(
+    *,
     model: str = typer.Argument(..., help="Model name."),
-    namespace: str = typer.Option(None, "--namespace", "-n", help=NS_HELP),
-    kubeconfig: Path = typer.Option(None, "--kubeconfig"),  # noqa: B008
-    context: str = typer.Option(None, "--context"),
+    cluster: ClusterOptions,
     last: int = typer.Option(5, "--last", min=0, help="Audit records to show."),
     output_format: str = typer.Option("rich", "--format", help="rich or json."),
 ) -> None:
     """Show the rollout of MODEL from the cluster: phase, weight, verdict, who drives it."""
-    import json
-
-    from triton_ops.k8s.store import ConfigMapStateStore
-    from triton_ops.rollout.store import StoreError
-
-    cluster = _cluster(namespace, kubeconfig, context)
-    store = ConfigMapStateStore(cluster, model)  # type: ignore[arg-type]
-    try:
-        state = store.load()
-        if state is None:
-            raise _fail(f"no rollout of {model} in {store.directory}", 1)
-        driven = store.is_locked()
-        owner = store.owner()
-        audit = store.read_audit()[-last:] if last else []
-    except StoreError as exc:
-        raise _fail(str(exc)) from None
-    if output_format == "json":
-        typer.echo(json.dumps({"state": state.model_dump(mode="json"), "driven": driven,
-                               "owner": owner if driven else None,
-                               "serving": state.serving, "audit": audit}, indent=2))
-        return
-    spec = state.spec
-    typer.echo(f"{model}: version {spec.canary} over stable {spec.stable} ({store.directory})")
-    drive = ("" if state.phase.terminal else f" (driven by {owner})" if driven else
-             f" (NOT DRIVEN: run `triton-ops k8s resume {model}`)")
-    typer.echo(f"  phase     {state.phase.value}{drive}")
-    typer.echo(f"  step      {state.step + 1}/{len(spec.steps)} at weight {state.weight}%")
-    typer.echo(f"  windows   {state.windows} analyzed, {state.failures} failed")
-    if state.last_verdict is not None:
-        typer.echo(f"  verdict   {state.last_verdict.result.value}: {state.last_verdict.reason}")
-    typer.echo(f"  reason    {state.reason}")
-    for record in audit:
-        typer.echo(f"  - {record.get('event')}: {record.get('reason')}")
+    store = open_store("k8s", model, cluster=cluster.connect())
+    show_status(model, store, last=last, output_format=output_format, commands=COMMANDS["k8s"])
 
 
-def _drive(model: str, action: str, namespace: str | None, kubeconfig: Path | None,
-           context: str | None, prometheus: str | None, output_format: str) -> None:
-    import getpass
-    import socket
-
-    from triton_ops.cli.rollout import _Printer
+def drive(model: str, action: str, cluster: ClusterOptions, prometheus: str | None,
+          output_format: str) -> None:
+    """Resume, abort or promote the rollout of `model` recorded in the cluster (`k8s
+    resume|abort|promote`, `rollout resume|abort|promote --target k8s`)."""
     from triton_ops.rollout.engine import Engine, RolloutRefused, exit_code
 
-    target = _stored_target(model, namespace, kubeconfig, context, prometheus)
-    printer = _Printer(output_format)
-    engine = Engine(target, listener=printer)  # type: ignore[arg-type]
-    try:
-        if action == "resume":
-            state = engine.resume()
-        else:
-            state, drove = engine.command(action, by=f"{getpass.getuser()}@"
-                                          f"{socket.gethostname()}")
-            if not drove and not state.phase.terminal:
-                typer.echo(f"{action} sent to the process driving the rollout "
-                           f"({target.store.owner()}); follow it with "  # type: ignore[attr-defined]
-                           f"`triton-ops k8s status {model}`")
-                return
-    except RolloutRefused as exc:
-        raise _fail(str(exc)) from None
+    printer = RolloutPrinter(output_format)
+    with _recorded_target(model, cluster, prometheus) as target:
+        engine = Engine(target, listener=printer)
+        try:
+            if action == "resume":
+                state = engine.resume()
+            else:
+                state, drove = engine.command(action, by=who())
+                if not drove and not state.phase.terminal:
+                    typer.echo(f"{action} sent to the process driving the rollout "
+                               f"({target.store.owner()}); follow it with "
+                               f"`triton-ops k8s status {model}`")
+                    return
+        except RolloutRefused as exc:
+            raise fail(str(exc)) from None
     code = exit_code(state)
     printer.final(state, code)
     raise typer.Exit(code)
 
 
-for _action in ("resume", "abort", "promote"):
-    def _command(
-        model: str = typer.Argument(..., help="Model name."),
-        namespace: str = typer.Option(None, "--namespace", "-n", help=NS_HELP),
-        kubeconfig: Path = typer.Option(None, "--kubeconfig"),  # noqa: B008
-        context: str = typer.Option(None, "--context"),
-        prometheus: str = typer.Option(None, "--prometheus",
-                                       help="Override the recorded Prometheus URL."),
-        output_format: str = typer.Option("rich", "--format", help="rich or json."),
-        _action: str = typer.Option(_action, hidden=True),
-    ) -> None:
-        _drive(model, _action, namespace, kubeconfig, context, prometheus, output_format)
+def _register_drive(action: str, summary: str) -> None:
+    """`k8s resume`, `k8s abort`, `k8s promote`: the same options, each its own action."""
 
-    _command.__doc__ = {
-        "resume": "Take over a rollout whose driving process died (its lease expired).",
-        "abort": "Roll back now: from any machine with access to the cluster.",
-        "promote": "Promote now (also releases a --confirm pause).",
-    }[_action]
-    k8s_app.command(_action)(_command)
+    @k8s_app.command(action, help=summary)
+    @option_groups()
+    def command(
+        *,
+        model: str = typer.Argument(..., help="Model name."),
+        cluster: ClusterOptions,
+        prometheus: PrometheusOverride = None,
+        output_format: str = typer.Option("rich", "--format", help="rich or json."),
+    ) -> None:
+        drive(model, action, cluster, prometheus, output_format)
+
+
+_register_drive("resume", "Take over a rollout whose driving process died (its lease expired).")
+_register_drive("abort", "Roll back now: from any machine with access to the cluster.")
+_register_drive("promote", "Promote now (also releases a --confirm pause).")
 
 
 @k8s_app.command("rollback")
+@option_groups()
 def k8s_rollback(
+    *,
     model: str = typer.Argument(..., help="Model name."),
     to: str = typer.Option(None, "--to", help="Versions to serve, e.g. 3 (default: the last "
                            "known-good versions before the current ones)."),
-    namespace: str = typer.Option(None, "--namespace", "-n", help=NS_HELP),
-    kubeconfig: Path = typer.Option(None, "--kubeconfig"),  # noqa: B008
-    context: str = typer.Option(None, "--context"),
+    cluster: ClusterOptions,
 ) -> None:
     """Make stable serve earlier versions again (a rolling update checked by the golden
     probe); refused while a rollout of MODEL is in progress."""
     from triton_ops.rollout.store import StoreError
     from triton_ops.rollout.target import TargetError
 
-    target = _stored_target(model, namespace, kubeconfig, context, None)
-    store = target.store  # type: ignore[attr-defined]
-    try:
-        state = store.load()
-        if state is not None and not state.phase.terminal:
-            raise _fail(f"a rollout of {model} is {state.phase.value}: use `triton-ops k8s "
-                        f"abort {model}` instead")
-        with store.lock():
-            current = target.versions_of(target._get(target.stable_name)).get(model, [])  # type: ignore[attr-defined]  # noqa: E501
-            if to:
-                versions = sorted(_ints(to, "--to"))
-            else:
-                earlier = [v for v in store.known_good() if v != sorted(current)]
-                if not earlier:
-                    raise _fail(f"no known-good versions of {model} other than {current}; "
-                                "give --to N")
-                versions = earlier[-1]
-            for version in versions:
-                problems = target.verify_version(version)  # type: ignore[attr-defined]
-                if problems:
-                    raise _fail("; ".join(problems))
-            target.restore(versions)  # type: ignore[attr-defined]
-            store.record_known_good(versions)
-    except (StoreError, TargetError) as exc:
-        raise _fail(str(exc), 1) from None
+    with _recorded_target(model, cluster, None) as target:
+        store = target.store
+        try:
+            state = store.load()
+            if state is not None and not state.phase.terminal:
+                raise fail(f"a rollout of {model} is {state.phase.value}: use `triton-ops k8s "
+                           f"abort {model}` instead")
+            with store.lock():
+                current = target.stable_versions()
+                if to:
+                    versions = sorted(parse_int_list(to, "--to"))
+                else:
+                    earlier = [v for v in store.known_good() if v != sorted(current)]
+                    if not earlier:
+                        raise fail(f"no known-good versions of {model} other than {current}; "
+                                   "give --to N")
+                    versions = earlier[-1]
+                for version in versions:
+                    problems = target.verify_version(version)
+                    if problems:
+                        raise fail("; ".join(problems))
+                target.restore(versions)
+                store.record_known_good(versions)
+        except (StoreError, TargetError) as exc:
+            raise fail(str(exc), EXIT_FAILED) from None
     typer.echo(f"{model}: stable serves {versions} (was {current})")
-
-
-ROLLOUT_SUBCOMMANDS = ("status", "resume", "abort", "promote")
-
-
-def rollout_target_args(args: list[str]) -> list[str] | None:
-    """For `triton-ops rollout ... --target k8s ...`: the equivalent `triton-ops k8s ...`
-    arguments, or None when the rollout is not for the k8s target."""
-    for i, arg in enumerate(args):
-        if arg == "--target" and args[i + 1:i + 2] == ["k8s"]:
-            rest = args[:i] + args[i + 2:]
-            break
-        if arg == "--target=k8s":
-            rest = args[:i] + args[i + 1:]
-            break
-    else:
-        return None
-    if rest and rest[0] == "start":
-        return ["rollout", *rest[1:]]
-    if rest and rest[0] in ROLLOUT_SUBCOMMANDS:
-        return rest
-    return ["rollout", *rest]
-
-
-def dispatch_rollout(args: list[str]) -> None:
-    """Run `triton-ops rollout ... --target k8s` as the k8s commands (exits like a command)."""
-    import typer.main
-
-    mapped = rollout_target_args(args)
-    if mapped is None:
-        raise ValueError("not a --target k8s rollout")
-    typer.main.get_command(k8s_app).main(mapped, prog_name="triton-ops k8s")
 
 
 def register(app: typer.Typer) -> None:

@@ -6,63 +6,57 @@ rollback.
     triton-ops rollout status|resume|abort|promote MODEL
     triton-ops rollback MODEL [--to N]
 
-Exit codes of `rollout` and `rollback`: 0 promoted (or restored), 1 rolled back or failed,
-2 refused before starting (unsealed or tampered version, another rollout running, bad
-arguments). Heavy modules (tritonclient, numpy, rich) load inside the commands.
+`--target k8s` runs a rollout on a release of the triton chart (the `triton-ops k8s`
+commands); `--target single` (the default) on one Triton. Exit codes of `rollout` and
+`rollback`: 0 promoted (or restored), 1 rolled back or failed, 2 refused before starting
+(unsealed or tampered version, another rollout running, bad arguments). Heavy modules
+(tritonclient, numpy, rich) load inside the commands.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import socket
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from typer.core import TyperGroup
 
-EXIT_OK, EXIT_ROLLED_BACK, EXIT_REFUSED = 0, 1, 2
-FORMATS = ("rich", "json")
-TARGET_FILE = "target.json"  # how to reach the target again on `resume` / `promote`
+from triton_ops.cli import k8s, targets
+from triton_ops.cli.common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    AnalysisOptions,
+    RolloutPrinter,
+    check_output_format,
+    envelope_file,
+    fail,
+    load_envelope,
+    option_default,
+    option_groups,
+    option_names,
+    show_status,
+    who,
+)
+from triton_ops.cli.targets import ClusterOptions, K8sPacing, K8sRelease, TargetOption
+
+# The single Triton's model repository (publish, rollout, rollback).
+RepositoryOption = Annotated[Path, typer.Option("--repo", help="Model repository.")]
+REPOSITORY = Path("model_repository")
+# The options of `rollout start` that only one target takes.
+SINGLE_START_OPTIONS = ("rate", "concurrency", "requests_file", "url", "timeout")
+K8S_START_OPTIONS = option_names(K8sRelease, K8sPacing)
+# ... and of status, resume, abort, promote.
+SINGLE_FOLLOW_UP_OPTIONS = ("repo", "url", "wait")
+K8S_FOLLOW_UP_OPTIONS = (*option_names(ClusterOptions), "prometheus")
 
 
 class _RolloutGroup(TyperGroup):
-    """`rollout MODEL --canary N` starts a rollout; `rollout status MODEL` etc. are commands."""
+    """`rollout ARGS` is `rollout start ARGS` unless ARGS start with a command (status...)."""
 
-    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
-        from triton_ops.cli.k8s import dispatch_rollout, rollout_target_args
-
-        if rollout_target_args(args) is not None:
-            dispatch_rollout(args)  # the Kubernetes target's commands; exits
-        args = _strip_single_target(args)
-        if args and not args[0].startswith("-") and args[0] not in self.commands:
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
             args = ["start", *args]
         return super().parse_args(ctx, args)
-
-
-def _strip_single_target(args: list[str]) -> list[str]:
-    """Accept `--target single` (the default target); refuse unknown targets clearly."""
-    out: list[str] = []
-    skip = False
-    for i, arg in enumerate(args):
-        if skip:
-            skip = False
-            continue
-        value = None
-        if arg == "--target":
-            value = args[i + 1] if i + 1 < len(args) else ""
-            skip = True
-        elif arg.startswith("--target="):
-            value = arg.split("=", 1)[1]
-        if value is None:
-            out.append(arg)
-        elif value != "single":
-            raise _fail(f"unknown rollout target {value!r}: use `single` (one Triton, the "
-                        "default) or `k8s`")
-    return out
 
 
 rollout_app = typer.Typer(
@@ -74,91 +68,33 @@ rollout_app = typer.Typer(
 )
 
 
-def _fail(message: str, code: int = EXIT_REFUSED) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code)
+def _sealed_envelope(model_dir: Path, canary: int | None) -> Any:
+    """The envelope version `canary` was sealed with, if it was sealed with a valid one."""
+    from triton_ops.envelope.loader import parse_yaml
+    from triton_ops.envelope.model import Envelope
+    from triton_ops.repository.seal import SealError, load_manifest
 
-
-def _who() -> str:
-    user = os.environ.get("USER") or os.environ.get("LOGNAME") or "someone"
-    return f"{user}@{socket.gethostname()}"
-
-
-def _parse_duration_s(text: str, option: str) -> float:
-    from triton_ops.envelope.units import parse_duration_us
-
+    if canary is None:
+        return None
     try:
-        value = parse_duration_us(text if not text.replace(".", "", 1).isdigit()
-                                  else f"{text}s")
-    except (ValueError, TypeError) as exc:
-        raise _fail(f"{option} {text!r}: {exc}; use e.g. 30s, 2m, 500ms") from None
-    if value <= 0:
-        raise _fail(f"{option} must be positive")
-    return value / 1e6
-
-
-def _parse_versions(text: str, option: str) -> list[int]:
-    try:
-        values = [int(part) for part in text.replace(" ", "").split(",") if part]
-    except ValueError:
-        raise _fail(f"{option} {text!r}: give comma-separated integers, e.g. 10,25,50,100") \
-            from None
-    if not values:
-        raise _fail(f"{option} is empty")
-    return values
-
-
-def _model_dir(repo: Path, model: str) -> Path:
-    model_dir = repo / model
-    if not model_dir.is_dir():
-        raise _fail(f"{model_dir} does not exist: is {model!r} a model of repository {repo}? "
-                    "(set --repo)")
-    return model_dir
-
-
-def _envelope_path(model: str, envelope: Path | None, envelopes: Path) -> Path | None:
-    if envelope is not None:
-        if not envelope.is_file():
-            raise _fail(f"envelope {envelope} does not exist")
-        return envelope
-    for suffix in (".yaml", ".yml"):
-        candidate = envelopes / f"{model}{suffix}"
-        if candidate.is_file():
-            return candidate
+        manifest = load_manifest(model_dir, canary)
+    except SealError as exc:
+        raise fail(str(exc)) from None
+    if manifest and manifest.get("envelope"):
+        data, _, findings = parse_yaml(manifest["envelope"], "sealed envelope")
+        if not findings and isinstance(data, dict):
+            try:
+                return Envelope.model_validate(data)
+            except ValueError:
+                pass
     return None
 
 
 def _load_envelope(model: str, model_dir: Path, envelope: Path | None, envelopes: Path,
                    canary: int | None) -> Any:
     """The envelope from --envelope, envelopes/<model>.yaml, or the canary's seal."""
-    from triton_ops.envelope.loader import load_envelope, parse_yaml
-    from triton_ops.envelope.model import Envelope
-
-    path = _envelope_path(model, envelope, envelopes)
-    if path is not None:
-        loaded = load_envelope(path)
-        if loaded.envelope is None:
-            lines = "\n".join(f"  {f.file}:{f.line}:{f.column}: {f.message}"
-                              for f in loaded.findings)
-            raise _fail(f"the envelope of {model} is invalid:\n{lines}")
-        return loaded.envelope
-    if canary is not None:
-        from triton_ops.repository.seal import SealError, load_manifest
-
-        try:
-            manifest = load_manifest(model_dir, canary)
-        except SealError as exc:
-            raise _fail(str(exc)) from None
-        if manifest and manifest.get("envelope"):
-            data, _, findings = parse_yaml(manifest["envelope"], "sealed envelope")
-            if not findings and isinstance(data, dict):
-                try:
-                    return Envelope.model_validate(data)
-                except ValueError:
-                    pass
-    raise _fail(f"no envelope for {model}: pass --envelope FILE or put it in "
-                f"{envelopes}/{model}.yaml (the rollout reads tensors, SLO and tolerance "
-                "from it)")
+    return load_envelope(model, envelope, envelopes,
+                         fallback=lambda: _sealed_envelope(model_dir, canary))
 
 
 # -- publish ------------------------------------------------------------------------------
@@ -166,8 +102,7 @@ def _load_envelope(model: str, model_dir: Path, envelope: Path | None, envelopes
 def publish(
     model: str = typer.Argument(..., help="Model name (a folder of the repository)."),
     version: int = typer.Argument(..., help="Version number to seal."),
-    repo: Path = typer.Option(Path("model_repository"), "--repo",  # noqa: B008
-                              help="Model repository."),
+    repo: RepositoryOption = REPOSITORY,
     envelope: Path = typer.Option(None, "--envelope",  # noqa: B008
                                   help="Envelope to record (default envelopes/MODEL.yaml)."),
     envelopes: Path = typer.Option(Path("envelopes"), "--envelopes",  # noqa: B008
@@ -179,11 +114,11 @@ def publish(
     from triton_ops.repository.seal import SealError
     from triton_ops.repository.seal import publish as seal_version
 
-    model_dir = _model_dir(repo, model)
+    model_dir = targets.require_model_dir(repo, model)
     try:
-        result = seal_version(model_dir, version, _envelope_path(model, envelope, envelopes))
+        result = seal_version(model_dir, version, envelope_file(model, envelope, envelopes))
     except SealError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     if result.created:
         typer.echo(f"sealed {model} version {version}: {result.files} files -> "
                    f"{result.manifest_path}")
@@ -192,125 +127,10 @@ def publish(
                    f"({result.manifest_path})")
 
 
-# -- the target ---------------------------------------------------------------------------
-
-@contextmanager
-def _target(model: str, repo: Path, url: str | None, envelope_obj: Any,
-            requests_file: Path | None, rate: float, concurrency: int,
-            timeout_s: float) -> Iterator[Any]:
-    from triton_ops.rollout.single import SingleTritonTarget
-    from triton_ops.rollout.traffic import RequestsError, envelope_requests, load_requests_file
-    from triton_ops.server.endpoints import open_server
-    from triton_ops.server.local import ServerError
-
-    try:
-        if requests_file is not None:
-            requests = load_requests_file(requests_file, envelope_obj)
-        else:
-            requests = envelope_requests(envelope_obj, count=64)
-    except RequestsError as exc:
-        raise _fail(str(exc)) from None
-    try:
-        with open_server(url, repo, [model]) as endpoints:
-            target = SingleTritonTarget(
-                grpc_url=endpoints.grpc_url, repository=repo, model=model,
-                envelope=envelope_obj, requests=requests, rate=rate,
-                concurrency=concurrency, timeout_s=timeout_s)
-            try:
-                yield target
-            finally:
-                target.close()
-    except (ServerError, ValueError) as exc:
-        raise _fail(f"cannot use the Triton server: {exc}") from None
-
-
-class _Printer:
-    """Rich lines for people, or nothing until the final JSON document."""
-
-    def __init__(self, output_format: str):
-        self.json = output_format == "json"
-        self.records: list[dict[str, Any]] = []
-        self._console: Any = None
-
-    @property
-    def console(self) -> Any:
-        if self._console is None:
-            from rich.console import Console
-
-            self._console = Console(stderr=self.json, highlight=False, soft_wrap=True)
-        return self._console
-
-    def __call__(self, state: Any, record: Any) -> None:
-        data = record.model_dump(mode="json")
-        self.records.append(data)
-        if self.json:
-            return
-        colour = {"Succeeded": "green", "RolledBack": "yellow", "Failed": "red",
-                  "RollingBack": "yellow", "Paused": "cyan"}.get(state.phase.value, "blue")
-        verdict = f" [{data['verdict']}]" if data.get("verdict") else ""
-        bar = "#" * (state.weight // 10) + "." * (10 - state.weight // 10)
-        from rich.markup import escape
-
-        self.console.print(
-            f"[{colour}]{state.phase.value:<12}[/] step {state.step + 1}/"
-            f"{len(state.spec.steps)} {escape(f'[{bar}]')} {state.weight:>3}%{escape(verdict)} "
-            f"{escape(record.reason)}")
-
-    def final(self, state: Any, code: int) -> None:
-        if self.json:
-            typer.echo(json.dumps({
-                "model": state.spec.model, "canary": state.spec.canary,
-                "stable": state.spec.stable, "phase": state.phase.value,
-                "serving": state.serving, "reason": state.reason, "exit_code": code,
-                "decisions": self.records,
-            }, indent=2))
-            return
-        colour = "green" if code == 0 else "red"
-        from rich.markup import escape
-
-        self.console.print(f"[bold {colour}]{state.phase.value}[/]: {escape(state.reason)}")
-
-
-@contextmanager
-def _interrupted(model: str, store: Any) -> Iterator[None]:
-    """Ctrl-C or an unexpected error leaves the persisted state as it is: say how to go on."""
-    try:
-        yield
-    except typer.Exit:
-        raise
-    except KeyboardInterrupt:
-        raise _fail(_left_in(model, store, "interrupted"), 130) from None
-    except Exception as exc:  # noqa: BLE001 - report, never a traceback
-        raise _fail(_left_in(model, store, f"unexpected error: {type(exc).__name__}: {exc}"),
-                    EXIT_ROLLED_BACK) from None
-
-
-def _left_in(model: str, store: Any, what: str) -> str:
-    try:
-        state = store.load()
-    except Exception:  # noqa: BLE001
-        state = None
-    if state is None or state.phase.terminal:
-        return what
-    return (f"{what}; the rollout is left in phase {state.phase.value} at weight "
-            f"{state.weight}% (serving {state.serving}): run `triton-ops rollout resume "
-            f"{model}` to go on or `triton-ops rollout abort {model}` to roll back")
-
-
-def _save_target_options(store: Any, options: dict[str, Any]) -> None:
-    from triton_ops.fileio import atomic_write_text
-
-    atomic_write_text(store.directory / TARGET_FILE, json.dumps(options, indent=2) + "\n")
-
-
-def _target_options(store: Any) -> dict[str, Any]:
-    try:
-        return json.loads((store.directory / TARGET_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-
+# -- rollout ------------------------------------------------------------------------------
 
 @rollout_app.command("start", help="Start a canary rollout (same as `rollout MODEL --canary N`).")
+@option_groups()
 def start(
     model: str = typer.Argument(..., help="Model name."),
     canary: int = typer.Option(..., "--canary", help="The sealed version to roll out."),
@@ -340,171 +160,117 @@ def start(
                                        help="JSON lines of recorded requests to replay."),
     url: str = typer.Option(None, "--url", help="gRPC HOST:PORT of a running Triton "
                             "(explicit model control). Default: start an embedded one."),
-    repo: Path = typer.Option(Path("model_repository"), "--repo",  # noqa: B008
-                              help="Model repository."),
+    repo: RepositoryOption = REPOSITORY,
     envelope: Path = typer.Option(None, "--envelope", help="Envelope file."),  # noqa: B008
     envelopes: Path = typer.Option(Path("envelopes"), "--envelopes",  # noqa: B008
                                    help="Folder of envelopes."),
     timeout: str = typer.Option("10s", "--timeout", help="Per-request timeout."),
     output_format: str = typer.Option("rich", "--format", help="rich or json."),
+    target: TargetOption = "single",
+    *,
+    release: K8sRelease,
+    pacing: K8sPacing,
+    ctx: typer.Context,
 ) -> None:
     """Roll out sealed version N of MODEL next to stable, step by step, with analysis."""
-    if output_format not in FORMATS:
-        raise _fail(f"unknown format {output_format!r}; use rich or json")
-    from pydantic import ValidationError
-
-    from triton_ops.rollout.analysis import policy_from_envelope
-    from triton_ops.rollout.engine import Engine, RolloutRefused, exit_code
-    from triton_ops.rollout.state import RolloutSpec
-
-    model_dir = _model_dir(repo, model)
+    targets.choose_target(ctx, target, single_only=SINGLE_START_OPTIONS,
+                          k8s_only=K8S_START_OPTIONS)
+    check_output_format(output_format)
+    if target == "k8s":
+        interval = option_default(ctx, "interval", interval, targets.K8S_INTERVAL)
+        min_requests = option_default(ctx, "min_requests", min_requests,
+                                      targets.K8S_MIN_REQUESTS)
+    analysis = AnalysisOptions.parse(
+        steps=steps, interval=interval, p99_slack=p99_slack, min_requests=min_requests,
+        failure_limit=failure_limit, max_inconclusive=max_inconclusive, confirm=confirm,
+        shadow_samples=shadow_samples, max_p99_ratio=max_p99_ratio)
+    if target == "k8s":
+        # --repo is the served repository on one Triton; for k8s a local copy, if any.
+        k8s.start_on_kubernetes(model, canary, stable, analysis, release, pacing,
+                                repo=option_default(ctx, "repo", repo, None),
+                                envelope=envelope, envelopes=envelopes,
+                                output_format=output_format)
+    model_dir = targets.require_model_dir(repo, model)
     envelope_obj = _load_envelope(model, model_dir, envelope, envelopes, canary)
-    interval_s = _parse_duration_s(interval, "--interval")
-    timeout_s = _parse_duration_s(timeout, "--timeout")
-    slack_us = _parse_duration_s(p99_slack, "--p99-slack") * 1e6
-    step_list = _parse_versions(steps, "--steps")
-    printer = _Printer(output_format)
-    with _target(model, repo, url, envelope_obj, requests_file, rate, concurrency,
-                 timeout_s) as target:
-        try:
-            stable_list = (_parse_versions(stable, "--stable") if stable
-                           else target.serving_versions())
-        except Exception as exc:  # noqa: BLE001 - TargetError and connection failures
-            raise _fail(str(exc)) from None
-        try:
-            spec = RolloutSpec(
-                model=model, stable=stable_list or [0], canary=canary, steps=step_list,
-                interval_s=interval_s, failure_limit=failure_limit,
-                max_inconclusive=max_inconclusive, confirm=confirm,
-                shadow_samples=shadow_samples,
-                policy=policy_from_envelope(envelope_obj, min_requests=min_requests,
-                                            max_p99_ratio=max_p99_ratio,
-                                            p99_slack_us=slack_us,
-                                            min_agreement_samples=min(5, shadow_samples)),
-            )
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            raise _fail(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
-        if not stable_list:
-            raise _fail(f"no version of {model} serves on {target.describe()}: load a stable "
-                        "version first")
-        _save_target_options(target.store, {
-            "url": url, "repo": str(repo), "rate": rate, "concurrency": concurrency,
-            "requests": str(requests_file.resolve()) if requests_file else None,
-            "envelope": str(envelope.resolve()) if envelope else None,
-            "envelopes": str(envelopes.resolve()),
-            "timeout_s": timeout_s})
-        engine = Engine(target, listener=printer)
-        if not printer.json:
-            printer.console.print(f"rolling out {model} version {canary} on "
-                                  f"{target.describe()}: stable {stable_list}, steps "
-                                  f"{step_list}, {interval_s:g}s windows")
-        if url and canary > max(stable_list):
-            # Triton has no weighted routing: unversioned requests go to the highest version.
-            typer.echo(f"note: while version {canary} is loaded, requests that name no "
-                       f"version go to it; clients should address version "
-                       f"{max(stable_list)} by number during the rollout", err=True)
-        with _interrupted(model, target.store):
-            try:
-                state = engine.start(spec)
-            except RolloutRefused as exc:
-                if printer.json:
-                    typer.echo(json.dumps({"model": model, "canary": canary,
-                                           "phase": "Refused", "reason": str(exc),
-                                           "exit_code": EXIT_REFUSED}, indent=2))
-                raise _fail(f"refused: {exc}") from None
-    code = exit_code(state)
-    printer.final(state, code)
-    raise typer.Exit(code)
-
-
-def _store(model: str, repo: Path) -> Any:
-    from triton_ops.rollout.single import store_for
-
-    _model_dir(repo, model)
-    return store_for(repo, model)
+    options = targets.single_options(url=url, repo=repo, rate=rate, concurrency=concurrency,
+                                     requests=requests_file, timeout=timeout,
+                                     envelope=envelope, envelopes=envelopes)
+    targets.start_rollout("single", model, canary, stable, analysis, envelope_obj, options,
+                          output_format)
 
 
 @rollout_app.command("status")
+@option_groups()
 def status(
     model: str = typer.Argument(..., help="Model name."),
-    repo: Path = typer.Option(Path("model_repository"), "--repo",  # noqa: B008
-                              help="Model repository."),
+    repo: RepositoryOption = REPOSITORY,
     output_format: str = typer.Option("rich", "--format", help="rich or json."),
     last: int = typer.Option(5, "--last", min=0, help="Audit records to show."),
+    target: TargetOption = "single",
+    *,
+    cluster: ClusterOptions,
+    ctx: typer.Context,
 ) -> None:
     """Show the rollout of MODEL: phase, step, weight, last verdict, who drives it."""
-    from triton_ops.rollout.store import StoreError
+    targets.choose_target(ctx, target, single_only=SINGLE_FOLLOW_UP_OPTIONS,
+                          k8s_only=K8S_FOLLOW_UP_OPTIONS)
+    store = (targets.open_store("k8s", model, cluster=cluster.connect()) if target == "k8s"
+             else targets.open_store("single", model, repo=repo))
+    show_status(model, store, last=last, output_format=output_format,
+                commands=targets.COMMANDS[target])
 
-    store = _store(model, repo)
-    try:
-        state = store.load()
-    except StoreError as exc:
-        raise _fail(str(exc)) from None
-    if state is None:
-        raise _fail(f"no rollout of {model} recorded in {store.directory}", EXIT_ROLLED_BACK)
-    driven = store.is_locked()
-    audit = store.read_audit()[-last:] if last else []
-    if output_format == "json":
-        typer.echo(json.dumps({"state": state.model_dump(mode="json"), "driven": driven,
-                               "owner": store.owner() if driven else None,
-                               "serving": state.serving, "audit": audit}, indent=2))
-        return
-    from rich.console import Console
-    from rich.markup import escape
 
-    console = Console(highlight=False, soft_wrap=True)
-    spec = state.spec
-    console.print(f"[bold]{model}[/]: version {spec.canary} over stable {spec.stable}")
-    console.print(f"  phase     {state.phase.value}"
-                  + ("" if state.phase.terminal else
-                     f" ({'driven by ' + store.owner() if driven else 'NOT DRIVEN: run `triton-ops rollout resume ' + model + '`'})"))  # noqa: E501
-    console.print(f"  step      {state.step + 1}/{len(spec.steps)} at weight {state.weight}%"
-                  f" (steps {spec.steps}, {spec.interval_s:g}s windows)")
-    console.print(f"  windows   {state.windows} analyzed, {state.failures} failed "
-                  f"(limit {spec.failure_limit})")
-    if state.last_verdict is not None:
-        console.print(f"  verdict   {state.last_verdict.result.value}: "
-                      f"{escape(state.last_verdict.reason)}")
-    console.print(f"  reason    {escape(state.reason)}")
-    for record in audit:
-        console.print(f"    {record.get('phase', ''):<12} {record.get('weight', 0):>3}% "
-                      f"{escape(str(record.get('reason', '')))}")
+def _on_kubernetes(ctx: typer.Context, target: str, model: str, action: str,
+                   cluster: ClusterOptions, prometheus: str | None, output_format: str) -> bool:
+    """Run `action` (resume, abort, promote) as the `k8s` commands do when --target is k8s
+    (it exits, or returns True); False for the single Triton."""
+    targets.choose_target(ctx, target, single_only=SINGLE_FOLLOW_UP_OPTIONS,
+                          k8s_only=K8S_FOLLOW_UP_OPTIONS)
+    if target != "k8s":
+        return False
+    k8s.drive(model, action, cluster, prometheus, output_format)
+    return True
 
 
 def _resume_target(model: str, repo: Path, url: str | None) -> Any:
-    store = _store(model, repo)
-    options = _target_options(store)
+    store = targets.open_store("single", model, repo=repo)
+    options = store.target_options()
     state = store.load()
     envelope = Path(options["envelope"]) if options.get("envelope") else None
     envelopes = Path(options.get("envelopes") or "envelopes")
     envelope_obj = _load_envelope(model, repo / model, envelope, envelopes,
                                   state.spec.canary if state else None)
-    requests = Path(options["requests"]) if options.get("requests") else None
-    return _target(model, repo, url or options.get("url"), envelope_obj, requests,
-                   float(options.get("rate") or 100.0), int(options.get("concurrency") or 4),
-                   float(options.get("timeout_s") or 10.0))
+    return targets.open_target("single", model, envelope_obj,
+                               {**options, "repo": str(repo), "url": url or options.get("url")})
 
 
 @rollout_app.command("resume")
+@option_groups()
 def resume(
     model: str = typer.Argument(..., help="Model name."),
-    repo: Path = typer.Option(Path("model_repository"), "--repo",  # noqa: B008
-                              help="Model repository."),
+    repo: RepositoryOption = REPOSITORY,
     url: str = typer.Option(None, "--url", help="gRPC HOST:PORT (default: the one the "
                             "rollout was started with)."),
     output_format: str = typer.Option("rich", "--format", help="rich or json."),
+    target: TargetOption = "single",
+    *,
+    cluster: ClusterOptions,
+    prometheus: targets.PrometheusOverride = None,
+    ctx: typer.Context,
 ) -> None:
     """Take over a rollout whose driving process died, from its persisted state."""
     from triton_ops.rollout.engine import Engine, RolloutRefused, exit_code
     from triton_ops.rollout.store import StoreError
 
-    printer = _Printer(output_format)
+    if _on_kubernetes(ctx, target, model, "resume", cluster, prometheus, output_format):
+        return
+    printer = RolloutPrinter(output_format)
     try:
-        with _resume_target(model, repo, url) as target, _interrupted(model, target.store):
-            state = Engine(target, listener=printer).resume()
+        with _resume_target(model, repo, url) as rollout_target, \
+                targets.interrupted(model, rollout_target.store, targets.COMMANDS["single"]):
+            state = Engine(rollout_target, listener=printer).resume()
     except (RolloutRefused, StoreError) as exc:
-        raise _fail(f"refused: {exc}") from None
+        raise fail(f"refused: {exc}") from None
     code = exit_code(state)
     printer.final(state, code)
     raise typer.Exit(code)
@@ -517,12 +283,12 @@ def _command(model: str, repo: Path, url: str | None, action: str, output_format
     from triton_ops.rollout.engine import Engine, RolloutRefused, exit_code
     from triton_ops.rollout.store import StoreError
 
-    store = _store(model, repo)
-    printer = _Printer(output_format)
+    store = targets.open_store("single", model, repo=repo)
+    printer = RolloutPrinter(output_format)
     try:
         state = store.load()
         if state is None:
-            raise _fail(f"no rollout of {model}")
+            raise fail(f"no rollout of {model}")
         if state.phase.terminal:
             # Nothing left to do: abort is satisfied, promote reports whether it promoted.
             code = exit_code(state) if action == "promote" else EXIT_OK
@@ -532,7 +298,7 @@ def _command(model: str, repo: Path, url: str | None, action: str, output_format
             # The driving process acts on it between two windows.
             from triton_ops.rollout.state import Command
 
-            store.send_command(Command(action=action, by=_who()))  # type: ignore[arg-type]
+            store.send_command(Command(action=action, by=who()))  # type: ignore[arg-type]
             typer.echo(f"{action} sent to the process driving the rollout "
                        f"({store.owner()}); waiting for it to act", err=True)
             deadline = time.monotonic() + wait_s
@@ -546,38 +312,39 @@ def _command(model: str, repo: Path, url: str | None, action: str, output_format
             printer.final(state, EXIT_OK)
             raise typer.Exit(EXIT_OK)
         with _resume_target(model, repo, url) as target:
-            state, _ = Engine(target, listener=printer).command(action, by=_who())
+            state, _ = Engine(target, listener=printer).command(action, by=who())
     except (RolloutRefused, StoreError) as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     code = exit_code(state)
     printer.final(state, code)
     raise typer.Exit(code if action == "promote" else EXIT_OK)
 
 
-@rollout_app.command("abort")
-def abort(
-    model: str = typer.Argument(..., help="Model name."),
-    repo: Path = typer.Option(Path("model_repository"), "--repo",  # noqa: B008
-                              help="Model repository."),
-    url: str = typer.Option(None, "--url", help="gRPC HOST:PORT (default: as started)."),
-    output_format: str = typer.Option("rich", "--format", help="rich or json."),
-    wait: float = typer.Option(30.0, "--wait", help="Seconds to wait for a driving process."),
-) -> None:
-    """Abort the rollout of MODEL: roll back to stable (from any shell)."""
-    _command(model, repo, url, "abort", output_format, wait)
+def _register_command(action: str, summary: str) -> None:
+    """`rollout abort` and `rollout promote`: the same options, each its own action."""
+
+    @rollout_app.command(action, help=summary)
+    @option_groups()
+    def command(
+        model: str = typer.Argument(..., help="Model name."),
+        repo: RepositoryOption = REPOSITORY,
+        url: str = typer.Option(None, "--url", help="gRPC HOST:PORT (default: as started)."),
+        output_format: str = typer.Option("rich", "--format", help="rich or json."),
+        wait: float = typer.Option(30.0, "--wait",
+                                   help="Seconds to wait for a driving process."),
+        target: TargetOption = "single",
+        *,
+        cluster: ClusterOptions,
+        prometheus: targets.PrometheusOverride = None,
+        ctx: typer.Context,
+    ) -> None:
+        if not _on_kubernetes(ctx, target, model, action, cluster, prometheus, output_format):
+            _command(model, repo, url, action, output_format, wait)
 
 
-@rollout_app.command("promote")
-def promote(
-    model: str = typer.Argument(..., help="Model name."),
-    repo: Path = typer.Option(Path("model_repository"), "--repo",  # noqa: B008
-                              help="Model repository."),
-    url: str = typer.Option(None, "--url", help="gRPC HOST:PORT (default: as started)."),
-    output_format: str = typer.Option("rich", "--format", help="rich or json."),
-    wait: float = typer.Option(30.0, "--wait", help="Seconds to wait for a driving process."),
-) -> None:
-    """Confirm promotion of a paused rollout (--confirm), or skip the remaining analysis."""
-    _command(model, repo, url, "promote", output_format, wait)
+_register_command("abort", "Abort the rollout of MODEL: roll back to stable (from any shell).")
+_register_command("promote", "Confirm promotion of a paused rollout (--confirm), or skip the "
+                  "remaining analysis.")
 
 
 # -- rollback -----------------------------------------------------------------------------
@@ -586,8 +353,7 @@ def rollback(
     model: str = typer.Argument(..., help="Model name."),
     to: int = typer.Option(None, "--to", help="Version to serve (default: the last "
                            "known-good sealed version before the current one)."),
-    repo: Path = typer.Option(Path("model_repository"), "--repo",  # noqa: B008
-                              help="Model repository."),
+    repo: RepositoryOption = REPOSITORY,
     url: str = typer.Option(None, "--url", help="gRPC HOST:PORT of the running Triton."),
     envelope: Path = typer.Option(None, "--envelope", help="Envelope file."),  # noqa: B008
     envelopes: Path = typer.Option(Path("envelopes"), "--envelopes",  # noqa: B008
@@ -600,43 +366,44 @@ def rollback(
     from triton_ops.rollout.store import RolloutLocked
     from triton_ops.rollout.target import TargetError
 
-    store = _store(model, repo)
+    store = targets.open_store("single", model, repo=repo)
     state = store.load()
     if state is not None and not state.phase.terminal:
         # A rollout is open: rolling back IS aborting it (stable is the known-good).
         if to is not None and to not in state.spec.stable:
-            raise _fail(f"a rollout of {model} is open (stable {state.spec.stable}); "
-                        f"abort it first, then `rollback --to {to}`")
+            raise fail(f"a rollout of {model} is open (stable {state.spec.stable}); "
+                       f"abort it first, then `rollback --to {to}`")
         _command(model, repo, url, "abort", "rich", 30.0)
         return
     envelope_obj = _load_envelope(model, repo / model, envelope, envelopes, to)
-    with _target(model, repo, url, envelope_obj, None, 10.0, 1, 10.0) as target:
+    options = {"url": url, "repo": str(repo), "rate": 10.0, "concurrency": 1, "timeout_s": 10.0}
+    with targets.open_target("single", model, envelope_obj, options) as target:
         try:
             serving = target.serving_versions()
         except TargetError as exc:
-            raise _fail(str(exc)) from None
+            raise fail(str(exc)) from None
         if to is None:
             candidates = [versions for versions in reversed(store.known_good())
                           if versions != serving]
             if not candidates:
-                raise _fail(f"no known-good version of {model} other than {serving} is "
-                            "recorded; give --to N")
+                raise fail(f"no known-good version of {model} other than {serving} is "
+                           "recorded; give --to N")
             versions = candidates[0]
         else:
             versions = [to]
         problems = [p for v in versions for p in verify_version(repo / model, v)]
         if problems:
-            raise _fail("refused: " + "; ".join(problems))
+            raise fail("refused: " + "; ".join(problems))
         try:
             with store.lock():
                 target.restore(versions)
         except TargetError as exc:
-            raise _fail(f"rollback failed, {serving} still serve: {exc}", EXIT_ROLLED_BACK) \
+            raise fail(f"rollback failed, {serving} still serve: {exc}", EXIT_FAILED) \
                 from None
         except RolloutLocked as exc:
-            raise _fail(str(exc)) from None
+            raise fail(str(exc)) from None
     store.append_audit({"event": "rollback", "model": model, "from": serving,
-                        "to": versions, "by": _who(), "time": time.time(),
+                        "to": versions, "by": who(), "time": time.time(),
                         "reason": f"manual rollback {serving} -> {versions}"})
     store.record_known_good(versions)
     typer.echo(f"{model}: serving {versions} (was {serving})")

@@ -8,9 +8,7 @@ from typing import Annotated
 
 import typer
 
-EXIT_HEALTHY = 0
-EXIT_UNHEALTHY = 1
-EXIT_USAGE = 2
+from triton_ops.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, fail, read_envelope
 
 
 def _split_models(models: str | None) -> list[str]:
@@ -19,11 +17,6 @@ def _split_models(models: str | None) -> list[str]:
 
 def _repository_models(repo: Path) -> list[str]:
     return sorted(p.name for p in repo.iterdir() if (p / "config.pbtxt").is_file())
-
-
-def _fail(message: str, code: int) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code)
 
 
 def serve(
@@ -49,12 +42,12 @@ def serve(
     from triton_ops.server.local import LocalTriton, ServerError
 
     if not repo.is_dir():
-        raise _fail(f"model repository {repo} does not exist or is not a folder", EXIT_USAGE)
+        raise fail(f"model repository {repo} does not exist or is not a folder", EXIT_USAGE)
     requested = _split_models(models)
     available = _repository_models(repo)
     unknown = [m for m in requested if m not in available]
     if unknown:
-        raise _fail(
+        raise fail(
             f"no model {', '.join(unknown)} in {repo}/ (models there: "
             f"{', '.join(available) or 'none'})", EXIT_USAGE)
     to_load = requested or available
@@ -76,7 +69,7 @@ def serve(
         try:
             server.start()
         except ServerError as exc:
-            raise _fail(str(exc), EXIT_UNHEALTHY) from None
+            raise fail(str(exc), EXIT_FAILED) from None
         states = model_states(server.http_url)
         failed = [s for s in states if s.get("name") in to_load and s.get("state") != "READY"]
         typer.echo(f"tritonserver running (pid {server.pid}), repository {server.repository}")
@@ -98,7 +91,7 @@ def serve(
         except KeyboardInterrupt:
             pass
         except ServerError as exc:
-            raise _fail(str(exc), EXIT_UNHEALTHY) from None
+            raise fail(str(exc), EXIT_FAILED) from None
     finally:
         signal.signal(signal.SIGTERM, previous)
         server.stop()
@@ -122,27 +115,24 @@ def probe(
 
     Exit 0: healthy; 1: unhealthy (what differed is printed); 2: usage error.
     """
-    from triton_ops.envelope.loader import EnvelopeError, find_envelope, require_envelope
+    from triton_ops.envelope.loader import find_envelope
     from triton_ops.server.endpoints import open_server
     from triton_ops.server.local import ServerError
     from triton_ops.server.probe import ProbeResult, ProbeSetupError, probe_inputs, run_probe
 
     if version and not version.isdigit():
-        raise _fail(f"--version must be a version number, got {version!r}", EXIT_USAGE)
+        raise fail(f"--version must be a version number, got {version!r}", EXIT_USAGE)
     try:
-        envelope = require_envelope(find_envelope(model, envelopes))
+        envelope_path = find_envelope(model, envelopes)
     except FileNotFoundError as exc:
-        raise _fail(str(exc), EXIT_USAGE) from None
-    except EnvelopeError as exc:
-        lines = "\n".join(
-            f"  {f.file}:{f.line}:{f.column}: {f.message}" for f in exc.findings)
-        raise _fail(f"the envelope of {model!r} is not valid:\n{lines}", EXIT_USAGE) from None
+        raise fail(str(exc), EXIT_USAGE) from None
+    envelope = read_envelope(envelope_path, model)
     try:
         probe_inputs(envelope)  # envelope problems are usage errors, found before any server
     except ProbeSetupError as exc:
-        raise _fail(f"{find_envelope(model, envelopes)}: {exc}", EXIT_USAGE) from None
+        raise fail(f"{envelope_path}: {exc}", EXIT_USAGE) from None
     if url is None and not (repo / model / "config.pbtxt").is_file():
-        raise _fail(
+        raise fail(
             f"no model {model!r} in {repo}/ ({repo / model / 'config.pbtxt'} is missing); "
             "pass --repo, or --url to probe a running server", EXIT_USAGE)
 
@@ -152,7 +142,7 @@ def probe(
                 envelope, endpoints.grpc_url, model_name=model, model_version=version,
                 timeout_s=timeout)
     except ValueError as exc:  # a malformed --url
-        raise _fail(str(exc), EXIT_USAGE) from None
+        raise fail(str(exc), EXIT_USAGE) from None
     except ServerError as exc:
         result = ProbeResult(ok=False, model=model, version=version,
                              error=f"the embedded server could not serve it: {exc}")
@@ -164,7 +154,7 @@ def probe(
         }, indent=2))
     else:
         typer.echo(result.summary(), err=not result.ok)
-    raise typer.Exit(EXIT_HEALTHY if result.ok else EXIT_UNHEALTHY)
+    raise typer.Exit(EXIT_OK if result.ok else EXIT_FAILED)
 
 
 def register(app: typer.Typer) -> None:

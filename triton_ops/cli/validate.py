@@ -11,12 +11,7 @@ from pathlib import Path
 
 import typer
 
-EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
-
-
-def _fail(message: str, code: int) -> typer.Exit:
-    typer.echo(message, err=True)
-    return typer.Exit(code)
+from triton_ops.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, fail
 
 
 def validate(
@@ -34,8 +29,8 @@ def validate(
     from triton_ops.validate.report import FORMATS
 
     if output_format not in FORMATS:
-        raise _fail(f"unknown format {output_format!r}; use one of {', '.join(FORMATS)}",
-                    EXIT_USAGE)
+        raise fail(f"unknown format {output_format!r}; use one of {', '.join(FORMATS)}",
+                   EXIT_USAGE, prefix="")
     from triton_ops.validate.gate import UsageProblem, validate_paths
     from triton_ops.validate.report import (
         exit_code,
@@ -48,7 +43,7 @@ def validate(
     try:
         result = validate_paths(list(paths or []), repo)
     except UsageProblem as exc:
-        raise _fail(f"error: {exc}", EXIT_USAGE) from None
+        raise fail(str(exc), EXIT_USAGE) from None
     if output_format == "json":
         typer.echo(render_json(result))
     elif output_format == "github":
@@ -78,14 +73,14 @@ def generate(
     elif envelopes.is_file():
         files = [envelopes]
     else:
-        raise _fail(f"error: {envelopes} does not exist; give --envelopes DIR", EXIT_USAGE)
+        raise fail(f"{envelopes} does not exist; give --envelopes DIR", EXIT_USAGE)
     if repo.exists() and not repo.is_dir():
-        raise _fail(f"error: {repo} is not a folder", EXIT_USAGE)
+        raise fail(f"{repo} is not a folder", EXIT_USAGE)
     try:
         outcomes = run_generate(files, repo, check=check)
     except OSError as exc:
-        raise _fail(f"error: cannot write {exc.filename or repo}: {exc.strerror or exc}",
-                    EXIT_FINDINGS) from None
+        raise fail(f"cannot write {exc.filename or repo}: {exc.strerror or exc}",
+                   EXIT_FAILED) from None
     failed = False
     for outcome in outcomes:
         if outcome.status == "invalid":
@@ -102,7 +97,7 @@ def generate(
             typer.echo(f"{outcome.config_path}: {outcome.status} from {outcome.envelope}")
     unchanged = sum(o.status == "unchanged" for o in outcomes)
     typer.echo(f"{len(outcomes)} envelope(s): {unchanged} config(s) already up to date")
-    raise typer.Exit(EXIT_FINDINGS if failed else EXIT_OK)
+    raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
 
 
 def import_model(
@@ -118,11 +113,11 @@ def import_model(
     from triton_ops.modelconfig.importer import ImportRefused, envelope_yaml, import_model_dir
 
     if not model_dir.exists():
-        raise _fail(f"error: {model_dir} does not exist", EXIT_USAGE)
+        raise fail(f"{model_dir} does not exist", EXIT_USAGE)
     try:
         result = import_model_dir(model_dir)
     except ImportRefused as exc:
-        raise _fail(f"cannot import {model_dir}: {exc}", EXIT_FINDINGS) from None
+        raise fail(f"cannot import {model_dir}: {exc}", EXIT_FAILED, prefix="") from None
     source = model_dir / "config.pbtxt" if model_dir.is_dir() else model_dir
     text = envelope_yaml(result, source.as_posix())
     for note in result.notes:
@@ -132,14 +127,13 @@ def import_model(
         raise typer.Exit(EXIT_OK)
     target = Path(output) if output else Path("envelopes") / f"{result.data['name']}.yaml"
     if target.is_dir():
-        raise _fail(f"error: {target} is a folder; give the envelope file to write",
-                    EXIT_USAGE)
+        raise fail(f"{target} is a folder; give the envelope file to write", EXIT_USAGE)
     if (target.exists() or target.is_symlink()) and not force:
-        raise _fail(f"error: {target} exists; pass --force to overwrite it", EXIT_FINDINGS)
+        raise fail(f"{target} exists; pass --force to overwrite it", EXIT_FAILED)
     try:
         atomic_write_text(target, text)
     except OSError as exc:
-        raise _fail(f"error: cannot write {target}: {exc.strerror or exc}", EXIT_FINDINGS
+        raise fail(f"cannot write {target}: {exc.strerror or exc}", EXIT_FAILED
                     ) from None
     typer.echo(f"{target}: written from {source}")
 

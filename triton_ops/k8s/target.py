@@ -132,6 +132,11 @@ class KubernetesTarget:
                     f"triton-ops.io/track={name.rsplit('-', 1)[-1]}` and the pod logs")
             self.sleep(self.poll_s)
 
+    def stable_versions(self) -> list[int]:
+        """The versions of the model the stable Deployment's pod template names: what
+        stable serves once its pods are ready (e.g. the current ones for `rollback`)."""
+        return self.versions_of(self._get(self.stable_name)).get(self.model, [])
+
     def serving_versions(self) -> list[int]:
         stable = self._get(self.stable_name)
         serving: set[int] = set()

@@ -6,6 +6,7 @@
                     releases it when that process dies, so `resume` can take over
     command.json    a person's promote/abort, left for the driving process to pick up
     known_good.json the versions that served successfully, newest last (for `rollback`)
+    target.json     how to reach the target again (the options the rollout started with)
 
 Every target keeps one store per model: the single-Triton target under
 `<model>/.triton-ops/rollout/`, a Kubernetes target wherever it chooses.
@@ -44,6 +45,7 @@ class StateStore:
         self.owner_path = self.directory / "owner.json"
         self.command_path = self.directory / "command.json"
         self.known_good_path = self.directory / "known_good.json"
+        self.target_path = self.directory / "target.json"
 
     # -- state -------------------------------------------------------------------------
     def load(self) -> RolloutState | None:
@@ -167,3 +169,16 @@ class StateStore:
             return
         history.append(sorted(versions))
         atomic_write_text(self.known_good_path, json.dumps(history[-50:]) + "\n")
+
+    # -- how to reach the target again -------------------------------------------------
+    def save_target_options(self, options: dict[str, Any]) -> None:
+        """Record the options the target was built with, for `resume` from another shell."""
+        atomic_write_text(self.target_path, json.dumps(options, indent=2) + "\n")
+
+    def target_options(self) -> dict[str, Any]:
+        """The recorded target options; empty when none (or unreadable) were recorded."""
+        try:
+            options = json.loads(self.target_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return options if isinstance(options, dict) else {}

@@ -4,9 +4,10 @@ The engine (`triton_ops.rollout.engine`) decides; a target acts. Two targets exi
 single Triton (`triton_ops.rollout.single.SingleTritonTarget`: explicit model control, the
 canary loaded next to stable as another version, traffic driven by triton-ops itself) and
 Kubernetes (`triton_ops.k8s`: a canary Deployment, traffic split by the mesh/ingress,
-metrics from Prometheus). A target raises `TargetError` with a message for people when an
-action fails; the engine turns that into the matching event (load failed, promotion failed,
-rollback failed) and never lets it escape as a traceback.
+metrics from Prometheus); the CLI builds either from its options with one factory,
+`triton_ops.cli.targets.open_target`. A target raises `TargetError` with a message for
+people when an action fails; the engine turns that into the matching event (load failed,
+promotion failed, rollback failed) and never lets it escape as a traceback.
 
 Invariants every target must keep:
 - stable is never unloaded, restarted or modified before promotion has switched to the
