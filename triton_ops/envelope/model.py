@@ -16,7 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from triton_ops.envelope.units import ByteSize, DurationUs
 
-MODEL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")
+# Matched with fullmatch: `$` would also accept a trailing newline.
+MODEL_NAME_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}")
 
 DATA_TYPES = (
     "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
@@ -281,7 +282,7 @@ class Envelope(Strict):
     @field_validator("name")
     @classmethod
     def _model_name(cls, name: str) -> str:
-        if name in (".", "..") or not MODEL_NAME_PATTERN.match(name):
+        if name in (".", "..") or not MODEL_NAME_PATTERN.fullmatch(name):
             raise ValueError(
                 f"{name!r} is not a valid model name: use letters, digits, '_', '-', '.', "
                 "no '/' and no '..', at most 128 characters"

@@ -27,7 +27,7 @@ Issue = tuple[KeyPath, str]
 # budget for the inference itself and the network: a warning. At or above the SLO: an error.
 QUEUE_DELAY_WARN_FRACTION = 0.2
 
-IMAGE_DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
+IMAGE_DIGEST = re.compile(r"@sha256:[0-9a-f]{64}\Z")  # \Z: `$` accepts a trailing newline
 
 # Model file Triton looks for in each version folder when default_model_filename is unset.
 DEFAULT_MODEL_FILES: dict[str, str] = {

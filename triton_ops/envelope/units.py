@@ -18,7 +18,7 @@ _DURATION_UNITS_US = {
     "us": 1, "µs": 1, "ms": 1000, "s": 1_000_000, "m": 60_000_000, "min": 60_000_000,
     "h": 3_600_000_000,
 }
-_NUMBER_UNIT = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Zµ]*)\s*$")
+_NUMBER_UNIT = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Zµ]*)\s*")  # fullmatch
 
 
 def parse_size(value: object) -> int:
@@ -32,7 +32,7 @@ def parse_size(value: object) -> int:
     if isinstance(value, float) and value.is_integer() and value >= 0:
         return int(value)
     if isinstance(value, str):
-        match = _NUMBER_UNIT.match(value)
+        match = _NUMBER_UNIT.fullmatch(value)
         if match:
             unit = match.group(2).lower()
             if unit in _SIZE_UNITS:
@@ -50,7 +50,7 @@ def parse_duration_us(value: object) -> int:
             raise ValueError("a duration cannot be negative")
         return value
     if isinstance(value, str):
-        match = _NUMBER_UNIT.match(value)
+        match = _NUMBER_UNIT.fullmatch(value)
         if match:
             unit = match.group(2).lower()
             if unit in _DURATION_UNITS_US:

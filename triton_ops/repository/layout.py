@@ -22,7 +22,7 @@ from triton_ops.modelconfig.rules import check_config_text
 from triton_ops.modelconfig.rules.ensemble import check_ensemble_against
 
 CONFIG_NAME = "config.pbtxt"
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")  # fullmatch: `$` passes "m\n"
 # Folders Triton skips when it looks for versions (model_repository_manager.cc).
 RESERVED_FOLDERS = frozenset({"warmup", "initial_state", "configs"})
 
@@ -156,7 +156,7 @@ def _scan_model_dir(model_dir: Path) -> ModelDirReport:
                                  "a model must be a folder holding config.pbtxt and versions"))
         return report
 
-    if not _SAFE_NAME.match(name):
+    if not _SAFE_NAME.fullmatch(name):
         findings.append(_finding(model_dir, "repo-model-name-chars",
                                  f"model name '{name}' has characters other than letters, "
                                  "digits, '_', '-' and '.'; clients must URL-escape it in "
