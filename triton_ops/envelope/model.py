@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from enum import Enum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -18,6 +18,22 @@ from triton_ops.envelope.units import ByteSize, DurationUs
 
 # Matched with fullmatch: `$` would also accept a trailing newline.
 MODEL_NAME_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}")
+
+# Ranges of the ModelConfig proto's integer types. Every envelope integer that is rendered
+# into config.pbtxt is bounded by the type of the field it lands in (int32 max_batch_size,
+# count and gpus; uint32 max_queue_size; int64 dims, reshape and versions; uint64 delays,
+# timeouts and priority levels), so an out-of-range value is a schema finding instead of a
+# crash in `generate`.
+INT32_MAX = 2**31 - 1
+UINT32_MAX = 2**32 - 1
+INT64_MAX = 2**63 - 1
+UINT64_MAX = 2**64 - 1
+Int32 = Annotated[int, Field(ge=-(2**31), le=INT32_MAX)]
+Int64 = Annotated[int, Field(ge=-(2**63), le=INT64_MAX)]
+NonNegativeInt32 = Annotated[int, Field(ge=0, le=INT32_MAX)]
+UInt32 = Annotated[int, Field(ge=0, le=UINT32_MAX)]
+UInt64 = Annotated[int, Field(ge=0, le=UINT64_MAX)]
+Microseconds = Annotated[DurationUs, Field(le=UINT64_MAX)]
 
 DATA_TYPES = (
     "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
@@ -50,13 +66,13 @@ class Strict(BaseModel):
 class TensorSpec(Strict):
     name: str = Field(min_length=1)
     data_type: str = Field(description="Triton data type, e.g. FP32 or TYPE_FP32")
-    dims: list[int] = Field(description="Shape without the batch dimension; -1 = variable")
-    max_dims: list[int] | None = Field(
+    dims: list[Int64] = Field(description="Shape without the batch dimension; -1 = variable")
+    max_dims: list[Int64] | None = Field(
         default=None,
         description="Admission limit: the largest size of each dim (same length as dims); "
         "required for every variable (-1) dim of an input",
     )
-    reshape: list[int] | None = None
+    reshape: list[Int64] | None = None
     optional: bool = False
     allow_ragged_batch: bool = False
     is_shape_tensor: bool = False
@@ -128,9 +144,9 @@ class TimeoutAction(str, Enum):
 
 class QueuePolicy(Strict):
     timeout_action: TimeoutAction = TimeoutAction.REJECT
-    default_timeout: DurationUs = 0
+    default_timeout: Microseconds = 0
     allow_timeout_override: bool = False
-    max_queue_size: int = Field(default=0, ge=0)
+    max_queue_size: UInt32 = 0
 
     @field_validator("timeout_action", mode="before")
     @classmethod
@@ -139,17 +155,17 @@ class QueuePolicy(Strict):
 
 
 class DynamicBatching(Strict):
-    preferred_batch_sizes: list[int] = Field(default_factory=list)
-    max_queue_delay: DurationUs = 0
+    preferred_batch_sizes: list[Int32] = Field(default_factory=list)
+    max_queue_delay: Microseconds = 0
     preserve_ordering: bool = False
-    priority_levels: int = Field(default=0, ge=0)
-    default_priority_level: int = Field(default=0, ge=0)
+    priority_levels: UInt64 = 0
+    default_priority_level: UInt64 = 0
     default_queue_policy: QueuePolicy | None = None
-    priority_queue_policy: dict[int, QueuePolicy] = Field(default_factory=dict)
+    priority_queue_policy: dict[UInt64, QueuePolicy] = Field(default_factory=dict)
 
 
 class Batching(Strict):
-    max_batch_size: int = Field(default=0, ge=0, description="0 disables batching")
+    max_batch_size: NonNegativeInt32 = Field(default=0, description="0 disables batching")
     dynamic: DynamicBatching | None = None
     sequence: Any = Field(
         default=None,
@@ -176,8 +192,8 @@ class InstanceKind(str, Enum):
 
 class InstanceGroup(Strict):
     kind: InstanceKind = InstanceKind.GPU
-    count: int = Field(default=1, ge=1)
-    gpus: list[int] = Field(default_factory=list)
+    count: int = Field(default=1, ge=1, le=INT32_MAX)
+    gpus: list[NonNegativeInt32] = Field(default_factory=list)
     name: str | None = None
     passive: bool = False
     host_policy: str | None = None
@@ -268,7 +284,7 @@ class Envelope(Strict):
     slo: Slo | None = None
     runtime: Runtime = Field(default_factory=Runtime)
     hardware: Hardware = Field(default_factory=Hardware)
-    versions: list[int] = Field(default_factory=lambda: [1])
+    versions: list[Int64] = Field(default_factory=lambda: [1])
     parameters: dict[str, str] = Field(
         default_factory=dict, description="config.pbtxt parameters (string key/value)"
     )
