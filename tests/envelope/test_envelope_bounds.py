@@ -144,3 +144,22 @@ def test_huge_duration_with_a_unit_is_a_schema_finding(tmp_path: Path) -> None:
     data = with_value(("batching", "dynamic", "max_queue_delay"), "9999999999999999h")
     loaded = load_envelope(write(tmp_path, data))
     assert [f.rule for f in loaded.findings] == ["envelope-schema"]
+
+
+@pytest.mark.parametrize(("path", "value"), [
+    (("batching", "dynamic", "max_queue_delay"), "1" * 400 + "s"),
+    (("batching", "dynamic", "default_queue_policy", "default_timeout"), "1" * 400 + "ms"),
+    (("resources", "host_memory"), "1" * 400 + "GiB"),
+    (("resources", "host_memory"), 2**64),
+])
+def test_long_digit_strings_are_findings_not_overflow_errors(tmp_path: Path, path: tuple[Any, ...],
+                                                             value: Any) -> None:
+    data = with_value(path[:-1], {}) if path[0] == "resources" else BASE
+    data = yaml.safe_load(yaml.safe_dump(data))
+    node = data
+    for key in path[:-1]:
+        node = node.setdefault(key, {})
+    node[path[-1]] = value
+    loaded = load_envelope(write(tmp_path, data))
+    assert [f.rule for f in loaded.findings] == ["envelope-schema"]
+    assert "too large" in loaded.findings[0].message

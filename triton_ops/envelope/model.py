@@ -33,7 +33,6 @@ Int64 = Annotated[int, Field(ge=-(2**63), le=INT64_MAX)]
 NonNegativeInt32 = Annotated[int, Field(ge=0, le=INT32_MAX)]
 UInt32 = Annotated[int, Field(ge=0, le=UINT32_MAX)]
 UInt64 = Annotated[int, Field(ge=0, le=UINT64_MAX)]
-Microseconds = Annotated[DurationUs, Field(le=UINT64_MAX)]
 
 DATA_TYPES = (
     "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
@@ -144,7 +143,7 @@ class TimeoutAction(str, Enum):
 
 class QueuePolicy(Strict):
     timeout_action: TimeoutAction = TimeoutAction.REJECT
-    default_timeout: Microseconds = 0
+    default_timeout: DurationUs = 0
     allow_timeout_override: bool = False
     max_queue_size: UInt32 = 0
 
@@ -156,7 +155,7 @@ class QueuePolicy(Strict):
 
 class DynamicBatching(Strict):
     preferred_batch_sizes: list[Int32] = Field(default_factory=list)
-    max_queue_delay: Microseconds = 0
+    max_queue_delay: DurationUs = 0
     preserve_ordering: bool = False
     priority_levels: UInt64 = 0
     default_priority_level: UInt64 = 0
