@@ -59,7 +59,9 @@ GPU_MEMORY_BYTES: dict[str, int] = {
 class Strict(BaseModel):
     """Base for every envelope section: unknown keys are errors, not silently dropped."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    # NaN and infinity are refused everywhere: `cpu: .inf` is no CPU request, and the JSON
+    # the chart and the probe send cannot carry them.
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
 
 
 class TensorSpec(Strict):

@@ -405,6 +405,17 @@ def model_file(ctx: EnvelopeContext) -> Iterator[Issue]:
                                     "loads it from each version folder")
 
 
+@rule("envelope-probe", E,
+      "The golden probe fits the model: its inputs and expected outputs name the model's "
+      "tensors, every required input is given, shapes are the declared dims (after a batch "
+      "dim of 1..max_batch_size when the model batches, within max_dims), values are of the "
+      "tensor's data type and every number is finite.")
+def probe_fits_tensors(ctx: EnvelopeContext) -> Iterator[Issue]:
+    from triton_ops.envelope.probe_check import probe_problems
+
+    yield from probe_problems(ctx.envelope)
+
+
 def check_envelope(loaded: LoadedEnvelope, repo: Path | None = None) -> list[Finding]:
     """Schema findings of a loaded envelope plus every rule's findings."""
     if loaded.envelope is None:
