@@ -9,11 +9,23 @@ count of 0 made 1, an empty name filled in). Fields the envelope does not model 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from triton_ops.envelope.units import format_duration_us
+
+# A version folder Triton serves: a positive decimal number without leading zeros (ASCII
+# digits only: "²".isdigit() is true but int("²") fails).
+_VERSION_FOLDER = re.compile(r"[1-9][0-9]*")
+# Backends whose CPU instance groups default to 2 instances (SetDefaultInstanceCount).
+_TWO_CPU_INSTANCES = frozenset({"tensorflow", "onnxruntime"})
+_PLATFORM_BACKEND = {
+    "tensorflow_graphdef": "tensorflow", "tensorflow_savedmodel": "tensorflow",
+    "tensorrt_plan": "tensorrt", "onnxruntime_onnx": "onnxruntime",
+    "pytorch_libtorch": "pytorch",
+}
 
 
 class ImportRefused(Exception):
@@ -26,22 +38,36 @@ class ImportResult:
     notes: list[str] = field(default_factory=list)
 
 
-def _enum_name(message: Any, field_name: str) -> str:
+def shown(text: str) -> str:
+    """A name from a config as notes and messages show it: quoted, with line breaks, control
+    characters and other non-printable ones escaped (a note is a YAML comment and a line on
+    the terminal; a raw line break in it would start a new line of YAML)."""
+    return repr(text)
+
+
+def _enum_name(message: Any, field_name: str, where: str) -> str:
     enum = message.DESCRIPTOR.fields_by_name[field_name].enum_type
-    return enum.values_by_number[getattr(message, field_name)].name
+    number = getattr(message, field_name)
+    value = enum.values_by_number.get(number)
+    if value is None:
+        allowed = ", ".join(v.name for v in enum.values)
+        raise ImportRefused(f"{where} has {field_name} {number}, which is no value Triton "
+                            f"defines ({allowed}); fix the config, then import")
+    return value.name
 
 
 def _tensor(message: Any, is_input: bool) -> dict[str, Any]:
+    where = f"{'input' if is_input else 'output'} {shown(message.name)}"
     spec: dict[str, Any] = {
         "name": message.name,
-        "data_type": _enum_name(message, "data_type").removeprefix("TYPE_"),
+        "data_type": _enum_name(message, "data_type", where).removeprefix("TYPE_"),
         "dims": list(message.dims),
     }
     if message.HasField("reshape"):
         spec["reshape"] = list(message.reshape.shape)
     if is_input:
         if message.format:
-            spec["format"] = _enum_name(message, "format")
+            spec["format"] = _enum_name(message, "format", where)
         if message.optional:
             spec["optional"] = True
         if message.allow_ragged_batch:
@@ -56,7 +82,8 @@ def _tensor(message: Any, is_input: bool) -> dict[str, Any]:
 
 
 def _queue_policy(message: Any) -> dict[str, Any]:
-    policy: dict[str, Any] = {"timeout_action": _enum_name(message, "timeout_action")}
+    policy: dict[str, Any] = {
+        "timeout_action": _enum_name(message, "timeout_action", "a queue policy")}
     if message.default_timeout_microseconds:
         policy["default_timeout"] = format_duration_us(message.default_timeout_microseconds)
     if message.allow_timeout_override:
@@ -88,7 +115,14 @@ def _dynamic(message: Any) -> dict[str, Any]:
     return dynamic
 
 
-def _instance_group(message: Any, index: int, notes: list[str]) -> dict[str, Any]:
+def triton_default_count(kind: str, backend: str) -> int:
+    """The instance count Triton uses for a group whose count is below 1: 1, or 2 for CPU
+    groups of the tensorflow and onnxruntime backends (SetDefaultInstanceCount)."""
+    return 2 if kind == "CPU" and backend in _TWO_CPU_INSTANCES else 1
+
+
+def _instance_group(message: Any, index: int, backend: str, notes: list[str]
+                    ) -> dict[str, Any]:
     for unsupported in ("rate_limiter", "secondary_devices"):
         present = (message.HasField(unsupported) if unsupported == "rate_limiter"
                    else len(message.secondary_devices) > 0)
@@ -100,11 +134,13 @@ def _instance_group(message: Any, index: int, notes: list[str]) -> dict[str, Any
     group: dict[str, Any] = {}
     if message.name:
         group["name"] = message.name
-    group["kind"] = _enum_name(message, "kind").removeprefix("KIND_")
+    group["kind"] = _enum_name(message, "kind", f"instance_group {index}").removeprefix("KIND_")
     count = message.count
-    if count == 0:
-        notes.append(f"instance_group {index}: count 0 (Triton's default) written as count 1")
-        count = 1
+    if count < 1:
+        default = triton_default_count(group["kind"], backend)
+        notes.append(f"instance_group {index}: count {count} means Triton's default, written "
+                     f"as count {default}")
+        count = default
     group["count"] = count
     if message.gpus:
         group["gpus"] = list(message.gpus)
@@ -121,7 +157,7 @@ def _version_folders(model_dir: Path | None) -> list[int]:
     if model_dir is None or not model_dir.is_dir():
         return []
     return sorted(int(p.name) for p in model_dir.iterdir()
-                  if p.is_dir() and p.name.isdigit() and int(p.name) > 0)
+                  if _VERSION_FOLDER.fullmatch(p.name) and p.is_dir())
 
 
 def _versions(config: Any, model_dir: Path | None, notes: list[str]) -> list[int]:
@@ -160,10 +196,10 @@ def config_to_envelope(config: Any, model_dir: Path | None = None) -> ImportResu
         if not folder_name:
             raise ImportRefused("the config has no name; import it from its model folder")
         name = folder_name
-        notes.append(f"name was empty: set to the folder name {name!r}")
+        notes.append(f"name was empty: set to the folder name {shown(name)}")
     elif folder_name and name != folder_name:
-        notes.append(f"name {name!r} differs from the folder name {folder_name!r}: Triton "
-                     "refuses to load such a model; rename one of them")
+        notes.append(f"name {shown(name)} differs from the folder name {shown(folder_name)}: "
+                     "Triton refuses to load such a model; rename one of them")
     if not config.backend and not config.platform:
         raise ImportRefused("the config names neither backend nor platform (Triton infers them "
                             "from the model file); add `backend: \"...\"` to it, then import")
@@ -181,8 +217,8 @@ def config_to_envelope(config: Any, model_dir: Path | None = None) -> ImportResu
         data["inputs"] = [_tensor(t, True) for t in config.input]
         variable = [t.name for t in config.input if any(d == -1 for d in t.dims)]
         if variable:
-            notes.append(f"inputs {', '.join(variable)} have variable (-1) dims: add max_dims "
-                         "(the largest size a request may use) to the envelope")
+            notes.append(f"inputs {', '.join(map(shown, variable))} have variable (-1) dims: "
+                         "add max_dims (the largest size a request may use) to the envelope")
     if config.output:
         data["outputs"] = [_tensor(t, False) for t in config.output]
     batching: dict[str, Any] = {"max_batch_size": config.max_batch_size}
@@ -190,7 +226,8 @@ def config_to_envelope(config: Any, model_dir: Path | None = None) -> ImportResu
         batching["dynamic"] = _dynamic(config.dynamic_batching)
     data["batching"] = batching
     if config.instance_group:
-        data["instances"] = [_instance_group(g, i, notes)
+        backend = config.backend or _PLATFORM_BACKEND.get(config.platform, "")
+        data["instances"] = [_instance_group(g, i, backend, notes)
                              for i, g in enumerate(config.instance_group)]
     if config.parameters:
         data["parameters"] = {k: config.parameters[k].string_value
@@ -202,7 +239,23 @@ def config_to_envelope(config: Any, model_dir: Path | None = None) -> ImportResu
     passthrough = _readable_ints(json_format.MessageToDict(rest), ModelConfig.DESCRIPTOR)
     if passthrough:
         data["passthrough"] = passthrough
+    validated_envelope(data)
     return ImportResult(data, notes)
+
+
+def validated_envelope(data: dict[str, Any]) -> Any:
+    """The Envelope `data` describes; ImportRefused saying what the schema refuses."""
+    from pydantic import ValidationError
+
+    from triton_ops.envelope.model import Envelope
+
+    try:
+        return Envelope.model_validate(data)
+    except ValidationError as exc:
+        problems = [f"{'.'.join(map(str, e['loc'])) or 'envelope'}: "
+                    f"{e['msg'].removeprefix('Value error, ')}" for e in exc.errors()]
+        raise ImportRefused("the config cannot be written as an envelope: "
+                            + "; ".join(problems)) from None
 
 
 _INT64_TYPES = frozenset({3, 4, 6, 16, 18})  # INT64, UINT64, FIXED64, SFIXED64, SINT64
@@ -244,10 +297,9 @@ def _readable_one(item: Any, field: Any) -> Any:
 
 def verify_round_trip(result: ImportResult, config: Any) -> list[str]:
     """Top-level fields where rendering the imported envelope differs from `config`."""
-    from triton_ops.envelope.model import Envelope
     from triton_ops.modelconfig.render import render_model_config
 
-    rendered = render_model_config(Envelope.model_validate(result.data))
+    rendered = render_model_config(validated_envelope(result.data))
     names = {f.name for f, _ in rendered.ListFields()} | {f.name for f, _ in config.ListFields()}
     return sorted(n for n in names
                   if _field_value(rendered, n) != _field_value(config, n))
@@ -319,7 +371,7 @@ def import_model_dir(model_dir: Path) -> ImportResult:
     explained = set()
     if config.version_policy.WhichOneof("policy_choice") != "specific":
         explained.add("version_policy")
-    if any(group.count == 0 for group in config.instance_group):
+    if any(group.count < 1 for group in config.instance_group):
         explained.add("instance_group")
     if not config.name:
         explained.add("name")
@@ -331,13 +383,33 @@ def import_model_dir(model_dir: Path) -> ImportResult:
     return result
 
 
+def _comment_text(text: str) -> str:
+    """`text` fit for one YAML comment line: every character that is not printable (line
+    breaks, including YAML's \\x85 and \\u2028, and control characters) is escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def envelope_yaml(result: ImportResult, source: str) -> str:
     """The envelope as YAML text, with a header saying where it came from and the notes."""
+    lines = [f"# Envelope imported by `triton-ops import` from {_comment_text(source)}.",
+             "# Add slo, resources and hardware so `triton-ops validate` can check them."]
+    lines += [f"# NOTE: {_comment_text(note)}" for note in result.notes]
+    body = _yaml_exactly(result.data)
+    return "\n".join(lines) + "\n" + body
+
+
+def _yaml_exactly(data: dict[str, Any]) -> str:
+    """YAML that reads back as `data`, with no raw control or line-separator characters.
+
+    Readable UTF-8 first; but PyYAML writes some characters YAML and editors treat as line
+    breaks (\\x85, \\u2028) raw, and reading may fold them: then every non-ASCII
+    character is escaped instead."""
     import yaml
 
-    lines = [f"# Envelope imported by `triton-ops import` from {source}.",
-             "# Add slo, resources and hardware so `triton-ops validate` can check them."]
-    lines += [f"# NOTE: {note}" for note in result.notes]
-    body = yaml.safe_dump(result.data, sort_keys=False, default_flow_style=None,
-                          allow_unicode=True, width=100)
-    return "\n".join(lines) + "\n" + body
+    for allow_unicode in (True, False):
+        body = yaml.safe_dump(data, sort_keys=False, default_flow_style=None,
+                              allow_unicode=allow_unicode, width=100)
+        printable = all(c == "\n" or c.isprintable() for c in body)
+        if printable and yaml.safe_load(body) == data:
+            return body
+    raise ImportRefused("the envelope cannot be written as YAML that reads back the same")
