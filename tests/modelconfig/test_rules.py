@@ -9,7 +9,7 @@ import pytest
 from triton_ops.findings import Severity
 from triton_ops.modelconfig.rules import RULES, check_config_file, check_config_text
 
-from .test_rules_cases import CASES, Case, ens, py
+from .test_rules_cases import CASES, Case, ens, io_in, py
 
 DATA = Path(__file__).parent / "data"
 
@@ -115,3 +115,32 @@ def test_docs_list_every_rule() -> None:
     doc = (Path(__file__).parents[2] / "docs" / "rules.md").read_text()
     missing = [rule_id for rule_id in RULES if f"`{rule_id}`" not in doc]
     assert missing == []
+
+
+UNKNOWN_ENUMS = [
+    py("", io=io_in('{ name: "IN" data_type: 99 dims: [ 4 ] }')),
+    py("", io=io_in('{ name: "IN" data_type: TYPE_FP32 format: 9 dims: [ 4 ] }')),
+    py("instance_group [ { kind: 42 gpus: [ 0 ] } ]"),
+    py('dynamic_batching { }\nbatch_input [ { kind: 17 target_name: "N" data_type: 99 '
+       'source_input: "IN" } ]'),
+    py('batch_output [ { kind: 5 target_name: [ "OUT" ] source_input: "IN" } ]'),
+    py("dynamic_batching { default_queue_policy { timeout_action: 7 } }"),
+    py('sequence_batching { control_input [ { name: "S" control [ { kind: 9 '
+       'int32_false_true: [ 0, 1 ] } ] }, { name: "C" control [ { kind: '
+       'CONTROL_SEQUENCE_CORRID data_type: 99 } ] } ] }'),
+    py('model_warmup [ { name: "w" batch_size: 1 inputs { key: "IN" value { '
+       'data_type: 99 dims: [ 4 ] zero_data: true } } } ]'),
+    ens(io=io_in('{ name: "IN" data_type: 99 dims: [ 4 ] }')),
+]
+
+
+@pytest.mark.parametrize("text", UNKNOWN_ENUMS)
+def test_enum_numbers_triton_does_not_define_break_no_rule(text: str) -> None:
+    config, _, findings = check_config_text(text, "config.pbtxt")
+    assert config is not None, findings
+    assert not [f for f in findings if "internal error" in f.message], findings
+    unknown = [f for f in findings
+               if f.rule in ("config-enum-unknown", "config-instance-kind-unknown",
+                             "config-batch-kind-unknown")]
+    assert unknown, findings
+    assert all("no value Triton defines" in f.message for f in unknown)

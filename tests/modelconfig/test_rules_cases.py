@@ -69,6 +69,8 @@ CASES: list[Case] = [
                                                   'platform: "ensemble"\nbackend: "python"'),
          ens(), 3),
     Case("config-max-batch-size-negative", py("", mbs=-1), py("", mbs=0), 3),
+    Case("config-enum-unknown", py("", io=io_in('{ name: "IN" data_type: 99 dims: [ 4 ] }')),
+         py(""), 4),
     Case("config-version-policy-specific-empty", py("version_policy { specific { } }"),
          py("version_policy { specific { versions: [ 1 ] } }"), 6, triton=True),
     Case("config-version-policy-latest-zero", py("version_policy { latest { num_versions: 0 } }"),
@@ -144,6 +146,11 @@ CASES: list[Case] = [
          py("dynamic_batching { }", io=io_in('{ name: "IN" data_type: TYPE_INT64 dims: [ -1 ] }')),
          py("dynamic_batching { }", io=io_in('{ name: "IN" data_type: TYPE_INT64 dims: [ -1 ] '
                                              'allow_ragged_batch: true }')), 4),
+    Case("config-batch-kind-unknown",
+         py('dynamic_batching { }\nbatch_input [ { kind: 17 target_name: "N" '
+            'data_type: TYPE_INT32 source_input: "IN" } ]'),
+         py('dynamic_batching { }\nbatch_input [ { kind: BATCH_ELEMENT_COUNT target_name: "N" '
+            'data_type: TYPE_INT32 source_input: "IN" } ]'), 7, triton=True),
     Case("config-batch-input-source-count",
          py('dynamic_batching { }\nbatch_input [ { kind: BATCH_ELEMENT_COUNT target_name: "N" '
             'data_type: TYPE_INT32 } ]'),
@@ -170,6 +177,8 @@ CASES: list[Case] = [
          py('batch_output [ { kind: BATCH_SCATTER_WITH_INPUT_SHAPE target_name: [ "OUT" ] '
             'source_input: "IN" } ]'), 6, triton=True),
     # instance groups
+    Case("config-instance-kind-unknown", py("instance_group [ { kind: 42 } ]"),
+         py("instance_group [ { kind: KIND_CPU } ]"), 6, triton=True),
     Case("config-instance-gpus-kind", py("instance_group [ { kind: KIND_CPU gpus: [ 0 ] } ]"),
          py("instance_group [ { kind: KIND_CPU } ]"), 6, triton=True),
     Case("config-instance-gpu-negative", py("instance_group [ { kind: KIND_GPU gpus: [ -1 ] } ]"),

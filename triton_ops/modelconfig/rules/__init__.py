@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from triton_ops.findings import CheckResult, Finding, Severity
 from triton_ops.modelconfig.parse import ConfigSourceMap, FieldPath, parse_config_text
@@ -56,6 +57,15 @@ def rule(rule_id: str, severity: Severity, doc: str, source: str) -> Callable[[C
 
 E = Severity.ERROR
 W = Severity.WARNING
+
+
+def enum_name(enum: Any, number: int) -> str:
+    """The name of an enum value, or its number when the config holds one Triton does not
+    define (text format accepts any number for these open enums)."""
+    try:
+        return str(enum.Name(number))
+    except ValueError:
+        return str(number)
 
 # Registration happens on import; the modules below use `rule` from this package.
 from triton_ops.modelconfig.rules import (  # noqa: E402,F401
@@ -101,4 +111,4 @@ def check_config_file(path: Path) -> CheckResult:
 
 
 __all__ = ["RULES", "Rule", "check_config_file", "check_config_text", "check_model_config",
-           "rule"]
+           "enum_name", "rule"]

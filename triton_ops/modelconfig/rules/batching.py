@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 
 from triton_ops.modelconfig.proto import ModelConfig, model_config_pb2
-from triton_ops.modelconfig.rules import E, Issue, W, rule
+from triton_ops.modelconfig.rules import E, Issue, W, enum_name, rule
 
 SRC = "core:src/model_config_utils.cc"
 DB = "dynamic_batching"
@@ -175,7 +175,7 @@ def control_names(config: ModelConfig) -> Iterator[Issue]:
 def control_kind_duplicate(config: ModelConfig) -> Iterator[Issue]:
     seen: dict[int, str] = {}
     for path, ci, kind, _ in _control_inputs(config):
-        name = _Control.Kind.Name(kind)
+        name = enum_name(_Control.Kind, kind)
         if kind in seen:
             yield path, f"{name} is already given by tensor '{seen[kind]}'; keep one"
         else:
@@ -189,7 +189,7 @@ def control_values(config: ModelConfig) -> Iterator[Issue]:
     for path, _, kind, c in _control_inputs(config):
         if kind not in _BOOLEAN_KINDS:
             continue
-        name = _Control.Kind.Name(kind)
+        name = enum_name(_Control.Kind, kind)
         given = [f for f in ("int32_false_true", "fp32_false_true", "bool_false_true")
                  if len(getattr(c, f))]
         if not given:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
+from triton_ops.modelconfig.parse import FieldPath
 from triton_ops.modelconfig.proto import ModelConfig
 from triton_ops.modelconfig.rules import E, Issue, W, rule
 
@@ -173,3 +175,41 @@ def model_metrics(config: ModelConfig) -> Iterator[Issue]:
             yield path, "metric_control needs histogram_options { buckets: [...] }"
         elif not mc.histogram_options.buckets:
             yield (*path, "histogram_options"), "histogram_options needs non-empty 'buckets'"
+
+
+# Enum fields whose unknown values Triton refuses: they have error rules of their own.
+_REFUSED_ENUMS = frozenset({"inference.ModelInstanceGroup.kind", "inference.BatchInput.kind",
+                            "inference.BatchOutput.kind"})
+
+
+def _unknown_enums(message: Any, path: FieldPath) -> Iterator[tuple[FieldPath, Any, int]]:
+    """(path, field, number) of every enum field set to a number its enum does not define."""
+    for field, value in message.ListFields():
+        here = (*path, field.name)
+        if field.message_type is not None and field.message_type.GetOptions().map_entry:
+            value_field = field.message_type.fields_by_name["value"]
+            if value_field.message_type is not None:
+                for key in sorted(value):
+                    yield from _unknown_enums(value[key], (*here, key))
+        elif field.message_type is not None:
+            items = enumerate(value) if field.is_repeated else [(None, value)]
+            for i, item in items:
+                yield from _unknown_enums(item, here if i is None else (*here, i))
+        elif field.enum_type is not None:
+            numbers = enumerate(value) if field.is_repeated else [(None, value)]
+            for i, number in numbers:
+                if number not in field.enum_type.values_by_number:
+                    yield (here if i is None else (*here, i)), field, number
+
+
+@rule("config-enum-unknown", W,
+      "every enum field (data_type, format, control kind, timeout_action, ...) holds a value "
+      "Triton defines",
+      "judgement: Triton 2.51 loads data_type 99, format 9 or control kind 9 (observed), but "
+      "no request can use such a tensor or control")
+def enum_unknown(config: ModelConfig) -> Iterator[Issue]:
+    for path, field, number in _unknown_enums(config, ()):
+        if field.full_name in _REFUSED_ENUMS:
+            continue
+        allowed = ", ".join(v.name for v in field.enum_type.values)
+        yield path, (f"{field.name} {number} is no value Triton defines; use one of {allowed}")

@@ -7,7 +7,7 @@ from math import prod
 from typing import Any
 
 from triton_ops.modelconfig.proto import ModelConfig, model_config_pb2
-from triton_ops.modelconfig.rules import E, Issue, W, rule
+from triton_ops.modelconfig.rules import E, Issue, W, enum_name, rule
 
 SRC = "core:src/model_config_utils.cc"
 WILDCARD = -1
@@ -221,12 +221,24 @@ def variable_dims_not_ragged(config: ModelConfig) -> Iterator[Issue]:
 _BATCH_INPUT_TYPES = {model_config_pb2.TYPE_INT32, model_config_pb2.TYPE_FP32}
 
 
+@rule("config-batch-kind-unknown", E,
+      "a batch_input or batch_output kind is one Triton defines", f"{SRC} ValidateBatchIO "
+      "('unknown batch input kind' / 'unknown batch output kind')")
+def batch_kind_unknown(config: ModelConfig) -> Iterator[Issue]:
+    for field, enum in (("batch_input", model_config_pb2.BatchInput.Kind),
+                        ("batch_output", model_config_pb2.BatchOutput.Kind)):
+        for i, b in enumerate(getattr(config, field)):
+            if b.kind not in enum.values():
+                yield (field, i, "kind"), (f"{field} kind {b.kind} is no value Triton defines; "
+                                           f"use one of {', '.join(enum.keys())}")
+
+
 @rule("config-batch-input-source-count", E,
       "every batch_input kind takes exactly one source_input", f"{SRC} ValidateBatchIO")
 def batch_input_sources(config: ModelConfig) -> Iterator[Issue]:
     for i, bi in enumerate(config.batch_input):
         if len(bi.source_input) != 1:
-            kind = model_config_pb2.BatchInput.Kind.Name(bi.kind)
+            kind = enum_name(model_config_pb2.BatchInput.Kind, bi.kind)
             yield ("batch_input", i), (f"batch input kind {kind} expects 1 source_input, got "
                                        f"{len(bi.source_input)}")
 
@@ -238,7 +250,8 @@ def batch_input_type(config: ModelConfig) -> Iterator[Issue]:
         if bi.data_type not in _BATCH_INPUT_TYPES:
             yield ("batch_input", i, "data_type"), (
                 f"batch input '{bi.target_name}' has data_type "
-                f"{model_config_pb2.DataType.Name(bi.data_type)}; use TYPE_INT32 or TYPE_FP32")
+                f"{enum_name(model_config_pb2.DataType, bi.data_type)}; use TYPE_INT32 or "
+                "TYPE_FP32")
 
 
 @rule("config-batch-input-source-unknown", E,
