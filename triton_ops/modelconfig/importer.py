@@ -383,17 +383,13 @@ def import_model_dir(model_dir: Path) -> ImportResult:
     return result
 
 
-def _comment_text(text: str) -> str:
-    """`text` fit for one YAML comment line: every character that is not printable (line
-    breaks, including YAML's \\x85 and \\u2028, and control characters) is escaped."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-
-
 def envelope_yaml(result: ImportResult, source: str) -> str:
     """The envelope as YAML text, with a header saying where it came from and the notes."""
-    lines = [f"# Envelope imported by `triton-ops import` from {_comment_text(source)}.",
+    from triton_ops.modelconfig.render import comment_text
+
+    lines = [f"# Envelope imported by `triton-ops import` from {comment_text(source)}.",
              "# Add slo, resources and hardware so `triton-ops validate` can check them."]
-    lines += [f"# NOTE: {_comment_text(note)}" for note in result.notes]
+    lines += [f"# NOTE: {comment_text(note)}" for note in result.notes]
     body = _yaml_exactly(result.data)
     return "\n".join(lines) + "\n" + body
 

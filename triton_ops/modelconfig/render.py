@@ -258,4 +258,11 @@ def source_label(path: Path) -> str:
     """
     path = Path(path)
     parent = path.resolve().parent.name if path.parent == Path(".") else path.parent.name
-    return f"{parent}/{path.name}" if parent else path.name
+    return comment_text(f"{parent}/{path.name}" if parent else path.name)
+
+
+def comment_text(text: str) -> str:
+    """`text` fit for one comment line (config.pbtxt or YAML): every character that is not
+    printable (line breaks, YAML's \\x85 and \\u2028, control characters) is escaped, so
+    a file or tensor name cannot end the comment and add fields."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
