@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from triton_ops.findings import Severity
+from triton_ops.modelconfig.autocomplete import ModelFiles
 from triton_ops.modelconfig.rules import RULES, check_config_file, check_config_text
 
 from .test_rules_cases import CASES, Case, ens, io_in, py
@@ -25,9 +26,14 @@ def test_rules_are_documented() -> None:
         assert rule.severity in (Severity.ERROR, Severity.WARNING)
 
 
+# The cases are checked in the model folder the differential test against Triton loads them
+# from: version 1 holding a model.py without auto_complete_config.
+FILES = ModelFiles("m", "1", {"model.py": False}, python_autocomplete=False)
+
+
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.rule)
 def test_rule_fires_on_bad_config(case: Case) -> None:
-    config, _, findings = check_config_text(case.bad, "config.pbtxt")
+    config, _, findings = check_config_text(case.bad, "config.pbtxt", FILES)
     assert config is not None, findings
     hits = [f for f in findings if f.rule == case.rule]
     assert hits, f"{case.rule} not reported; got {[(f.rule, f.message) for f in findings]}"
@@ -39,7 +45,7 @@ def test_rule_fires_on_bad_config(case: Case) -> None:
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.rule)
 def test_rule_quiet_on_good_config(case: Case) -> None:
-    config, _, findings = check_config_text(case.good, "config.pbtxt")
+    config, _, findings = check_config_text(case.good, "config.pbtxt", FILES)
     assert config is not None, findings
     assert [f for f in findings if f.rule == case.rule] == []
     assert [f for f in findings if f.severity is Severity.ERROR] == []

@@ -94,6 +94,8 @@ CASES: list[Case] = [
             '"nv_inference_first_response_histogram_ms" } histogram_options { buckets: '
             '[ 1, 10 ] } } ] }'), 6),
     # inputs / outputs
+    Case("config-autocomplete", 'backend: "tensorrt"\n' + io_in('{ name: "IN" }'),
+         'backend: "tensorrt"\n' + io_in('{ name: "IN" data_type: TYPE_FP32 dims: [ 4 ] }'), 2),
     Case("config-io-name-missing", py("", io=io_in("{ data_type: TYPE_FP32 dims: [ 4 ] }")),
          py(""), 4, triton=True),
     Case("config-io-name-duplicate",

@@ -7,7 +7,7 @@ from typing import Any
 
 from triton_ops.modelconfig.parse import FieldPath
 from triton_ops.modelconfig.proto import ModelConfig
-from triton_ops.modelconfig.rules import E, Issue, W, rule
+from triton_ops.modelconfig.rules import ConfigContext, E, Issue, W, rule
 
 SRC = "core:src/model_config_utils.cc"
 
@@ -36,19 +36,31 @@ TF_FILE = {"tensorflow_savedmodel": "model.savedmodel", "tensorflow_graphdef": "
 
 @rule("config-name-missing", W,
       "config has no 'name'; Triton fills it from the folder name, but a config that names "
-      "its model can be checked on its own", f"{SRC} AutoCompleteBackendFields")
-def name_missing(config: ModelConfig) -> Iterator[Issue]:
-    if not config.name:
+      "its model can be checked on its own", f"{SRC} AutoCompleteBackendFields", context=True)
+def name_missing(ctx: ConfigContext) -> Iterator[Issue]:
+    if not ctx.written.name:
         yield (), "no 'name': add name: \"<model folder name>\" (Triton uses the folder name)"
 
 
 @rule("config-backend-missing", W,
-      "neither 'platform' nor 'backend' is set: Triton must guess the backend from the model "
-      "files (auto-complete)", f"{SRC} AutoCompleteBackendFields / ValidateModelConfig")
-def backend_missing(config: ModelConfig) -> Iterator[Issue]:
-    if not config.platform and not config.backend and not config.default_model_filename:
+      "neither 'platform' nor 'backend' is set: Triton picks the backend from the file names "
+      "in the model's first folder (auto-complete)",
+      f"{SRC} AutoCompleteBackendFields / ValidateModelConfig", context=True)
+def backend_missing(ctx: ConfigContext) -> Iterator[Issue]:
+    written = ctx.written
+    if written.platform or written.backend or written.default_model_filename:
+        return
+    completion = ctx.completion
+    picked = dict(completion.inferred)
+    if "backend" in picked and completion.files is not None:
+        where = f"{completion.files.first_folder}/" if completion.files.first_folder else \
+            f"the model name {completion.files.model_name!r}"
+        yield (), (f"neither 'platform' nor 'backend' is set; Triton picks backend "
+                   f"'{picked['backend']}' from {where}. Set backend: "
+                   f"\"{picked['backend']}\" so the config says what it is")
+    elif completion.undetermined is None:
         yield (), ("neither 'platform' nor 'backend' is set; Triton will infer it from the "
-                   "files in the first version folder. Set backend: \"python\" / "
+                   "files in the model's first folder. Set backend: \"python\" / "
                    "\"onnxruntime\" / ... explicitly")
 
 

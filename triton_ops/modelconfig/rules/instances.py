@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from triton_ops.modelconfig.proto import ModelConfig, model_config_pb2
-from triton_ops.modelconfig.rules import E, Issue, W, enum_name, rule
+from triton_ops.modelconfig.rules import ConfigContext, E, Issue, W, enum_name, rule
 
 SRC = "core:src/model_config_utils.cc"
 _Group = model_config_pb2.ModelInstanceGroup
@@ -53,12 +53,16 @@ def count_negative(config: ModelConfig) -> Iterator[Issue]:
 
 
 @rule("config-instance-profile", E,
-      "instance group 'profile' is TensorRT-only and holds non-negative integers",
-      f"{SRC} ValidateInstanceGroup / GetProfileIndex")
-def profile(config: ModelConfig) -> Iterator[Issue]:
+      "instance group 'profile' is TensorRT-only (platform tensorrt_plan, given or inferred "
+      "from the model file) and holds non-negative integers",
+      f"{SRC} ValidateInstanceGroup / GetProfileIndex", context=True)
+def profile(ctx: ConfigContext) -> Iterator[Issue]:
+    config = ctx.config
     for i, group in enumerate(config.instance_group):
         for j, prof in enumerate(group.profile):
             path = ("instance_group", i, "profile", j)
+            if ctx.completion.backend_pending:
+                break  # the platform comes from the model file: config-autocomplete says so
             if config.platform != "tensorrt_plan":
                 yield path, ("'profile' is only supported for TensorRT models (platform "
                              "tensorrt_plan); remove it")
