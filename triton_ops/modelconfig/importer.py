@@ -200,10 +200,10 @@ def config_to_envelope(config: Any, model_dir: Path | None = None) -> ImportResu
     elif folder_name and name != folder_name:
         notes.append(f"name {shown(name)} differs from the folder name {shown(folder_name)}: "
                      "Triton refuses to load such a model; rename one of them")
-    if not config.backend and not config.platform:
-        raise ImportRefused("the config names neither backend nor platform (Triton infers them "
-                            "from the model file); add `backend: \"...\"` to it, then import")
     data: dict[str, Any] = {"name": name}
+    if not config.backend and not config.platform:
+        key, value = _inferred_backend(config, model_dir, notes)
+        data[key] = value
     if config.backend:
         data["backend"] = config.backend
     if config.platform:
@@ -241,6 +241,38 @@ def config_to_envelope(config: Any, model_dir: Path | None = None) -> ImportResu
         data["passthrough"] = passthrough
     validated_envelope(data)
     return ImportResult(data, notes)
+
+
+def _inferred_backend(config: Any, model_dir: Path | None, notes: list[str]
+                      ) -> tuple[str, str]:
+    """("backend" or "platform", value) Triton picks for a config naming neither, from the
+    model folder the way its auto-complete does. Raises ImportRefused when it cannot."""
+    from triton_ops.modelconfig.autocomplete import (
+        PLATFORM_OF_TF_FILE,
+        complete,
+        scan_model_files,
+    )
+
+    if model_dir is None or not model_dir.is_dir():
+        raise ImportRefused("the config names neither backend nor platform, which Triton "
+                            "infers from the model folder; import it from its model folder")
+    completion = complete(config, scan_model_files(model_dir))
+    completed = completion.config
+    if not completed.backend:
+        raise ImportRefused(f"{completion.undetermined or 'Triton cannot pick a backend'}; add "
+                            "`backend: \"...\"` to the config, then import")
+    # TensorFlow needs its platform (the backend follows from it); the others their backend.
+    if completed.platform in PLATFORM_OF_TF_FILE.values():
+        key, value = "platform", completed.platform
+    else:
+        key, value = "backend", completed.backend
+    files = completion.files
+    source = (f"{files.first_folder}/{completed.default_model_filename}"
+              if files is not None and completed.default_model_filename in files.entries
+              else f"the model name {shown(model_dir.name)}")
+    notes.append(f"the config names neither backend nor platform: Triton infers {key} "
+                 f"{shown(value)} from {source}; written as {key}: {value}")
+    return key, value
 
 
 def validated_envelope(data: dict[str, Any]) -> Any:
@@ -328,6 +360,8 @@ def read_model_config(config_path: Path) -> tuple[Any | None, list[str]]:
     from triton_ops.envelope.loader import read_text
 
     text, findings = read_text(config_path, "config")
+    if text is None and [f.rule for f in findings] == ["config-empty"]:
+        text = ""  # an empty config is one Triton completes from the model folder
     if text is None:
         return None, [f"{f.file}: {f.message}" for f in findings]
     try:
@@ -375,6 +409,8 @@ def import_model_dir(model_dir: Path) -> ImportResult:
         explained.add("instance_group")
     if not config.name:
         explained.add("name")
+    if not config.backend and not config.platform:
+        explained |= {"backend", "platform"}
     unexplained = [f for f in differing if f not in explained]
     if unexplained:
         raise ImportRefused("the envelope would not reproduce fields "
