@@ -86,13 +86,12 @@ class Completion:
             if self.files is None:
                 return "auto_complete_config in model.py, if it defines one"
             if self.files.python_autocomplete:
-                return f"auto_complete_config in {self.files.first_folder}/{model_file}"
+                return f"auto_complete_config in {model_file}"
             if self.files.python_autocomplete is None and model_file != PYTHON:
                 return "auto_complete_config in the model file, if it defines one"
             return None
         if backend in COMPLETING_BACKENDS:
-            where = f"{self.files.first_folder}/{model_file}" if self.files else model_file
-            return f"the {backend} backend, from {where}"
+            return f"the {backend} backend, from {model_file}"
         return f"the {backend} backend, if it completes configs"
 
 
