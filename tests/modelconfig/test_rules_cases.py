@@ -53,6 +53,11 @@ class Case:
 
 SEQ_START = 'control_input [ { name: "S" control [ { kind: CONTROL_SEQUENCE_START %s } ] } ]'
 
+STATE_ENTRY = ('{ input_name: "S_IN" output_name: "S_OUT" data_type: TYPE_FP32 dims: [ 4 ] '
+               '%s }')
+STATE = "state [ " + STATE_ENTRY + " ]"
+INIT = 'initial_state { name: "%s" data_type: TYPE_FP32 dims: [ 4 ] zero_data: true }'
+
 CASES: list[Case] = [
     # general
     Case("config-name-missing", 'backend: "python"\nmax_batch_size: 0\n' + IO, py(""), 1),
@@ -264,6 +269,24 @@ CASES: list[Case] = [
          py('sequence_batching { state [ { input_name: "S_IN" output_name: "S_OUT" data_type: '
             'TYPE_FP32 dims: [ 4 ] initial_state { name: "i" data_type: TYPE_FP32 dims: [ 4 ] '
             'zero_data: true } } ] }'), 6, triton=True),
+    Case("config-sequence-initial-state-count",
+         py("sequence_batching { " + STATE % (INIT % "zeros" + " " + INIT % "again") + " }"),
+         py("sequence_batching { " + STATE % (INIT % "zeros") + " }"), 6, triton=True),
+    Case("config-sequence-initial-state-name",
+         py("sequence_batching { " + STATE % (INIT % "").replace('name: "" ', "") + " }"),
+         py("sequence_batching { " + STATE % (INIT % "zeros") + " }"), 6, triton=True),
+    Case("config-sequence-initial-state-match",
+         py("sequence_batching { " + STATE % (INIT % "zeros").replace(
+             "data_type: TYPE_FP32", "data_type: TYPE_INT32") + " }"),
+         py("sequence_batching { " + STATE % (INIT % "zeros") + " }"), 6, triton=True),
+    Case("config-sequence-initial-state-duplicate",
+         py("sequence_batching { state [ " + (STATE_ENTRY % (INIT % "a")) + ", "
+            + (STATE_ENTRY % (INIT % "b")).replace('output_name: "S_OUT"',
+                                                   'output_name: "S_OUT2"') + " ] }"),
+         py("sequence_batching { state [ " + (STATE_ENTRY % (INIT % "a")) + ", "
+            + (STATE_ENTRY % (INIT % "b")).replace('output_name: "S_OUT"',
+                                                   'output_name: "S_OUT2"').replace(
+                'input_name: "S_IN"', 'input_name: "S_IN2"') + " ] }"), 6, triton=True),
     # warmup
     Case("config-warmup-input-data",
          py('model_warmup [ { name: "w" batch_size: 1 inputs { key: "IN" value { '

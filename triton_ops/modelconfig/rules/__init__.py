@@ -52,8 +52,11 @@ class Rule:
     check: CheckFn
     context: bool = False  # the check takes a ConfigContext, not the ModelConfig
 
+    def issues(self, ctx: ConfigContext) -> Iterable[Issue]:
+        return self.check(ctx if self.context else ctx.config)
+
     def run(self, ctx: ConfigContext, source: ConfigSourceMap) -> Iterator[Finding]:
-        for path, message in self.check(ctx if self.context else ctx.config):
+        for path, message in self.issues(ctx):
             yield source.finding(path, self.id, message, self.severity)
 
 
@@ -115,6 +118,16 @@ def check_model_config(config: ModelConfig, source: ConfigSourceMap,
     return sorted(findings)
 
 
+def rule_issues(config: ModelConfig, rule_ids: Iterable[str]) -> Iterator[tuple[Rule, Issue]]:
+    """(rule, issue) of the given rules on a config checked alone, for callers that locate
+    the issues themselves (the envelope checks its rendered config this way)."""
+    ctx = ConfigContext(config, complete(config, None))
+    for rule_id in rule_ids:
+        registered = RULES[rule_id]
+        for issue in registered.issues(ctx):
+            yield registered, issue
+
+
 def check_config_text(text: str, file: str, files: ModelFiles | None = None
                       ) -> tuple[ModelConfig | None, ConfigSourceMap, list[Finding]]:
     """Parse and check config text: the config (None if it does not parse) and findings."""
@@ -144,4 +157,4 @@ def check_config_file(path: Path) -> CheckResult:
 
 
 __all__ = ["RULES", "ConfigContext", "Rule", "check_config_file", "check_config_text",
-           "check_model_config", "enum_name", "read_config_text", "rule"]
+           "check_model_config", "enum_name", "read_config_text", "rule", "rule_issues"]
