@@ -100,7 +100,7 @@ def test_no_dynamic_batching_section_when_absent() -> None:
 @pytest.mark.parametrize(("passthrough", "path", "text"), [
     ({"maxBatchSize": 4}, ("passthrough", "maxBatchSize"), "models"),
     ({"instance_group": []}, ("passthrough", "instance_group"), "models"),
-    ({"sequenceBatching": {}}, ("passthrough", "sequenceBatching"), "sequence batching"),
+    ({"sequenceBatching": {}}, ("passthrough", "sequenceBatching"), "set it in the envelope"),
     ({"modelWarmup": "nope"}, ("passthrough",), "not a valid ModelConfig part"),
     ({"bogusField": 1}, ("passthrough",), "bogusField"),
 ])

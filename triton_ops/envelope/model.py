@@ -12,7 +12,14 @@ import re
 from enum import Enum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from triton_ops.envelope.units import ByteSize, DurationUs
 
@@ -56,6 +63,20 @@ GPU_MEMORY_BYTES: dict[str, int] = {
 }
 
 
+def normalise_data_type(value: object) -> object:
+    """A Triton data type as envelopes write it: "FP32" (a "TYPE_" prefix is dropped)."""
+    if isinstance(value, str):
+        short = value.upper().removeprefix("TYPE_")
+        if short not in DATA_TYPES:
+            raise ValueError(f"unknown data type {value!r}; use one of {', '.join(DATA_TYPES)}")
+        return short
+    return value
+
+
+# A data type field: "FP32" or "TYPE_FP32" in, "FP32" stored.
+DataType = Annotated[str, BeforeValidator(normalise_data_type)]
+
+
 class Strict(BaseModel):
     """Base for every envelope section: unknown keys are errors, not silently dropped."""
 
@@ -66,7 +87,7 @@ class Strict(BaseModel):
 
 class TensorSpec(Strict):
     name: str = Field(min_length=1)
-    data_type: str = Field(description="Triton data type, e.g. FP32 or TYPE_FP32")
+    data_type: DataType = Field(description="Triton data type, e.g. FP32 or TYPE_FP32")
     dims: list[Int64] = Field(description="Shape without the batch dimension; -1 = variable")
     max_dims: list[Int64] | None = Field(
         default=None,
@@ -90,16 +111,6 @@ class TensorSpec(Strict):
         "(e.g. [1, 1] for an attention mask of real tokens); default: integers 0..99, "
         "standard-normal floats",
     )
-
-    @field_validator("data_type", mode="before")
-    @classmethod
-    def _normalise_type(cls, value: object) -> object:
-        if isinstance(value, str):
-            short = value.upper().removeprefix("TYPE_")
-            if short not in DATA_TYPES:
-                raise ValueError(f"unknown data type {value!r}; use one of {', '.join(DATA_TYPES)}")
-            return short
-        return value
 
     @field_validator("dims")
     @classmethod
@@ -165,23 +176,110 @@ class DynamicBatching(Strict):
     priority_queue_policy: dict[UInt64, QueuePolicy] = Field(default_factory=dict)
 
 
+class ControlKind(str, Enum):
+    START = "START"
+    END = "END"
+    READY = "READY"
+    CORRID = "CORRID"
+
+
+class SequenceControl(Strict):
+    """One control tensor of a sequence batcher: Triton sets it on every request it sends.
+
+    START, END and READY give the tensor's false and true values in exactly one of
+    int32_false_true, fp32_false_true, bool_false_true; CORRID gives its data_type. Controls
+    of one tensor are consecutive entries with the same name (config.pbtxt: one
+    control_input with several controls)."""
+
+    name: str = Field(description="The control tensor's name, as the model reads it")
+    kind: ControlKind
+    int32_false_true: list[Int32] = Field(default_factory=list)
+    fp32_false_true: list[float] = Field(default_factory=list)
+    bool_false_true: list[bool] = Field(default_factory=list)
+    data_type: DataType | None = Field(default=None, description="CORRID: its data type")
+
+    @field_validator("kind", mode="before")
+    @classmethod
+    def _normalise_kind(cls, value: object) -> object:
+        return value.upper().removeprefix("CONTROL_SEQUENCE_") if isinstance(value, str) \
+            else value
+
+
+class InitialState(Strict):
+    """The value a state starts a sequence with: zeros, or a file in the model's
+    initial_state/ folder."""
+
+    name: str = ""
+    data_type: DataType | None = None
+    dims: list[Int64] = Field(default_factory=list)
+    zero_data: bool | None = None
+    data_file: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> InitialState:
+        if self.zero_data is not None and self.data_file is not None:
+            raise ValueError("give zero_data or data_file, not both")
+        return self
+
+
+class SequenceState(Strict):
+    """Implicit state: Triton keeps it between the requests of a sequence and feeds the
+    output_name tensor of one request back as the input_name tensor of the next."""
+
+    input_name: str = ""
+    output_name: str = ""
+    data_type: DataType | None = None
+    dims: list[Int64] = Field(default_factory=list)
+    initial_state: list[InitialState] = Field(default_factory=list)
+    use_same_buffer_for_input_output: bool = False
+    use_growable_memory: bool = False
+
+
+class SequenceDirect(Strict):
+    """Each sequence keeps one batch slot (the model sees the same slot per sequence)."""
+
+    max_queue_delay: DurationUs = 0
+    minimum_slot_utilization: float = 0.0
+
+
+class SequenceOldest(Strict):
+    """Batches are formed from the oldest requests of up to max_candidate_sequences."""
+
+    max_candidate_sequences: Int32 = 0
+    preferred_batch_sizes: list[Int32] = Field(default_factory=list)
+    max_queue_delay: DurationUs = 0
+    preserve_ordering: bool = False
+
+
+class SequenceBatching(Strict):
+    """The sequence batcher of a stateful model (config.pbtxt sequence_batching)."""
+
+    max_sequence_idle: DurationUs = Field(
+        default=0, description="A sequence idle this long is ended (0: Triton's 1 s)")
+    direct: SequenceDirect | None = None
+    oldest: SequenceOldest | None = None
+    controls: list[SequenceControl] = Field(default_factory=list)
+    states: list[SequenceState] = Field(default_factory=list)
+    iterative: bool = Field(default=False, description="iterative_sequence")
+
+    @model_validator(mode="after")
+    def _one_strategy(self) -> SequenceBatching:
+        if self.direct is not None and self.oldest is not None:
+            raise ValueError("give one strategy, direct or oldest, not both")
+        return self
+
+
 class Batching(Strict):
     max_batch_size: NonNegativeInt32 = Field(default=0, description="0 disables batching")
     dynamic: DynamicBatching | None = None
-    sequence: Any = Field(
-        default=None,
-        description="Sequence batching is not supported by envelopes; a value here is an error",
-    )
+    sequence: SequenceBatching | None = Field(
+        default=None, description="Sequence batching for stateful models (instead of dynamic)")
 
-    @field_validator("sequence")
-    @classmethod
-    def _reject_sequence(cls, value: object) -> object:
-        if value is not None:
-            raise ValueError(
-                "sequence batching is not supported in envelopes yet; remove 'sequence' or "
-                "keep the model's hand-written config.pbtxt and run `triton-ops validate` on it"
-            )
-        return value
+    @model_validator(mode="after")
+    def _one_scheduler(self) -> Batching:
+        if self.dynamic is not None and self.sequence is not None:
+            raise ValueError("a model has one scheduler: give dynamic or sequence, not both")
+        return self
 
 
 class InstanceKind(str, Enum):

@@ -29,7 +29,7 @@ _PLATFORM_BACKEND = {
 
 
 class ImportRefused(Exception):
-    """The model cannot be described by an envelope (e.g. it uses sequence batching)."""
+    """The model cannot be described by an envelope (e.g. an instance group with a rate limiter)."""
 
 
 @dataclass
@@ -115,6 +115,92 @@ def _dynamic(message: Any) -> dict[str, Any]:
     return dynamic
 
 
+def _data_type(message: Any, where: str) -> str:
+    return _enum_name(message, "data_type", where).removeprefix("TYPE_")
+
+
+def _controls(message: Any) -> list[dict[str, Any]]:
+    """One entry per control, flat: consecutive entries with the same name are the controls
+    of one control_input (render groups them back)."""
+    controls = []
+    for i, control_input in enumerate(message.control_input):
+        for j, control in enumerate(control_input.control):
+            where = f"sequence control {shown(control_input.name)} (control_input {i}, #{j})"
+            entry: dict[str, Any] = {
+                "name": control_input.name,
+                "kind": _enum_name(control, "kind", where).removeprefix("CONTROL_SEQUENCE_")}
+            for values in ("int32_false_true", "fp32_false_true", "bool_false_true"):
+                if getattr(control, values):
+                    entry[values] = list(getattr(control, values))
+            if control.data_type:
+                entry["data_type"] = _data_type(control, where)
+            controls.append(entry)
+    return controls
+
+
+def _states(message: Any) -> list[dict[str, Any]]:
+    states = []
+    for i, state in enumerate(message.state):
+        where = f"sequence state {i} ({shown(state.input_name)})"
+        entry: dict[str, Any] = {"input_name": state.input_name,
+                                 "output_name": state.output_name}
+        if state.data_type:
+            entry["data_type"] = _data_type(state, where)
+        entry["dims"] = list(state.dims)
+        initial_states = []
+        for init in state.initial_state:
+            initial: dict[str, Any] = {"name": init.name}
+            if init.data_type:
+                initial["data_type"] = _data_type(init, f"{where} initial_state")
+            initial["dims"] = list(init.dims)
+            source = init.WhichOneof("state_data")
+            if source is not None:
+                initial[source] = getattr(init, source)
+            initial_states.append(initial)
+        if initial_states:
+            entry["initial_state"] = initial_states
+        for flag in ("use_same_buffer_for_input_output", "use_growable_memory"):
+            if getattr(state, flag):
+                entry[flag] = True
+        states.append(entry)
+    return states
+
+
+def _sequence(message: Any) -> dict[str, Any]:
+    sequence: dict[str, Any] = {}
+    if message.max_sequence_idle_microseconds:
+        sequence["max_sequence_idle"] = format_duration_us(
+            message.max_sequence_idle_microseconds)
+    strategy = message.WhichOneof("strategy_choice")
+    if strategy == "direct":
+        direct: dict[str, Any] = {}
+        if message.direct.max_queue_delay_microseconds:
+            direct["max_queue_delay"] = format_duration_us(
+                message.direct.max_queue_delay_microseconds)
+        if message.direct.minimum_slot_utilization:
+            direct["minimum_slot_utilization"] = message.direct.minimum_slot_utilization
+        sequence["direct"] = direct
+    elif strategy == "oldest":
+        oldest: dict[str, Any] = {}
+        if message.oldest.max_candidate_sequences:
+            oldest["max_candidate_sequences"] = message.oldest.max_candidate_sequences
+        if message.oldest.preferred_batch_size:
+            oldest["preferred_batch_sizes"] = list(message.oldest.preferred_batch_size)
+        if message.oldest.max_queue_delay_microseconds:
+            oldest["max_queue_delay"] = format_duration_us(
+                message.oldest.max_queue_delay_microseconds)
+        if message.oldest.preserve_ordering:
+            oldest["preserve_ordering"] = True
+        sequence["oldest"] = oldest
+    if message.control_input:
+        sequence["controls"] = _controls(message)
+    if message.state:
+        sequence["states"] = _states(message)
+    if message.iterative_sequence:
+        sequence["iterative"] = True
+    return sequence
+
+
 def triton_default_count(kind: str, backend: str) -> int:
     """The instance count Triton uses for a group whose count is below 1: 1, or 2 for CPU
     groups of the tensorflow and onnxruntime backends (SetDefaultInstanceCount)."""
@@ -184,11 +270,6 @@ def config_to_envelope(config: Any, model_dir: Path | None = None) -> ImportResu
     from triton_ops.modelconfig.proto import ModelConfig
     from triton_ops.modelconfig.render import MODELLED_FIELDS
 
-    if config.HasField("sequence_batching"):
-        raise ImportRefused(
-            "this model uses sequence batching, which envelopes do not support; it cannot be "
-            "adopted. Keep its hand-written config.pbtxt: `triton-ops validate` still checks it"
-        )
     notes: list[str] = []
     name = config.name
     folder_name = model_dir.name if model_dir is not None else ""
@@ -224,6 +305,8 @@ def config_to_envelope(config: Any, model_dir: Path | None = None) -> ImportResu
     batching: dict[str, Any] = {"max_batch_size": config.max_batch_size}
     if config.HasField("dynamic_batching"):
         batching["dynamic"] = _dynamic(config.dynamic_batching)
+    if config.HasField("sequence_batching"):
+        batching["sequence"] = _sequence(config.sequence_batching)
     data["batching"] = batching
     if config.instance_group:
         backend = config.backend or _PLATFORM_BACKEND.get(config.platform, "")
