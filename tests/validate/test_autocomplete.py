@@ -219,3 +219,11 @@ def test_import_of_an_empty_config(tmp_path: Path) -> None:
     folder = model(tmp_path, "", {"1/model.py": AUTOCOMPLETE_PY})
     result = import_model_dir(folder)
     assert result.data["name"] == "m" and result.data["backend"] == "python"
+
+
+def test_import_default_count_follows_the_inferred_backend(tmp_path: Path) -> None:
+    folder = model(tmp_path, 'name: "m"\nmax_batch_size: 0\n' + IO
+                   + "instance_group [ { kind: KIND_CPU } ]\n", {"1/model.onnx": "x"})
+    result = import_model_dir(folder)
+    assert result.data["backend"] == "onnxruntime"
+    assert result.data["instances"][0]["count"] == 2  # Triton's CPU default for onnxruntime

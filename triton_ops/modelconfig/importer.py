@@ -263,36 +263,46 @@ def _versions(config: Any, model_dir: Path | None, notes: list[str]) -> list[int
     return versions
 
 
-def config_to_envelope(config: Any, model_dir: Path | None = None) -> ImportResult:
-    """Envelope data (plain dict, human units) describing `config`. Raises ImportRefused."""
-    from google.protobuf import json_format
-
-    from triton_ops.modelconfig.proto import ModelConfig
-    from triton_ops.modelconfig.render import MODELLED_FIELDS
-
-    notes: list[str] = []
+def _model_name(config: Any, model_dir: Path | None, notes: list[str]) -> str:
     name = config.name
     folder_name = model_dir.name if model_dir is not None else ""
     if not name:
         if not folder_name:
             raise ImportRefused("the config has no name; import it from its model folder")
-        name = folder_name
-        notes.append(f"name was empty: set to the folder name {shown(name)}")
-    elif folder_name and name != folder_name:
+        notes.append(f"name was empty: set to the folder name {shown(folder_name)}")
+        return folder_name
+    if folder_name and name != folder_name:
         notes.append(f"name {shown(name)} differs from the folder name {shown(folder_name)}: "
                      "Triton refuses to load such a model; rename one of them")
-    data: dict[str, Any] = {"name": name}
+    return name
+
+
+def _passthrough(config: Any) -> dict[str, Any]:
+    """The fields the envelope does not model, in protobuf JSON form."""
+    from google.protobuf import json_format
+
+    from triton_ops.modelconfig.proto import ModelConfig
+    from triton_ops.modelconfig.render import MODELLED_FIELDS
+
+    rest = ModelConfig()
+    rest.CopyFrom(config)
+    for name in MODELLED_FIELDS:
+        rest.ClearField(name)
+    return _readable_ints(json_format.MessageToDict(rest), ModelConfig.DESCRIPTOR)
+
+
+def config_to_envelope(config: Any, model_dir: Path | None = None) -> ImportResult:
+    """Envelope data (plain dict, human units) describing `config`. Raises ImportRefused."""
+    notes: list[str] = []
+    data: dict[str, Any] = {"name": _model_name(config, model_dir, notes)}
     if not config.backend and not config.platform:
         key, value = _inferred_backend(config, model_dir, notes)
         data[key] = value
-    if config.backend:
-        data["backend"] = config.backend
-    if config.platform:
-        data["platform"] = config.platform
-    if config.runtime:
-        data["runtime_library"] = config.runtime
-    if config.default_model_filename:
-        data["default_model_filename"] = config.default_model_filename
+    for config_field, key in (("backend", "backend"), ("platform", "platform"),
+                              ("runtime", "runtime_library"),
+                              ("default_model_filename", "default_model_filename")):
+        if getattr(config, config_field):
+            data[key] = getattr(config, config_field)
     data["versions"] = _versions(config, model_dir, notes)
     if config.input:
         data["inputs"] = [_tensor(t, True) for t in config.input]
@@ -309,17 +319,13 @@ def config_to_envelope(config: Any, model_dir: Path | None = None) -> ImportResu
         batching["sequence"] = _sequence(config.sequence_batching)
     data["batching"] = batching
     if config.instance_group:
-        backend = config.backend or _PLATFORM_BACKEND.get(config.platform, "")
+        backend = data.get("backend") or _PLATFORM_BACKEND.get(data.get("platform", ""), "")
         data["instances"] = [_instance_group(g, i, backend, notes)
                              for i, g in enumerate(config.instance_group)]
     if config.parameters:
         data["parameters"] = {k: config.parameters[k].string_value
                               for k in sorted(config.parameters)}
-    rest = ModelConfig()
-    rest.CopyFrom(config)
-    for name_ in MODELLED_FIELDS:
-        rest.ClearField(name_)
-    passthrough = _readable_ints(json_format.MessageToDict(rest), ModelConfig.DESCRIPTOR)
+    passthrough = _passthrough(config)
     if passthrough:
         data["passthrough"] = passthrough
     validated_envelope(data)
