@@ -52,8 +52,21 @@ class ModelFiles:
     first_folder: str | None = None  # the first sub-folder in sort order (None: there is none)
     entries: Mapping[str, bool] = field(default_factory=dict)  # its entries: name -> is a folder
     # Whether the first version's model.py defines auto_complete_config (None: no model.py,
-    # or it cannot be read or parsed).
+    # or it cannot be read or parsed). With `model_py` set it is read from that file when
+    # first needed (most configs leave nothing for model.py to complete).
     python_autocomplete: bool | None = None
+    model_py: Path | None = None
+
+    def defines_auto_complete_config(self) -> bool | None:
+        if self.model_py is None:
+            return self.python_autocomplete
+        if "_parsed" not in self.__dict__:
+            from triton_ops.envelope.loader import read_text
+
+            text, _ = read_text(self.model_py, "model")
+            parsed = defines_auto_complete_config(text) if text is not None else None
+            object.__setattr__(self, "_parsed", parsed)  # a cache on a frozen instance
+        return self.__dict__["_parsed"]
 
 
 @dataclass(frozen=True)
@@ -85,9 +98,10 @@ class Completion:
         if backend == "python":
             if self.files is None:
                 return "auto_complete_config in model.py, if it defines one"
-            if self.files.python_autocomplete:
+            defines = self.files.defines_auto_complete_config()
+            if defines:
                 return f"auto_complete_config in {model_file}"
-            if self.files.python_autocomplete is None and model_file != PYTHON:
+            if defines is None and model_file != PYTHON:
                 return "auto_complete_config in the model file, if it defines one"
             return None
         if backend in COMPLETING_BACKENDS:
@@ -188,8 +202,11 @@ def scan_model_files(model_dir: Path) -> ModelFiles:
     if not folders:
         return ModelFiles(model_dir.name)
     content = _entries(model_dir / folders[0])
-    return ModelFiles(model_dir.name, folders[0], content, _python_autocomplete(model_dir,
-                                                                                folders))
+    versions = sorted((f for f in folders if _VERSION.fullmatch(f)), key=int)
+    model_py = model_dir / versions[0] / PYTHON if versions else None
+    if model_py is not None and not model_py.is_file():
+        model_py = None
+    return ModelFiles(model_dir.name, folders[0], content, model_py=model_py)
 
 
 def _entries(folder: Path) -> dict[str, bool]:
@@ -205,20 +222,6 @@ def _entries(folder: Path) -> dict[str, bool]:
     except OSError:
         pass
     return found
-
-
-def _python_autocomplete(model_dir: Path, folders: list[str]) -> bool | None:
-    """Whether the first version's model.py defines auto_complete_config (None: unknown)."""
-    from triton_ops.envelope.loader import read_text
-
-    versions = sorted((f for f in folders if _VERSION.fullmatch(f)), key=int)
-    if not versions:
-        return None
-    model_py = model_dir / versions[0] / PYTHON
-    if not model_py.is_file():
-        return None
-    text, _ = read_text(model_py, "model")
-    return defines_auto_complete_config(text) if text is not None else None
 
 
 __all__ = ["Completion", "ModelFiles", "complete", "defines_auto_complete_config",
