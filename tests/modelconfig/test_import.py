@@ -131,18 +131,19 @@ def test_written_yaml_uses_human_units_and_passthrough(tmp_path: Path) -> None:
     assert text.startswith("# Envelope imported by `triton-ops import`")
 
 
-def test_sequence_batching_is_refused(tmp_path: Path) -> None:
+def test_sequence_batching_is_adopted(tmp_path: Path) -> None:
     text = CONFIGS["python_classifier"].replace(
         "dynamic_batching { preferred_batch_size: [16, 32] max_queue_delay_microseconds: 500 }",
         "sequence_batching { max_sequence_idle_microseconds: 5000000 }")
     folder = model_dir(tmp_path, "python_classifier", text)
-    with pytest.raises(ImportRefused, match="sequence batching"):
-        import_model_dir(folder)
+    result = import_model_dir(folder)
+    assert result.data["batching"]["sequence"] == {"max_sequence_idle": "5s"}
     out = tmp_path / "x.yaml"
-    result = CliRunner().invoke(app, ["import", str(folder), "-o", str(out)])
-    assert result.exit_code == 1
-    assert "cannot import" in result.output and "sequence batching" in result.output
-    assert not out.exists()
+    cli = CliRunner().invoke(app, ["import", str(folder), "-o", str(out)])
+    assert cli.exit_code == 0, cli.output
+    loaded = load_envelope(out)
+    assert loaded.envelope is not None
+    assert render_model_config(loaded.envelope) == parse(text)
 
 
 def test_implicit_version_policy_becomes_explicit(tmp_path: Path) -> None:

@@ -78,7 +78,6 @@ def test_parse_errors_are_located_findings(text: str, line: int, column: int,
 
 
 @pytest.mark.parametrize(("content", "rule"), [
-    (b"", "config-file-empty"),
     (b"name: \x00\x01", "config-file-binary"),
     (b"name: \"\xff\xfe\"", "config-file-encoding"),
 ])
@@ -87,6 +86,15 @@ def test_unreadable_files_are_findings(tmp_path: Path, content: bytes, rule: str
     path.write_bytes(content)
     result = check_config_file(path)
     assert [f.rule for f in result.findings] == [rule]
+
+
+def test_empty_file_is_an_empty_config(tmp_path: Path) -> None:
+    # Triton completes an empty config.pbtxt from the model folder: not an unreadable file.
+    path = tmp_path / "config.pbtxt"
+    path.write_bytes(b"")
+    result = check_config_file(path)
+    assert result.findings and all(f.severity is Severity.WARNING for f in result.findings)
+    assert "config-file-empty" not in {f.rule for f in result.findings}
 
 
 def test_missing_file_is_a_finding(tmp_path: Path) -> None:

@@ -100,7 +100,7 @@ def test_no_dynamic_batching_section_when_absent() -> None:
 @pytest.mark.parametrize(("passthrough", "path", "text"), [
     ({"maxBatchSize": 4}, ("passthrough", "maxBatchSize"), "models"),
     ({"instance_group": []}, ("passthrough", "instance_group"), "models"),
-    ({"sequenceBatching": {}}, ("passthrough", "sequenceBatching"), "sequence batching"),
+    ({"sequenceBatching": {}}, ("passthrough", "sequenceBatching"), "set it in the envelope"),
     ({"modelWarmup": "nope"}, ("passthrough",), "not a valid ModelConfig part"),
     ({"bogusField": 1}, ("passthrough",), "bogusField"),
 ])
@@ -168,3 +168,21 @@ def test_generate_reports_invalid_envelopes(tmp_path: Path) -> None:
     assert "bad.yaml:4:3" in result.output
     assert not (repo / "bad").exists()
     assert generate("--envelopes", str(tmp_path / "none"), "--repo", str(repo)).exit_code == 2
+
+
+@pytest.mark.parametrize("folder", ["envelopes\nresponse_cache { enable: true }\n#",
+                                    "envelopes\u2028x", "envelopes\rresponse_cache {}"])
+def test_header_comment_escapes_the_envelope_path(tmp_path: Path, folder: str) -> None:
+    from triton_ops.modelconfig.proto import ModelConfig
+
+    envelopes = tmp_path / folder
+    envelopes.mkdir()
+    path = envelopes / "m.yaml"
+    path.write_text("name: m\nbackend: python\n")
+    result = generate("--envelopes", str(path), "--repo", str(tmp_path / "repo"))
+    assert result.exit_code == 0, result.output
+    text = (tmp_path / "repo" / "m" / "config.pbtxt").read_text()
+    config = text_format.Parse(text, ModelConfig())
+    assert not config.HasField("response_cache")
+    header = [line for line in text.split("\n") if not line.startswith("#")][0]
+    assert header.startswith("name:"), text

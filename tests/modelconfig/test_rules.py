@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 
 from triton_ops.findings import Severity
+from triton_ops.modelconfig.autocomplete import ModelFiles
 from triton_ops.modelconfig.rules import RULES, check_config_file, check_config_text
 
-from .test_rules_cases import CASES, Case, ens, py
+from .test_rules_cases import CASES, Case, ens, io_in, py
 
 DATA = Path(__file__).parent / "data"
 
@@ -25,9 +26,14 @@ def test_rules_are_documented() -> None:
         assert rule.severity in (Severity.ERROR, Severity.WARNING)
 
 
+# The cases are checked in the model folder the differential test against Triton loads them
+# from: version 1 holding a model.py without auto_complete_config.
+FILES = ModelFiles("m", "1", {"model.py": False}, python_autocomplete=False)
+
+
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.rule)
 def test_rule_fires_on_bad_config(case: Case) -> None:
-    config, _, findings = check_config_text(case.bad, "config.pbtxt")
+    config, _, findings = check_config_text(case.bad, "config.pbtxt", FILES)
     assert config is not None, findings
     hits = [f for f in findings if f.rule == case.rule]
     assert hits, f"{case.rule} not reported; got {[(f.rule, f.message) for f in findings]}"
@@ -39,7 +45,7 @@ def test_rule_fires_on_bad_config(case: Case) -> None:
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.rule)
 def test_rule_quiet_on_good_config(case: Case) -> None:
-    config, _, findings = check_config_text(case.good, "config.pbtxt")
+    config, _, findings = check_config_text(case.good, "config.pbtxt", FILES)
     assert config is not None, findings
     assert [f for f in findings if f.rule == case.rule] == []
     assert [f for f in findings if f.severity is Severity.ERROR] == []
@@ -115,3 +121,32 @@ def test_docs_list_every_rule() -> None:
     doc = (Path(__file__).parents[2] / "docs" / "rules.md").read_text()
     missing = [rule_id for rule_id in RULES if f"`{rule_id}`" not in doc]
     assert missing == []
+
+
+UNKNOWN_ENUMS = [
+    py("", io=io_in('{ name: "IN" data_type: 99 dims: [ 4 ] }')),
+    py("", io=io_in('{ name: "IN" data_type: TYPE_FP32 format: 9 dims: [ 4 ] }')),
+    py("instance_group [ { kind: 42 gpus: [ 0 ] } ]"),
+    py('dynamic_batching { }\nbatch_input [ { kind: 17 target_name: "N" data_type: 99 '
+       'source_input: "IN" } ]'),
+    py('batch_output [ { kind: 5 target_name: [ "OUT" ] source_input: "IN" } ]'),
+    py("dynamic_batching { default_queue_policy { timeout_action: 7 } }"),
+    py('sequence_batching { control_input [ { name: "S" control [ { kind: 9 '
+       'int32_false_true: [ 0, 1 ] } ] }, { name: "C" control [ { kind: '
+       'CONTROL_SEQUENCE_CORRID data_type: 99 } ] } ] }'),
+    py('model_warmup [ { name: "w" batch_size: 1 inputs { key: "IN" value { '
+       'data_type: 99 dims: [ 4 ] zero_data: true } } } ]'),
+    ens(io=io_in('{ name: "IN" data_type: 99 dims: [ 4 ] }')),
+]
+
+
+@pytest.mark.parametrize("text", UNKNOWN_ENUMS)
+def test_enum_numbers_triton_does_not_define_break_no_rule(text: str) -> None:
+    config, _, findings = check_config_text(text, "config.pbtxt")
+    assert config is not None, findings
+    assert not [f for f in findings if "internal error" in f.message], findings
+    unknown = [f for f in findings
+               if f.rule in ("config-enum-unknown", "config-instance-kind-unknown",
+                             "config-batch-kind-unknown")]
+    assert unknown, findings
+    assert all("no value Triton defines" in f.message for f in unknown)

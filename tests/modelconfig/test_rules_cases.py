@@ -53,6 +53,11 @@ class Case:
 
 SEQ_START = 'control_input [ { name: "S" control [ { kind: CONTROL_SEQUENCE_START %s } ] } ]'
 
+STATE_ENTRY = ('{ input_name: "S_IN" output_name: "S_OUT" data_type: TYPE_FP32 dims: [ 4 ] '
+               '%s }')
+STATE = "state [ " + STATE_ENTRY + " ]"
+INIT = 'initial_state { name: "%s" data_type: TYPE_FP32 dims: [ 4 ] zero_data: true }'
+
 CASES: list[Case] = [
     # general
     Case("config-name-missing", 'backend: "python"\nmax_batch_size: 0\n' + IO, py(""), 1),
@@ -69,6 +74,8 @@ CASES: list[Case] = [
                                                   'platform: "ensemble"\nbackend: "python"'),
          ens(), 3),
     Case("config-max-batch-size-negative", py("", mbs=-1), py("", mbs=0), 3),
+    Case("config-enum-unknown", py("", io=io_in('{ name: "IN" data_type: 99 dims: [ 4 ] }')),
+         py(""), 4),
     Case("config-version-policy-specific-empty", py("version_policy { specific { } }"),
          py("version_policy { specific { versions: [ 1 ] } }"), 6, triton=True),
     Case("config-version-policy-latest-zero", py("version_policy { latest { num_versions: 0 } }"),
@@ -92,6 +99,8 @@ CASES: list[Case] = [
             '"nv_inference_first_response_histogram_ms" } histogram_options { buckets: '
             '[ 1, 10 ] } } ] }'), 6),
     # inputs / outputs
+    Case("config-autocomplete", 'backend: "tensorrt"\n' + io_in('{ name: "IN" }'),
+         'backend: "tensorrt"\n' + io_in('{ name: "IN" data_type: TYPE_FP32 dims: [ 4 ] }'), 2),
     Case("config-io-name-missing", py("", io=io_in("{ data_type: TYPE_FP32 dims: [ 4 ] }")),
          py(""), 4, triton=True),
     Case("config-io-name-duplicate",
@@ -144,6 +153,11 @@ CASES: list[Case] = [
          py("dynamic_batching { }", io=io_in('{ name: "IN" data_type: TYPE_INT64 dims: [ -1 ] }')),
          py("dynamic_batching { }", io=io_in('{ name: "IN" data_type: TYPE_INT64 dims: [ -1 ] '
                                              'allow_ragged_batch: true }')), 4),
+    Case("config-batch-kind-unknown",
+         py('dynamic_batching { }\nbatch_input [ { kind: 17 target_name: "N" '
+            'data_type: TYPE_INT32 source_input: "IN" } ]'),
+         py('dynamic_batching { }\nbatch_input [ { kind: BATCH_ELEMENT_COUNT target_name: "N" '
+            'data_type: TYPE_INT32 source_input: "IN" } ]'), 7, triton=True),
     Case("config-batch-input-source-count",
          py('dynamic_batching { }\nbatch_input [ { kind: BATCH_ELEMENT_COUNT target_name: "N" '
             'data_type: TYPE_INT32 } ]'),
@@ -170,6 +184,8 @@ CASES: list[Case] = [
          py('batch_output [ { kind: BATCH_SCATTER_WITH_INPUT_SHAPE target_name: [ "OUT" ] '
             'source_input: "IN" } ]'), 6, triton=True),
     # instance groups
+    Case("config-instance-kind-unknown", py("instance_group [ { kind: 42 } ]"),
+         py("instance_group [ { kind: KIND_CPU } ]"), 6, triton=True),
     Case("config-instance-gpus-kind", py("instance_group [ { kind: KIND_CPU gpus: [ 0 ] } ]"),
          py("instance_group [ { kind: KIND_CPU } ]"), 6, triton=True),
     Case("config-instance-gpu-negative", py("instance_group [ { kind: KIND_GPU gpus: [ -1 ] } ]"),
@@ -253,6 +269,24 @@ CASES: list[Case] = [
          py('sequence_batching { state [ { input_name: "S_IN" output_name: "S_OUT" data_type: '
             'TYPE_FP32 dims: [ 4 ] initial_state { name: "i" data_type: TYPE_FP32 dims: [ 4 ] '
             'zero_data: true } } ] }'), 6, triton=True),
+    Case("config-sequence-initial-state-count",
+         py("sequence_batching { " + STATE % (INIT % "zeros" + " " + INIT % "again") + " }"),
+         py("sequence_batching { " + STATE % (INIT % "zeros") + " }"), 6, triton=True),
+    Case("config-sequence-initial-state-name",
+         py("sequence_batching { " + STATE % (INIT % "").replace('name: "" ', "") + " }"),
+         py("sequence_batching { " + STATE % (INIT % "zeros") + " }"), 6, triton=True),
+    Case("config-sequence-initial-state-match",
+         py("sequence_batching { " + STATE % (INIT % "zeros").replace(
+             "data_type: TYPE_FP32", "data_type: TYPE_INT32") + " }"),
+         py("sequence_batching { " + STATE % (INIT % "zeros") + " }"), 6, triton=True),
+    Case("config-sequence-initial-state-duplicate",
+         py("sequence_batching { state [ " + (STATE_ENTRY % (INIT % "a")) + ", "
+            + (STATE_ENTRY % (INIT % "b")).replace('output_name: "S_OUT"',
+                                                   'output_name: "S_OUT2"') + " ] }"),
+         py("sequence_batching { state [ " + (STATE_ENTRY % (INIT % "a")) + ", "
+            + (STATE_ENTRY % (INIT % "b")).replace('output_name: "S_OUT"',
+                                                   'output_name: "S_OUT2"').replace(
+                'input_name: "S_IN"', 'input_name: "S_IN2"') + " ] }"), 6, triton=True),
     # warmup
     Case("config-warmup-input-data",
          py('model_warmup [ { name: "w" batch_size: 1 inputs { key: "IN" value { '

@@ -69,8 +69,13 @@ def _build_repository(repo: Path) -> dict[str, bool]:
                'output [ { name: "OUT" data_type: TYPE_FP32 dims: [ 4 ] } ]\n')
     expected["versionless"] = False
     shutil.copytree(DATA.parent / "data", repo / ".fixtures")  # hidden: ignored by both
-    _add_model(repo, "streaming_asr", (DATA / "sequence.pbtxt").read_text())
-    expected["streaming_asr"] = True
+    # Valid stateful models: oldest with implicit state, direct with every control kind and
+    # a one-buffer state, an iterative sequence.
+    for name, file in (("streaming_asr", "sequence.pbtxt"),
+                       ("sequence_direct", "sequence_direct.pbtxt"),
+                       ("sequence_iterative", "sequence_iterative.pbtxt")):
+        _add_model(repo, name, (DATA / file).read_text())
+        expected[name] = True
     return expected
 
 

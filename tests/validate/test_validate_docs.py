@@ -30,6 +30,27 @@ def test_documented_envelope_is_valid_and_renders(tmp_path: Path) -> None:
     assert set(Envelope.model_fields) <= shown
 
 
+def test_documented_stateful_envelope_is_valid_and_round_trips(tmp_path: Path) -> None:
+    from triton_ops.envelope.loader import load_envelope
+    from triton_ops.modelconfig.importer import config_to_envelope
+    from triton_ops.modelconfig.render import render_model_config
+
+    text = DOC.read_text()
+    section = text[text.index("### Stateful models"):]
+    block = re.search(r"```yaml\n(.*?)```", section, re.S)
+    assert block is not None
+    path = tmp_path / "streaming_asr.yaml"
+    path.write_text(block.group(1))
+    assert check_envelope_file(path, repo=None).findings == []
+    config = render_model_config(load_envelope(path).envelope)
+    assert len(config.sequence_batching.control_input) == 4
+    # and back: the envelope import writes renders to the same config
+    again = config_to_envelope(config).data
+    from triton_ops.envelope.model import Envelope
+
+    assert render_model_config(Envelope.model_validate(again)) == config
+
+
 def test_every_rule_is_in_the_rules_table() -> None:
     text = DOC.read_text()
     for rule_id in RULES:

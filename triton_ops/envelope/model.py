@@ -10,13 +10,36 @@ from __future__ import annotations
 
 import re
 from enum import Enum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from triton_ops.envelope.units import ByteSize, DurationUs
 
-MODEL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")
+# Matched with fullmatch: `$` would also accept a trailing newline.
+MODEL_NAME_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}")
+
+# Ranges of the ModelConfig proto's integer types. Every envelope integer that is rendered
+# into config.pbtxt is bounded by the type of the field it lands in (int32 max_batch_size,
+# count and gpus; uint32 max_queue_size; int64 dims, reshape and versions; uint64 delays,
+# timeouts and priority levels), so an out-of-range value is a schema finding instead of a
+# crash in `generate`.
+INT32_MAX = 2**31 - 1
+UINT32_MAX = 2**32 - 1
+INT64_MAX = 2**63 - 1
+UINT64_MAX = 2**64 - 1
+Int32 = Annotated[int, Field(ge=-(2**31), le=INT32_MAX)]
+Int64 = Annotated[int, Field(ge=-(2**63), le=INT64_MAX)]
+NonNegativeInt32 = Annotated[int, Field(ge=0, le=INT32_MAX)]
+UInt32 = Annotated[int, Field(ge=0, le=UINT32_MAX)]
+UInt64 = Annotated[int, Field(ge=0, le=UINT64_MAX)]
 
 DATA_TYPES = (
     "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
@@ -40,22 +63,38 @@ GPU_MEMORY_BYTES: dict[str, int] = {
 }
 
 
+def normalise_data_type(value: object) -> object:
+    """A Triton data type as envelopes write it: "FP32" (a "TYPE_" prefix is dropped)."""
+    if isinstance(value, str):
+        short = value.upper().removeprefix("TYPE_")
+        if short not in DATA_TYPES:
+            raise ValueError(f"unknown data type {value!r}; use one of {', '.join(DATA_TYPES)}")
+        return short
+    return value
+
+
+# A data type field: "FP32" or "TYPE_FP32" in, "FP32" stored.
+DataType = Annotated[str, BeforeValidator(normalise_data_type)]
+
+
 class Strict(BaseModel):
     """Base for every envelope section: unknown keys are errors, not silently dropped."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    # NaN and infinity are refused everywhere: `cpu: .inf` is no CPU request, and the JSON
+    # the chart and the probe send cannot carry them.
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
 
 
 class TensorSpec(Strict):
     name: str = Field(min_length=1)
-    data_type: str = Field(description="Triton data type, e.g. FP32 or TYPE_FP32")
-    dims: list[int] = Field(description="Shape without the batch dimension; -1 = variable")
-    max_dims: list[int] | None = Field(
+    data_type: DataType = Field(description="Triton data type, e.g. FP32 or TYPE_FP32")
+    dims: list[Int64] = Field(description="Shape without the batch dimension; -1 = variable")
+    max_dims: list[Int64] | None = Field(
         default=None,
         description="Admission limit: the largest size of each dim (same length as dims); "
         "required for every variable (-1) dim of an input",
     )
-    reshape: list[int] | None = None
+    reshape: list[Int64] | None = None
     optional: bool = False
     allow_ragged_batch: bool = False
     is_shape_tensor: bool = False
@@ -72,16 +111,6 @@ class TensorSpec(Strict):
         "(e.g. [1, 1] for an attention mask of real tokens); default: integers 0..99, "
         "standard-normal floats",
     )
-
-    @field_validator("data_type", mode="before")
-    @classmethod
-    def _normalise_type(cls, value: object) -> object:
-        if isinstance(value, str):
-            short = value.upper().removeprefix("TYPE_")
-            if short not in DATA_TYPES:
-                raise ValueError(f"unknown data type {value!r}; use one of {', '.join(DATA_TYPES)}")
-            return short
-        return value
 
     @field_validator("dims")
     @classmethod
@@ -129,7 +158,7 @@ class QueuePolicy(Strict):
     timeout_action: TimeoutAction = TimeoutAction.REJECT
     default_timeout: DurationUs = 0
     allow_timeout_override: bool = False
-    max_queue_size: int = Field(default=0, ge=0)
+    max_queue_size: UInt32 = 0
 
     @field_validator("timeout_action", mode="before")
     @classmethod
@@ -138,32 +167,119 @@ class QueuePolicy(Strict):
 
 
 class DynamicBatching(Strict):
-    preferred_batch_sizes: list[int] = Field(default_factory=list)
+    preferred_batch_sizes: list[Int32] = Field(default_factory=list)
     max_queue_delay: DurationUs = 0
     preserve_ordering: bool = False
-    priority_levels: int = Field(default=0, ge=0)
-    default_priority_level: int = Field(default=0, ge=0)
+    priority_levels: UInt64 = 0
+    default_priority_level: UInt64 = 0
     default_queue_policy: QueuePolicy | None = None
-    priority_queue_policy: dict[int, QueuePolicy] = Field(default_factory=dict)
+    priority_queue_policy: dict[UInt64, QueuePolicy] = Field(default_factory=dict)
+
+
+class ControlKind(str, Enum):
+    START = "START"
+    END = "END"
+    READY = "READY"
+    CORRID = "CORRID"
+
+
+class SequenceControl(Strict):
+    """One control tensor of a sequence batcher: Triton sets it on every request it sends.
+
+    START, END and READY give the tensor's false and true values in exactly one of
+    int32_false_true, fp32_false_true, bool_false_true; CORRID gives its data_type. Controls
+    of one tensor are consecutive entries with the same name (config.pbtxt: one
+    control_input with several controls)."""
+
+    name: str = Field(description="The control tensor's name, as the model reads it")
+    kind: ControlKind
+    int32_false_true: list[Int32] = Field(default_factory=list)
+    fp32_false_true: list[float] = Field(default_factory=list)
+    bool_false_true: list[bool] = Field(default_factory=list)
+    data_type: DataType | None = Field(default=None, description="CORRID: its data type")
+
+    @field_validator("kind", mode="before")
+    @classmethod
+    def _normalise_kind(cls, value: object) -> object:
+        return value.upper().removeprefix("CONTROL_SEQUENCE_") if isinstance(value, str) \
+            else value
+
+
+class InitialState(Strict):
+    """The value a state starts a sequence with: zeros, or a file in the model's
+    initial_state/ folder."""
+
+    name: str = ""
+    data_type: DataType | None = None
+    dims: list[Int64] = Field(default_factory=list)
+    zero_data: bool | None = None
+    data_file: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> InitialState:
+        if self.zero_data is not None and self.data_file is not None:
+            raise ValueError("give zero_data or data_file, not both")
+        return self
+
+
+class SequenceState(Strict):
+    """Implicit state: Triton keeps it between the requests of a sequence and feeds the
+    output_name tensor of one request back as the input_name tensor of the next."""
+
+    input_name: str = ""
+    output_name: str = ""
+    data_type: DataType | None = None
+    dims: list[Int64] = Field(default_factory=list)
+    initial_state: list[InitialState] = Field(default_factory=list)
+    use_same_buffer_for_input_output: bool = False
+    use_growable_memory: bool = False
+
+
+class SequenceDirect(Strict):
+    """Each sequence keeps one batch slot (the model sees the same slot per sequence)."""
+
+    max_queue_delay: DurationUs = 0
+    minimum_slot_utilization: float = 0.0
+
+
+class SequenceOldest(Strict):
+    """Batches are formed from the oldest requests of up to max_candidate_sequences."""
+
+    max_candidate_sequences: Int32 = 0
+    preferred_batch_sizes: list[Int32] = Field(default_factory=list)
+    max_queue_delay: DurationUs = 0
+    preserve_ordering: bool = False
+
+
+class SequenceBatching(Strict):
+    """The sequence batcher of a stateful model (config.pbtxt sequence_batching)."""
+
+    max_sequence_idle: DurationUs = Field(
+        default=0, description="A sequence idle this long is ended (0: Triton's 1 s)")
+    direct: SequenceDirect | None = None
+    oldest: SequenceOldest | None = None
+    controls: list[SequenceControl] = Field(default_factory=list)
+    states: list[SequenceState] = Field(default_factory=list)
+    iterative: bool = Field(default=False, description="iterative_sequence")
+
+    @model_validator(mode="after")
+    def _one_strategy(self) -> SequenceBatching:
+        if self.direct is not None and self.oldest is not None:
+            raise ValueError("give one strategy, direct or oldest, not both")
+        return self
 
 
 class Batching(Strict):
-    max_batch_size: int = Field(default=0, ge=0, description="0 disables batching")
+    max_batch_size: NonNegativeInt32 = Field(default=0, description="0 disables batching")
     dynamic: DynamicBatching | None = None
-    sequence: Any = Field(
-        default=None,
-        description="Sequence batching is not supported by envelopes; a value here is an error",
-    )
+    sequence: SequenceBatching | None = Field(
+        default=None, description="Sequence batching for stateful models (instead of dynamic)")
 
-    @field_validator("sequence")
-    @classmethod
-    def _reject_sequence(cls, value: object) -> object:
-        if value is not None:
-            raise ValueError(
-                "sequence batching is not supported in envelopes yet; remove 'sequence' or "
-                "keep the model's hand-written config.pbtxt and run `triton-ops validate` on it"
-            )
-        return value
+    @model_validator(mode="after")
+    def _one_scheduler(self) -> Batching:
+        if self.dynamic is not None and self.sequence is not None:
+            raise ValueError("a model has one scheduler: give dynamic or sequence, not both")
+        return self
 
 
 class InstanceKind(str, Enum):
@@ -175,8 +291,8 @@ class InstanceKind(str, Enum):
 
 class InstanceGroup(Strict):
     kind: InstanceKind = InstanceKind.GPU
-    count: int = Field(default=1, ge=1)
-    gpus: list[int] = Field(default_factory=list)
+    count: int = Field(default=1, ge=1, le=INT32_MAX)
+    gpus: list[NonNegativeInt32] = Field(default_factory=list)
     name: str | None = None
     passive: bool = False
     host_policy: str | None = None
@@ -267,7 +383,7 @@ class Envelope(Strict):
     slo: Slo | None = None
     runtime: Runtime = Field(default_factory=Runtime)
     hardware: Hardware = Field(default_factory=Hardware)
-    versions: list[int] = Field(default_factory=lambda: [1])
+    versions: list[Int64] = Field(default_factory=lambda: [1])
     parameters: dict[str, str] = Field(
         default_factory=dict, description="config.pbtxt parameters (string key/value)"
     )
@@ -281,7 +397,7 @@ class Envelope(Strict):
     @field_validator("name")
     @classmethod
     def _model_name(cls, name: str) -> str:
-        if name in (".", "..") or not MODEL_NAME_PATTERN.match(name):
+        if name in (".", "..") or not MODEL_NAME_PATTERN.fullmatch(name):
             raise ValueError(
                 f"{name!r} is not a valid model name: use letters, digits, '_', '-', '.', "
                 "no '/' and no '..', at most 128 characters"

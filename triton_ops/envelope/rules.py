@@ -29,7 +29,7 @@ Issue = tuple[KeyPath, str]
 # budget for the inference itself and the network: a warning. At or above the SLO: an error.
 QUEUE_DELAY_WARN_FRACTION = 0.2
 
-IMAGE_DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
+IMAGE_DIGEST = re.compile(r"@sha256:[0-9a-f]{64}\Z")  # \Z: `$` accepts a trailing newline
 
 # Model file Triton looks for in each version folder when default_model_filename is unset.
 DEFAULT_MODEL_FILES: dict[str, str] = {
@@ -287,6 +287,17 @@ def model_file(ctx: EnvelopeContext) -> Iterator[Issue]:
             yield ("versions", i), (f"{folder}/{filename} is missing: the "
                                     f"{ctx.envelope.backend or ctx.envelope.platform} backend "
                                     "loads it from each version folder")
+
+
+@rule("envelope-probe", E,
+      "The golden probe fits the model: its inputs and expected outputs name the model's "
+      "tensors, every required input is given, shapes are the declared dims (after a batch "
+      "dim of 1..max_batch_size when the model batches, within max_dims), values are of the "
+      "tensor's data type and every number is finite.")
+def probe_fits_tensors(ctx: EnvelopeContext) -> Iterator[Issue]:
+    from triton_ops.envelope.probe_check import probe_problems
+
+    yield from probe_problems(ctx.envelope)
 
 
 def check_envelope(loaded: LoadedEnvelope, repo: Path | None = None,

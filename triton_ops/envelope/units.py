@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 from typing import Annotated
 
 from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
@@ -18,7 +19,21 @@ _DURATION_UNITS_US = {
     "us": 1, "µs": 1, "ms": 1000, "s": 1_000_000, "m": 60_000_000, "min": 60_000_000,
     "h": 3_600_000_000,
 }
-_NUMBER_UNIT = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Zµ]*)\s*$")
+# Sizes and durations land in uint64 fields (config.pbtxt microseconds, byte counts).
+MAX_VALUE = 2**64 - 1
+_NUMBER_UNIT = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Zµ]*)\s*")  # fullmatch
+
+
+def _scaled(number: str, factor: int) -> int:
+    """`number` (digits, maybe a fraction) times `factor`, rounded, computed exactly: a float
+    would overflow to infinity on a long digit string."""
+    return int((Decimal(number) * factor).to_integral_value())
+
+
+def _bounded(value: int, what: str, unit: str) -> int:
+    if value > MAX_VALUE:
+        raise ValueError(f"{what} is too large: at most {MAX_VALUE} {unit} (2^64 - 1)")
+    return value
 
 
 def parse_size(value: object) -> int:
@@ -28,15 +43,15 @@ def parse_size(value: object) -> int:
     if isinstance(value, int):
         if value < 0:
             raise ValueError("a size cannot be negative")
-        return value
+        return _bounded(value, "size", "bytes")
     if isinstance(value, float) and value.is_integer() and value >= 0:
-        return int(value)
+        return _bounded(int(value), "size", "bytes")
     if isinstance(value, str):
-        match = _NUMBER_UNIT.match(value)
+        match = _NUMBER_UNIT.fullmatch(value)
         if match:
             unit = match.group(2).lower()
             if unit in _SIZE_UNITS:
-                return int(round(float(match.group(1)) * _SIZE_UNITS[unit]))
+                return _bounded(_scaled(match.group(1), _SIZE_UNITS[unit]), "size", "bytes")
         raise ValueError(f"{value!r} is not a size: write e.g. 512MiB, 16GiB or a byte count")
     raise ValueError(f"expected a size such as 16GiB, got {type(value).__name__}")
 
@@ -48,13 +63,14 @@ def parse_duration_us(value: object) -> int:
     if isinstance(value, int):
         if value < 0:
             raise ValueError("a duration cannot be negative")
-        return value
+        return _bounded(value, "duration", "microseconds")
     if isinstance(value, str):
-        match = _NUMBER_UNIT.match(value)
+        match = _NUMBER_UNIT.fullmatch(value)
         if match:
             unit = match.group(2).lower()
             if unit in _DURATION_UNITS_US:
-                return int(round(float(match.group(1)) * _DURATION_UNITS_US[unit]))
+                return _bounded(_scaled(match.group(1), _DURATION_UNITS_US[unit]), "duration",
+                                "microseconds")
         raise ValueError(
             f"{value!r} is not a duration: write e.g. 500us, 5ms, 1.5s (a bare number means µs)"
         )

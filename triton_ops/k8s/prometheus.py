@@ -35,8 +35,9 @@ from dataclasses import dataclass, field
 
 from triton_ops.rollout.analysis import VersionWindow
 
-_LABEL_VALUE = re.compile(r'^[^"\\\n]*$')
-_MATCHER = re.compile(r'^\s*[A-Za-z_][A-Za-z0-9_]*\s*(=|!=|=~|!~)\s*"[^"\\\n]*"\s*$')
+# Matched with fullmatch (`$` would let a trailing newline through); one line each.
+_LABEL_VALUE = re.compile(r'[^"\\\n]*')
+_MATCHER = re.compile(r'[ \t]*[A-Za-z_][A-Za-z0-9_]*[ \t]*(=|!=|=~|!~)[ \t]*"[^"\\\n]*"[ \t]*')
 
 
 class PrometheusError(Exception):
@@ -66,7 +67,7 @@ class Prometheus:
     def __post_init__(self) -> None:
         self.url = self.url.rstrip("/")
         for matcher in self.matchers:
-            if not _MATCHER.match(matcher):
+            if not _MATCHER.fullmatch(matcher):
                 raise PrometheusError(f"{matcher!r} is not a label matcher such as "
                                       'namespace="ml"')
 
@@ -106,7 +107,7 @@ class Prometheus:
         return None if math.isnan(value) or math.isinf(value) else value
 
     def selector(self, model: str, versions: Sequence[int], *extra: str) -> str:
-        if not _LABEL_VALUE.match(model):
+        if not _LABEL_VALUE.fullmatch(model):
             raise PrometheusError(f"model name {model!r} cannot be used in a PromQL matcher")
         version_re = "|".join(str(int(v)) for v in versions)
         parts = [f'model="{model}"', f'version=~"{version_re}"', *self.matchers, *extra]

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from triton_ops.envelope.model import Envelope, InstanceKind
+from triton_ops.envelope.probe_check import probe_problems
 from triton_ops.findings import Finding, Severity
 from triton_ops.k8s.names import is_dns_label, rollout_object
 from triton_ops.tensors import wire_type
@@ -157,10 +158,14 @@ def derive_values(sources: Sequence[SourcedEnvelope]) -> DerivedValues:
                                      "probe: readiness only checks the model is loaded, not that "
                                      "it answers right; add a 'probe' section",
                                      Severity.WARNING))
+        # A probe the model cannot take would fail every readiness check: refuse it here.
+        probe_issues = list(probe_problems(env))
+        for path, message in probe_issues:
+            findings.append(_finding(src, path, "envelope-probe", message))
         models.append({
             "name": env.name,
             "versions": {"stable": list(env.versions), "canary": list(env.versions)},
-            "probe": probe_values(env),
+            "probe": None if probe_issues else probe_values(env),
         })
     values["models"] = models
 

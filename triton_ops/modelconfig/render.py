@@ -19,6 +19,9 @@ from triton_ops.envelope.model import (
     Envelope,
     InstanceGroup,
     QueuePolicy,
+    SequenceBatching,
+    SequenceControl,
+    SequenceState,
     TensorSpec,
 )
 from triton_ops.fileio import atomic_write_text
@@ -33,9 +36,8 @@ GENERATED_MARK = HEADER.split("{source}", 1)[0]
 # ModelConfig fields an envelope models: passthrough may not set these.
 MODELLED_FIELDS = frozenset({
     "name", "platform", "backend", "runtime", "version_policy", "max_batch_size", "input",
-    "output", "dynamic_batching", "instance_group", "default_model_filename", "parameters",
-    # Not modelled but explicitly refused: envelopes do not support sequence batching.
-    "sequence_batching",
+    "output", "dynamic_batching", "sequence_batching", "instance_group",
+    "default_model_filename", "parameters",
 })
 
 
@@ -113,6 +115,62 @@ def _dynamic(dynamic: DynamicBatching, message: Any) -> None:
         _queue_policy(policy, message.priority_queue_policy[level])
 
 
+def _control(control: SequenceControl, message: Any, where: tuple[str | int, ...]) -> None:
+    entry = message.control.add()
+    entry.kind = _enum(entry, "kind", f"CONTROL_SEQUENCE_{control.kind.value}", where)
+    entry.int32_false_true.extend(control.int32_false_true)
+    entry.fp32_false_true.extend(control.fp32_false_true)
+    entry.bool_false_true.extend(control.bool_false_true)
+    if control.data_type is not None:
+        entry.data_type = _enum(entry, "data_type", f"TYPE_{control.data_type}", where)
+
+
+def _state(state: SequenceState, message: Any, where: tuple[str | int, ...]) -> None:
+    message.input_name = state.input_name
+    message.output_name = state.output_name
+    if state.data_type is not None:
+        message.data_type = _enum(message, "data_type", f"TYPE_{state.data_type}", where)
+    message.dims.extend(state.dims)
+    for init in state.initial_state:
+        initial = message.initial_state.add()
+        initial.name = init.name
+        if init.data_type is not None:
+            initial.data_type = _enum(initial, "data_type", f"TYPE_{init.data_type}", where)
+        initial.dims.extend(init.dims)
+        if init.zero_data is not None:  # a oneof: `zero_data: false` is still the choice
+            initial.zero_data = init.zero_data
+        elif init.data_file is not None:
+            initial.data_file = init.data_file
+    message.use_same_buffer_for_input_output = state.use_same_buffer_for_input_output
+    message.use_growable_memory = state.use_growable_memory
+
+
+def _sequence(sequence: SequenceBatching, message: Any) -> None:
+    message.SetInParent()  # `sequence_batching {}` alone turns the sequence batcher on
+    message.max_sequence_idle_microseconds = sequence.max_sequence_idle
+    if sequence.direct is not None:
+        message.direct.SetInParent()
+        message.direct.max_queue_delay_microseconds = sequence.direct.max_queue_delay
+        message.direct.minimum_slot_utilization = sequence.direct.minimum_slot_utilization
+    elif sequence.oldest is not None:
+        oldest = sequence.oldest
+        message.oldest.SetInParent()
+        message.oldest.max_candidate_sequences = oldest.max_candidate_sequences
+        message.oldest.preferred_batch_size.extend(oldest.preferred_batch_sizes)
+        message.oldest.max_queue_delay_microseconds = oldest.max_queue_delay
+        message.oldest.preserve_ordering = oldest.preserve_ordering
+    # Consecutive controls of one tensor form one control_input, as config.pbtxt groups them.
+    control_input = None
+    for i, control in enumerate(sequence.controls):
+        if control_input is None or control_input.name != control.name:
+            control_input = message.control_input.add()
+            control_input.name = control.name
+        _control(control, control_input, ("batching", "sequence", "controls", i))
+    for i, state in enumerate(sequence.states):
+        _state(state, message.state.add(), ("batching", "sequence", "states", i))
+    message.iterative_sequence = sequence.iterative
+
+
 def _instance_group(group: InstanceGroup, message: Any) -> None:
     if group.name is not None:
         message.name = group.name
@@ -135,10 +193,8 @@ def _passthrough(passthrough: dict[str, Any]) -> Any:
     for key in passthrough:
         field = by_name.get(key)
         if field in MODELLED_FIELDS:
-            what = ("sequence batching is not supported by envelopes"
-                    if field == "sequence_batching" else
-                    f"{key!r} is a field the envelope models; set it in the envelope instead")
-            raise RenderError(("passthrough", key), f"passthrough: {what}")
+            raise RenderError(("passthrough", key), f"passthrough: {key!r} is a field the "
+                              "envelope models; set it in the envelope instead")
     extra = ModelConfig()
     try:
         json_format.ParseDict(passthrough, extra)
@@ -175,6 +231,8 @@ def render_model_config(envelope: Envelope) -> Any:
         _tensor(spec, config.output.add(), False, i)
     if envelope.batching.dynamic is not None:
         _dynamic(envelope.batching.dynamic, config.dynamic_batching)
+    if envelope.batching.sequence is not None:
+        _sequence(envelope.batching.sequence, config.sequence_batching)
     for group in envelope.instances:
         _instance_group(group, config.instance_group.add())
     for key, value in sorted(envelope.parameters.items()):
@@ -258,4 +316,11 @@ def source_label(path: Path) -> str:
     """
     path = Path(path)
     parent = path.resolve().parent.name if path.parent == Path(".") else path.parent.name
-    return f"{parent}/{path.name}" if parent else path.name
+    return comment_text(f"{parent}/{path.name}" if parent else path.name)
+
+
+def comment_text(text: str) -> str:
+    """`text` fit for one comment line (config.pbtxt or YAML): every character that is not
+    printable (line breaks, YAML's \\x85 and \\u2028, control characters) is escaped, so
+    a file or tensor name cannot end the comment and add fields."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)

@@ -16,13 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from triton_ops.findings import CheckResult, Finding, Severity
+from triton_ops.modelconfig.autocomplete import complete, scan_model_files
 from triton_ops.modelconfig.parse import ConfigSourceMap
 from triton_ops.modelconfig.proto import ModelConfig
-from triton_ops.modelconfig.rules import check_config_text
+from triton_ops.modelconfig.rules import check_config_text, read_config_text
 from triton_ops.modelconfig.rules.ensemble import check_ensemble_against
 
 CONFIG_NAME = "config.pbtxt"
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")  # fullmatch: `$` passes "m\n"
 # Folders Triton skips when it looks for versions (model_repository_manager.cc).
 RESERVED_FOLDERS = frozenset({"warmup", "initial_state", "configs"})
 
@@ -44,9 +45,6 @@ DEFAULT_FILE_BY_BACKEND = {
 # Must be a folder / must be a file; anything else may be either (ONNX can be a folder).
 MUST_BE_DIR = frozenset({"model.savedmodel"})
 MUST_BE_FILE = frozenset({"model.py", "model.plan", "model.pt", "model.graphdef", "model.xml"})
-# What Triton's auto-complete looks for when the config names neither platform nor backend.
-AUTOCOMPLETE_FILES = ("model.savedmodel", "model.graphdef", "model.plan", "model.onnx",
-                      "model.xml", "model.pt", "model.py")
 
 
 @dataclass
@@ -142,8 +140,6 @@ def _check_data_files(model_dir: Path, config: ModelConfig, source: ConfigSource
 
 
 def _scan_model_dir(model_dir: Path) -> ModelDirReport:
-    from triton_ops.envelope.loader import read_text
-
     findings: list[Finding] = []
     report = ModelDirReport(model_dir, CheckResult(findings=findings))
     name = model_dir.name
@@ -156,7 +152,7 @@ def _scan_model_dir(model_dir: Path) -> ModelDirReport:
                                  "a model must be a folder holding config.pbtxt and versions"))
         return report
 
-    if not _SAFE_NAME.match(name):
+    if not _SAFE_NAME.fullmatch(name):
         findings.append(_finding(model_dir, "repo-model-name-chars",
                                  f"model name '{name}' has characters other than letters, "
                                  "digits, '_', '-' and '.'; clients must URL-escape it in "
@@ -164,19 +160,22 @@ def _scan_model_dir(model_dir: Path) -> ModelDirReport:
                                  Severity.WARNING))
 
     config_path = model_dir / CONFIG_NAME
+    files = scan_model_files(model_dir)
     if config_path.exists() or config_path.is_symlink():
-        text, read_findings = read_text(config_path, rule_prefix="config-file")
+        text, read_findings = read_config_text(config_path)
         findings.extend(read_findings)
         report.result.files_checked = 1
-        if text is not None:
-            config, source, config_findings = check_config_text(text, str(config_path))
-            findings.extend(config_findings)
-            report.config, report.source = config, source
     else:
+        # Triton completes a missing config like an empty one, from the model folder.
+        text = ""
         findings.append(_finding(model_dir, "repo-config-missing",
                                  "no config.pbtxt: Triton would have to auto-complete the "
                                  "config from the model file (not every backend can); commit a "
                                  "config.pbtxt so it can be checked", Severity.WARNING))
+    if text is not None:
+        config, source, config_findings = check_config_text(text, str(config_path), files)
+        findings.extend(config_findings)
+        report.config, report.source = config, source
 
     version_dirs: dict[int, Path] = {}
     for entry in _list_dir(model_dir, findings):
@@ -220,19 +219,14 @@ def _scan_model_dir(model_dir: Path) -> ModelDirReport:
                     f"version {v} is listed in version_policy but folder {model_dir / str(v)} "
                     "does not exist"))
 
-    expected = expected_model_file(config)
-    if expected:
+    completion = complete(config, files)
+    expected = expected_model_file(completion.config)
+    if completion.undetermined is not None:
+        findings.append(_finding(model_dir, "repo-backend-undetermined",
+                                 f"{completion.undetermined}; set backend in config.pbtxt"))
+    elif expected:
         for version_dir in version_dirs.values():
             _check_model_file(version_dir, expected, findings)
-    elif (config.platform != "ensemble" and not config.backend and not config.platform
-          and version_dirs):
-        first = version_dirs[min(version_dirs)]
-        present = {p.name for p in _list_dir(first, findings)}
-        if not present.intersection(AUTOCOMPLETE_FILES):
-            findings.append(_finding(first, "repo-backend-undetermined",
-                                     "config names no platform or backend and the version "
-                                     "folder holds no model file Triton recognises "
-                                     f"({', '.join(AUTOCOMPLETE_FILES)}); set backend"))
     _check_data_files(model_dir, config, source, findings)
     return report
 

@@ -101,6 +101,52 @@ def renders(ctx: EnvelopeContext) -> Iterator[Issue]:
         yield error.path, str(error)
 
 
+def _sequence_rule_ids() -> list[str]:
+    from triton_ops.modelconfig.rules import RULES as CONFIG_RULES
+
+    return [rule_id for rule_id, registered in CONFIG_RULES.items()
+            if registered.severity is Severity.ERROR
+            and (rule_id.startswith("config-sequence-") or rule_id.endswith("-sequence"))]
+
+
+_SEQUENCE_FIELDS = {"preferred_batch_size": "preferred_batch_sizes",
+                    "max_queue_delay_microseconds": "max_queue_delay"}
+
+
+def sequence_key_path(config: Any, path: tuple[str | int, ...]) -> KeyPath:
+    """Where in the envelope a sequence_batching field path of its rendered config is."""
+    base: KeyPath = ("batching", "sequence")
+    if path[:1] != ("sequence_batching",):
+        return ("passthrough",) if path[:1] == ("response_cache",) else base
+    rest = path[1:]
+    if rest[:1] == ("control_input",) and len(rest) > 1:
+        inputs = config.sequence_batching.control_input
+        i = int(rest[1])
+        j = int(rest[3]) if rest[2:3] == ("control",) and len(rest) > 3 else 0
+        return (*base, "controls", sum(len(c.control) for c in inputs[:i]) + j)
+    if rest[:1] == ("state",):
+        return (*base, "states", *rest[1:])
+    return (*base, *(_SEQUENCE_FIELDS.get(str(p), p) for p in rest))
+
+
+@rule("envelope-sequence-batching", Severity.ERROR,
+      "The sequence batcher passes Triton's load-time rules for it, checked on the config "
+      "the envelope renders (the config-sequence-* errors in docs/rules.md: control tensors "
+      "and their false/true values, CORRID data types, oldest-strategy preferred sizes, "
+      "direct-strategy slot utilisation, initial state); the message names the rule.",
+      registry=CONFIG_RULES)
+def sequence_batching(ctx: EnvelopeContext) -> Iterator[Issue]:
+    if ctx.envelope.batching.sequence is None:
+        return
+    config, error = rendered(ctx)
+    if error is not None:
+        return  # envelope-render reports it
+    from triton_ops.modelconfig.rules import rule_issues
+
+    for registered, (path, message) in rule_issues(config, _sequence_rule_ids()):
+        yield sequence_key_path(config, path), f"{message} [{registered.id}]"
+
+
 @rule("envelope-config-drift", Severity.ERROR,
       "<repo>/<name>/config.pbtxt is what `triton-ops generate` renders from the envelope "
       "(compared as ModelConfig messages).", needs_repo=True, registry=CONFIG_RULES)

@@ -10,6 +10,7 @@ working folder; when none exists those folder rules are skipped.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
@@ -19,6 +20,8 @@ from typing import Any
 from triton_ops.findings import CheckResult, Finding, Severity
 
 DEFAULT_PATHS = ("envelopes", "model_repository")
+_VERSION_FOLDER = re.compile(r"[1-9][0-9]*")
+_RESERVED_FOLDERS = frozenset({"warmup", "initial_state", "configs"})
 ENVELOPE_SUFFIXES = (".yaml", ".yml")
 
 
@@ -57,7 +60,7 @@ def classify_path(path: Path) -> PathKind:
     if path.is_dir():
         entries = _listdir(path)
         names = {e.name for e in entries}
-        if "config.pbtxt" in names:
+        if "config.pbtxt" in names or _is_model_without_config(entries):
             return PathKind.MODEL_DIR
         if any(e.name.endswith(ENVELOPE_SUFFIXES) for e in entries):
             return PathKind.ENVELOPE_DIR
@@ -74,6 +77,22 @@ def classify_path(path: Path) -> PathKind:
         return PathKind.ENVELOPE
     raise UsageProblem(f"{path} is neither an envelope (.yaml), a config.pbtxt nor a folder "
                        "of them")
+
+
+def _is_folder(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:  # a symlink loop, an unreadable target: not a folder to look into
+        return False
+
+
+def _is_model_without_config(entries: list[os.DirEntry[str]]) -> bool:
+    """A model folder whose config Triton completes at load: no config.pbtxt, and its
+    folders are versions (1, 2, ...) or Triton's reserved ones, at least one a version."""
+    folders = [e.name for e in entries if _is_folder(e) and not e.name.startswith(".")]
+    versions = [name for name in folders if _VERSION_FOLDER.fullmatch(name)]
+    return bool(versions) and all(name in versions or name in _RESERVED_FOLDERS
+                                  for name in folders)
 
 
 def _find_repo(kinds: list[tuple[Path, PathKind]], repo: Path | None) -> Path | None:

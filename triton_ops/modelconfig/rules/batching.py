@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 
 from triton_ops.modelconfig.proto import ModelConfig, model_config_pb2
-from triton_ops.modelconfig.rules.registry import E, Issue, W, rule
+from triton_ops.modelconfig.rules.registry import E, Issue, W, enum_name, rule
 
 SRC = "core:src/model_config_utils.cc"
 DB = "dynamic_batching"
@@ -175,7 +175,7 @@ def control_names(config: ModelConfig) -> Iterator[Issue]:
 def control_kind_duplicate(config: ModelConfig) -> Iterator[Issue]:
     seen: dict[int, str] = {}
     for path, ci, kind, _ in _control_inputs(config):
-        name = _Control.Kind.Name(kind)
+        name = enum_name(_Control.Kind, kind)
         if kind in seen:
             yield path, f"{name} is already given by tensor '{seen[kind]}'; keep one"
         else:
@@ -189,7 +189,7 @@ def control_values(config: ModelConfig) -> Iterator[Issue]:
     for path, _, kind, c in _control_inputs(config):
         if kind not in _BOOLEAN_KINDS:
             continue
-        name = _Control.Kind.Name(kind)
+        name = enum_name(_Control.Kind, kind)
         given = [f for f in ("int32_false_true", "fp32_false_true", "bool_false_true")
                  if len(getattr(c, f))]
         if not given:
@@ -236,12 +236,13 @@ def slot_utilization(config: ModelConfig) -> Iterator[Issue]:
 
 
 @rule("config-sequence-state", W,
-      "each implicit state names input_name and output_name, a data_type and dims, distinct "
-      "from the model's own inputs/outputs and from other states",
-      "judgement: Triton 2.51 loads such states (observed); they fail at inference")
+      "each implicit state names input_name and output_name, a data_type and dims, an "
+      "input_name that is not also a model input, and names no other state uses (an "
+      "output_name may be listed among the outputs: clients can then request the state)",
+      "judgement: Triton 2.51 loads such states (observed); they fail at inference. Server "
+      "docs/user_guide/implicit_state_management.md")
 def sequence_state(config: ModelConfig) -> Iterator[Issue]:
     inputs = {io.name for io in config.input}
-    outputs = {io.name for io in config.output}
     seen_in: set[str] = set()
     seen_out: set[str] = set()
     for i, st in enumerate(config.sequence_batching.state):
@@ -258,9 +259,6 @@ def sequence_state(config: ModelConfig) -> Iterator[Issue]:
         if st.input_name in inputs:
             yield (*path, "input_name"), (f"state input_name '{st.input_name}' is also a model "
                                           "input; Triton supplies state itself: rename it")
-        if st.output_name in outputs:
-            yield (*path, "output_name"), (f"state output_name '{st.output_name}' is also a "
-                                           "model output; rename it")
         if st.input_name and st.input_name in seen_in:
             yield (*path, "input_name"), f"state input_name '{st.input_name}' is used twice"
         if st.output_name and st.output_name in seen_out:
@@ -281,3 +279,69 @@ def initial_state(config: ModelConfig) -> Iterator[Issue]:
                              "(a file in the model's initial_state folder)")
             if any(d == -1 for d in init.dims):
                 yield (*path, "dims"), "initial_state dims must be fixed (no -1)"
+
+
+SCHED = "core:src/sequence_batch_scheduler/sequence_batch_scheduler.cc"
+
+
+@rule("config-sequence-initial-state-count", E,
+      "a state has at most one initial_state", f"{SCHED} SequenceBatchScheduler::Create "
+      "('must contain exactly one or zero element')")
+def initial_state_count(config: ModelConfig) -> Iterator[Issue]:
+    for i, st in enumerate(config.sequence_batching.state):
+        if len(st.initial_state) > 1:
+            yield (SB, "state", i, "initial_state", 1), (
+                f"state '{st.input_name}' has {len(st.initial_state)} initial_state entries; "
+                "keep one")
+
+
+@rule("config-sequence-initial-state-name", E,
+      "an initial_state has a name", f"{SCHED} GenerateInitialStateData "
+      "('Field 'name' must be set when using initial_state')")
+def initial_state_name(config: ModelConfig) -> Iterator[Issue]:
+    for i, st in enumerate(config.sequence_batching.state):
+        for j, init in enumerate(st.initial_state):
+            if not init.name:
+                yield (SB, "state", i, "initial_state", j), (
+                    f"the initial_state of state '{st.input_name}' needs a name: add "
+                    "name: \"...\"")
+
+
+@rule("config-sequence-initial-state-match", E,
+      "an initial_state has its state's data_type and as many dims, each equal to the "
+      "state's unless that one is -1", f"{SCHED} GenerateInitialStateData "
+      "('does not match the state data type' / 'doesn't match the size of state dimensions' "
+      "/ 'doesn't match state dim description')")
+def initial_state_match(config: ModelConfig) -> Iterator[Issue]:
+    for i, st in enumerate(config.sequence_batching.state):
+        for j, init in enumerate(st.initial_state):
+            path = (SB, "state", i, "initial_state", j)
+            if init.data_type != st.data_type:
+                types = model_config_pb2.DataType
+                yield (*path, "data_type"), (
+                    f"initial_state data_type {enum_name(types, init.data_type)} differs from "
+                    f"state '{st.input_name}' {enum_name(types, st.data_type)}; use the "
+                    "state's")
+            if len(init.dims) != len(st.dims):
+                yield (*path, "dims"), (f"initial_state has {len(init.dims)} dims but state "
+                                        f"'{st.input_name}' has {len(st.dims)}")
+                continue
+            for d, (have, want) in enumerate(zip(init.dims, st.dims, strict=True)):
+                if want != -1 and have != -1 and have != want:
+                    yield (*path, "dims", d), (f"initial_state dim {have} differs from state "
+                                               f"'{st.input_name}' dim {want}")
+
+
+@rule("config-sequence-initial-state-duplicate", E,
+      "two states with an initial_state do not share an input_name", f"{SCHED} "
+      "GenerateInitialStateData ('State input name ... specified more than once')")
+def initial_state_duplicate(config: ModelConfig) -> Iterator[Issue]:
+    seen: set[str] = set()
+    for i, st in enumerate(config.sequence_batching.state):
+        if not st.initial_state:
+            continue
+        if st.input_name in seen:
+            yield (SB, "state", i, "input_name"), (
+                f"state input_name '{st.input_name}' already has an initial_state; give each "
+                "state its own input_name")
+        seen.add(st.input_name)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 
 from triton_ops.modelconfig.proto import ModelConfig, model_config_pb2
-from triton_ops.modelconfig.rules.registry import E, Issue, rule
+from triton_ops.modelconfig.rules.registry import E, Issue, enum_name, rule
 
 SRC = "core:src/model_config_utils.cc ValidateEnsembleSchedulingConfig"
 ES = "ensemble_scheduling"
@@ -243,9 +243,10 @@ def check_ensemble_against(config: ModelConfig,
                 continue
             dtype, dims, origin = tensors[tensor]
             if dtype != io.data_type:
+                types = model_config_pb2.DataType
                 yield (*path, *where), (
-                    f"ensemble tensor '{tensor}' is {model_config_pb2.DataType.Name(dtype)} in "
-                    f"'{origin}' but {model_config_pb2.DataType.Name(io.data_type)} in "
+                    f"ensemble tensor '{tensor}' is {enum_name(types, dtype)} in "
+                    f"'{origin}' but {enum_name(types, io.data_type)} in "
                     f"'{step.model_name}'")
             elif not _dims_compatible(dims, full):
                 yield (*path, *where), (

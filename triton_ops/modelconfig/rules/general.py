@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
+from triton_ops.modelconfig.parse import FieldPath
 from triton_ops.modelconfig.proto import ModelConfig
-from triton_ops.modelconfig.rules.registry import E, Issue, W, rule
+from triton_ops.modelconfig.rules.registry import ConfigContext, E, Issue, W, rule
 
 SRC = "core:src/model_config_utils.cc"
 
@@ -34,19 +36,31 @@ TF_FILE = {"tensorflow_savedmodel": "model.savedmodel", "tensorflow_graphdef": "
 
 @rule("config-name-missing", W,
       "config has no 'name'; Triton fills it from the folder name, but a config that names "
-      "its model can be checked on its own", f"{SRC} AutoCompleteBackendFields")
-def name_missing(config: ModelConfig) -> Iterator[Issue]:
-    if not config.name:
+      "its model can be checked on its own", f"{SRC} AutoCompleteBackendFields", context=True)
+def name_missing(ctx: ConfigContext) -> Iterator[Issue]:
+    if not ctx.written.name:
         yield (), "no 'name': add name: \"<model folder name>\" (Triton uses the folder name)"
 
 
 @rule("config-backend-missing", W,
-      "neither 'platform' nor 'backend' is set: Triton must guess the backend from the model "
-      "files (auto-complete)", f"{SRC} AutoCompleteBackendFields / ValidateModelConfig")
-def backend_missing(config: ModelConfig) -> Iterator[Issue]:
-    if not config.platform and not config.backend and not config.default_model_filename:
+      "neither 'platform' nor 'backend' is set: Triton picks the backend from the file names "
+      "in the model's first folder (auto-complete)",
+      f"{SRC} AutoCompleteBackendFields / ValidateModelConfig", context=True)
+def backend_missing(ctx: ConfigContext) -> Iterator[Issue]:
+    written = ctx.written
+    if written.platform or written.backend or written.default_model_filename:
+        return
+    completion = ctx.completion
+    picked = dict(completion.inferred)
+    if "backend" in picked and completion.files is not None:
+        where = f"{completion.files.first_folder}/" if completion.files.first_folder else \
+            f"the model name {completion.files.model_name!r}"
+        yield (), (f"neither 'platform' nor 'backend' is set; Triton picks backend "
+                   f"'{picked['backend']}' from {where}. Set backend: "
+                   f"\"{picked['backend']}\" so the config says what it is")
+    elif completion.undetermined is None:
         yield (), ("neither 'platform' nor 'backend' is set; Triton will infer it from the "
-                   "files in the first version folder. Set backend: \"python\" / "
+                   "files in the model's first folder. Set backend: \"python\" / "
                    "\"onnxruntime\" / ... explicitly")
 
 
@@ -173,3 +187,41 @@ def model_metrics(config: ModelConfig) -> Iterator[Issue]:
             yield path, "metric_control needs histogram_options { buckets: [...] }"
         elif not mc.histogram_options.buckets:
             yield (*path, "histogram_options"), "histogram_options needs non-empty 'buckets'"
+
+
+# Enum fields whose unknown values Triton refuses: they have error rules of their own.
+_REFUSED_ENUMS = frozenset({"inference.ModelInstanceGroup.kind", "inference.BatchInput.kind",
+                            "inference.BatchOutput.kind"})
+
+
+def _unknown_enums(message: Any, path: FieldPath) -> Iterator[tuple[FieldPath, Any, int]]:
+    """(path, field, number) of every enum field set to a number its enum does not define."""
+    for field, value in message.ListFields():
+        here = (*path, field.name)
+        if field.message_type is not None and field.message_type.GetOptions().map_entry:
+            value_field = field.message_type.fields_by_name["value"]
+            if value_field.message_type is not None:
+                for key in sorted(value):
+                    yield from _unknown_enums(value[key], (*here, key))
+        elif field.message_type is not None:
+            items = enumerate(value) if field.is_repeated else [(None, value)]
+            for i, item in items:
+                yield from _unknown_enums(item, here if i is None else (*here, i))
+        elif field.enum_type is not None:
+            numbers = enumerate(value) if field.is_repeated else [(None, value)]
+            for i, number in numbers:
+                if number not in field.enum_type.values_by_number:
+                    yield (here if i is None else (*here, i)), field, number
+
+
+@rule("config-enum-unknown", W,
+      "every enum field (data_type, format, control kind, timeout_action, ...) holds a value "
+      "Triton defines",
+      "judgement: Triton 2.51 loads data_type 99, format 9 or control kind 9 (observed), but "
+      "no request can use such a tensor or control")
+def enum_unknown(config: ModelConfig) -> Iterator[Issue]:
+    for path, field, number in _unknown_enums(config, ()):
+        if field.full_name in _REFUSED_ENUMS:
+            continue
+        allowed = ", ".join(v.name for v in field.enum_type.values)
+        yield path, (f"{field.name} {number} is no value Triton defines; use one of {allowed}")

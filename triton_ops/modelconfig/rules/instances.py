@@ -5,10 +5,21 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from triton_ops.modelconfig.proto import ModelConfig, model_config_pb2
-from triton_ops.modelconfig.rules.registry import E, Issue, W, rule
+from triton_ops.modelconfig.rules.registry import ConfigContext, E, Issue, W, enum_name, rule
 
 SRC = "core:src/model_config_utils.cc"
 _Group = model_config_pb2.ModelInstanceGroup
+
+
+@rule("config-instance-kind-unknown", E,
+      "an instance group's kind is KIND_AUTO, KIND_GPU, KIND_CPU or KIND_MODEL",
+      f"{SRC} ValidateInstanceGroup ('unexpected kind'; seen refused by Triton 2.51)")
+def kind_unknown(config: ModelConfig) -> Iterator[Issue]:
+    for i, group in enumerate(config.instance_group):
+        if group.kind not in _Group.Kind.values():
+            yield ("instance_group", i, "kind"), (
+                f"instance group kind {group.kind} is no value Triton defines; use KIND_GPU, "
+                "KIND_CPU, KIND_AUTO or KIND_MODEL")
 
 
 @rule("config-instance-gpus-kind", E,
@@ -17,7 +28,7 @@ _Group = model_config_pb2.ModelInstanceGroup
 def gpus_kind(config: ModelConfig) -> Iterator[Issue]:
     for i, group in enumerate(config.instance_group):
         if group.gpus and group.kind in (_Group.KIND_CPU, _Group.KIND_MODEL):
-            kind = _Group.Kind.Name(group.kind)
+            kind = enum_name(_Group.Kind, group.kind)
             yield ("instance_group", i, "gpus"), (f"instance group has kind {kind} but lists "
                                                   "gpus; remove gpus or use KIND_GPU")
 
@@ -42,12 +53,16 @@ def count_negative(config: ModelConfig) -> Iterator[Issue]:
 
 
 @rule("config-instance-profile", E,
-      "instance group 'profile' is TensorRT-only and holds non-negative integers",
-      f"{SRC} ValidateInstanceGroup / GetProfileIndex")
-def profile(config: ModelConfig) -> Iterator[Issue]:
+      "instance group 'profile' is TensorRT-only (platform tensorrt_plan, given or inferred "
+      "from the model file) and holds non-negative integers",
+      f"{SRC} ValidateInstanceGroup / GetProfileIndex", context=True)
+def profile(ctx: ConfigContext) -> Iterator[Issue]:
+    config = ctx.config
     for i, group in enumerate(config.instance_group):
         for j, prof in enumerate(group.profile):
             path = ("instance_group", i, "profile", j)
+            if ctx.completion.backend_pending:
+                break  # the platform comes from the model file: config-autocomplete says so
             if config.platform != "tensorrt_plan":
                 yield path, ("'profile' is only supported for TensorRT models (platform "
                              "tensorrt_plan); remove it")

@@ -7,7 +7,7 @@ from math import prod
 from typing import Any
 
 from triton_ops.modelconfig.proto import ModelConfig, model_config_pb2
-from triton_ops.modelconfig.rules.registry import E, Issue, W, rule
+from triton_ops.modelconfig.rules.registry import ConfigContext, E, Issue, W, enum_name, rule
 
 SRC = "core:src/model_config_utils.cc"
 WILDCARD = -1
@@ -48,19 +48,26 @@ def name_duplicate(config: ModelConfig) -> Iterator[Issue]:
             seen.setdefault(io.name, i)
 
 
-@rule("config-io-data-type-missing", E, "every input and output needs a 'data_type'",
-      f"{SRC} ValidateIOShape")
-def data_type_missing(config: ModelConfig) -> Iterator[Issue]:
-    for kind, i, io in _ios(config):
+@rule("config-io-data-type-missing", E,
+      "every input and output needs a 'data_type', unless the backend completes it from the "
+      "model file at load (then: config-autocomplete)", f"{SRC} ValidateIOShape",
+      context=True)
+def data_type_missing(ctx: ConfigContext) -> Iterator[Issue]:
+    if ctx.completion.io_completer() is not None:
+        return
+    for kind, i, io in _ios(ctx.config):
         if io.data_type == model_config_pb2.TYPE_INVALID:
             yield (kind, i), f"{_label(kind, io)} has no data_type: add e.g. data_type: TYPE_FP32"
 
 
 @rule("config-io-dims-missing", E,
       "every input and output needs 'dims' (a batching scalar is dims: [ 1 ] with "
-      "reshape: { shape: [ ] })", f"{SRC} ValidateIOShape")
-def dims_missing(config: ModelConfig) -> Iterator[Issue]:
-    for kind, i, io in _ios(config):
+      "reshape: { shape: [ ] }), unless the backend completes them from the model file at "
+      "load (then: config-autocomplete)", f"{SRC} ValidateIOShape", context=True)
+def dims_missing(ctx: ConfigContext) -> Iterator[Issue]:
+    if ctx.completion.io_completer() is not None:
+        return
+    for kind, i, io in _ios(ctx.config):
         if not io.dims:
             yield (kind, i), (f"{_label(kind, io)} has no dims: give its shape without the "
                               "batch dimension, e.g. dims: [ 3, 224, 224 ]")
@@ -156,10 +163,11 @@ def format_dims(config: ModelConfig) -> Iterator[Issue]:
 
 
 @rule("config-io-shape-tensor-platform", E,
-      "is_shape_tensor is only supported on the tensorrt_plan platform",
-      f"{SRC} ValidateModelInput / ValidateModelOutput")
-def shape_tensor_platform(config: ModelConfig) -> Iterator[Issue]:
-    if config.platform == TENSORRT:
+      "is_shape_tensor is only supported on the tensorrt_plan platform (given, or inferred "
+      "from the model file)", f"{SRC} ValidateModelInput / ValidateModelOutput", context=True)
+def shape_tensor_platform(ctx: ConfigContext) -> Iterator[Issue]:
+    config = ctx.config
+    if config.platform == TENSORRT or ctx.completion.backend_pending:
         return
     for kind, i, io in _ios(config):
         if io.is_shape_tensor:
@@ -169,14 +177,15 @@ def shape_tensor_platform(config: ModelConfig) -> Iterator[Issue]:
 
 
 @rule("config-io-non-linear-format", E,
-      "is_non_linear_format_io is only for tensorrt_plan and needs 3 dims",
-      f"{SRC} ValidateNonLinearFormatIO")
-def non_linear(config: ModelConfig) -> Iterator[Issue]:
+      "is_non_linear_format_io is only for tensorrt_plan (given, or inferred from the model "
+      "file) and needs 3 dims", f"{SRC} ValidateNonLinearFormatIO", context=True)
+def non_linear(ctx: ConfigContext) -> Iterator[Issue]:
+    config = ctx.config
     for kind, i, io in _ios(config):
         if not io.is_non_linear_format_io:
             continue
         path = (kind, i, "is_non_linear_format_io")
-        if config.platform != TENSORRT:
+        if config.platform != TENSORRT and not ctx.completion.backend_pending:
             yield path, (f"{_label(kind, io)}: non-linear IO format is only supported for "
                          "platform tensorrt_plan")
         elif len(io.dims) != 3:
@@ -221,12 +230,24 @@ def variable_dims_not_ragged(config: ModelConfig) -> Iterator[Issue]:
 _BATCH_INPUT_TYPES = {model_config_pb2.TYPE_INT32, model_config_pb2.TYPE_FP32}
 
 
+@rule("config-batch-kind-unknown", E,
+      "a batch_input or batch_output kind is one Triton defines", f"{SRC} ValidateBatchIO "
+      "('unknown batch input kind' / 'unknown batch output kind')")
+def batch_kind_unknown(config: ModelConfig) -> Iterator[Issue]:
+    for field, enum in (("batch_input", model_config_pb2.BatchInput.Kind),
+                        ("batch_output", model_config_pb2.BatchOutput.Kind)):
+        for i, b in enumerate(getattr(config, field)):
+            if b.kind not in enum.values():
+                yield (field, i, "kind"), (f"{field} kind {b.kind} is no value Triton defines; "
+                                           f"use one of {', '.join(enum.keys())}")
+
+
 @rule("config-batch-input-source-count", E,
       "every batch_input kind takes exactly one source_input", f"{SRC} ValidateBatchIO")
 def batch_input_sources(config: ModelConfig) -> Iterator[Issue]:
     for i, bi in enumerate(config.batch_input):
         if len(bi.source_input) != 1:
-            kind = model_config_pb2.BatchInput.Kind.Name(bi.kind)
+            kind = enum_name(model_config_pb2.BatchInput.Kind, bi.kind)
             yield ("batch_input", i), (f"batch input kind {kind} expects 1 source_input, got "
                                        f"{len(bi.source_input)}")
 
@@ -238,7 +259,8 @@ def batch_input_type(config: ModelConfig) -> Iterator[Issue]:
         if bi.data_type not in _BATCH_INPUT_TYPES:
             yield ("batch_input", i, "data_type"), (
                 f"batch input '{bi.target_name}' has data_type "
-                f"{model_config_pb2.DataType.Name(bi.data_type)}; use TYPE_INT32 or TYPE_FP32")
+                f"{enum_name(model_config_pb2.DataType, bi.data_type)}; use TYPE_INT32 or "
+                "TYPE_FP32")
 
 
 @rule("config-batch-input-source-unknown", E,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from triton_ops.modelconfig.proto import ModelConfig, model_config_pb2
-from triton_ops.modelconfig.rules.registry import E, Issue, W, rule
+from triton_ops.modelconfig.rules.registry import E, Issue, W, enum_name, rule
 
 SRC = "core:src/backend_model_instance.cc GenerateWarmupData"
 
@@ -60,8 +60,8 @@ def inputs_match(config: ModelConfig) -> Iterator[Issue]:
                 continue
             value = w.inputs[key]
             if value.data_type != io.data_type:
-                have = model_config_pb2.DataType.Name(value.data_type)
-                want = model_config_pb2.DataType.Name(io.data_type)
+                have = enum_name(model_config_pb2.DataType, value.data_type)
+                want = enum_name(model_config_pb2.DataType, io.data_type)
                 yield (*path, "inputs", key), (f"warmup input '{key}' is {have} but the model "
                                                f"input is {want}")
             dims = list(io.dims)
