@@ -7,6 +7,7 @@ import copy
 from pathlib import Path
 
 import pytest
+from hostile import alias_bomb_in_probe
 from typer.testing import CliRunner
 
 from triton_ops.cli.main import app
@@ -196,3 +197,14 @@ def test_cli_warns_about_unpinned_image(tmp_path: Path) -> None:
     assert "not pinned by digest" in result.output
     result = CliRunner().invoke(app, ["helm-values", "--envelopes", str(tmp_path / "nope")])
     assert result.exit_code == 1 and "not a directory" in result.output
+
+
+@pytest.mark.timeout(120)  # a hang guard: unrefused, the probe expands to gigabytes
+def test_cli_refuses_an_alias_bomb_in_a_probe(tmp_path: Path) -> None:
+    (tmp_path / "bomb.yaml").write_text(alias_bomb_in_probe())
+    out = tmp_path / "values.yaml"
+    result = CliRunner().invoke(app, ["helm-values", "--envelopes", str(tmp_path), "-o",
+                                      str(out)])
+    assert result.exit_code == 1 and not out.exists()
+    assert "bomb.yaml:13:19:" in result.output and "[yaml-alias-expansion]" in result.output
+    assert "Traceback" not in result.output

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hostile import alias_bomb_envelope, alias_bomb_in_probe
 from typer.testing import CliRunner
 
 from triton_ops.cli.main import app
@@ -181,6 +182,8 @@ BAD_FILES: dict[str, bytes] = {
     "huge.yaml": b"# x\n" * 300_000,
     "dotdot.yaml": b"name: ../../etc\nbackend: python\n",
     "slash.yaml": b"name: a/b\nbackend: python\n",
+    "bomb.yaml": alias_bomb_envelope("bomb").encode(),
+    "probe_bomb.yaml": alias_bomb_in_probe("probe_bomb").encode(),
 }
 
 
@@ -215,6 +218,7 @@ def test_bad_inputs_are_findings_not_tracebacks(project: Path) -> None:
         "empty.yaml": "envelope-empty", "binary.yaml": "envelope-binary",
         "latin1.yaml": "envelope-encoding", "huge.yaml": "envelope-too-large",
         "dotdot.yaml": "envelope-schema", "slash.yaml": "envelope-schema",
+        "bomb.yaml": "yaml-alias-expansion", "probe_bomb.yaml": "yaml-alias-expansion",
         "loop1.yaml": "envelope-unreadable", "loop2.yaml": "envelope-unreadable",
     }
     for name, rule in expected.items():

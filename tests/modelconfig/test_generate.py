@@ -1,0 +1,35 @@
+"""`triton-ops generate` on hostile and conflicting envelopes: refused with a message, nothing
+the user owns overwritten."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hostile import alias_bomb_envelope, alias_bomb_in_probe
+from typer.testing import CliRunner
+
+from triton_ops.cli.main import app
+
+
+def generate(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(app, ["generate", *args])
+    assert result.exception is None or isinstance(result.exception, SystemExit), \
+        result.exception
+    return result.exit_code, result.output
+
+
+@pytest.mark.timeout(120)  # a hang guard: unrefused, the bomb takes minutes and gigabytes
+@pytest.mark.parametrize("check", [False, True])
+def test_alias_bomb_is_refused(tmp_path: Path, check: bool) -> None:
+    envelopes = tmp_path / "envelopes"
+    envelopes.mkdir()
+    (envelopes / "bomb.yaml").write_text(alias_bomb_envelope())
+    (envelopes / "probe_bomb.yaml").write_text(alias_bomb_in_probe("probe_bomb"))
+    repo = tmp_path / "model_repository"
+    code, output = generate("--envelopes", str(envelopes), "--repo", str(repo),
+                            *(["--check"] if check else []))
+    assert code == 1
+    assert "bomb.yaml:7:20: aliases repeat more than 10,000 nodes" in output
+    assert "probe_bomb.yaml:13:19: aliases repeat" in output
+    assert not repo.exists()
