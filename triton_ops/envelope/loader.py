@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from triton_ops.digits import is_ascii_decimal
 from triton_ops.envelope.model import Envelope
 from triton_ops.findings import Finding, Severity, SourceLocations
 
@@ -49,6 +50,14 @@ class _LocatingLoader(_BaseSafeLoader):
             if len(_RESOLVED_TAGS) < _RESOLVED_TAGS_MAX:
                 _RESOLVED_TAGS[key] = tag
         return tag
+
+    def construct_object(self, node: Any, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep=deep)
+        except ValueError:  # an explicit tag on a value it does not fit: `!!int ²`
+            raise yaml.constructor.ConstructorError(
+                None, None, f"{node.value!r} is not a value of type "
+                f"{node.tag.rsplit(':', 1)[-1]}", node.start_mark) from None
 
     def descend_resolver(self, current_node: Any, current_index: Any) -> None:
         """No path resolvers are registered: nothing to track."""
@@ -131,7 +140,7 @@ def _build(loader: Any, node: yaml.Node, built: dict[int, Any]) -> Any:
         if tag == _STR_TAG:
             return node.value
         value = node.value
-        if tag == _INT_TAG and value.isdigit() and (value == "0" or value[0] != "0"):
+        if tag == _INT_TAG and is_ascii_decimal(value) and (value == "0" or value[0] != "0"):
             return int(value)  # plain decimal; 0o/0x/sexagesimal forms go to PyYAML
         if tag == _BOOL_TAG and value in _BOOLS:
             return _BOOLS[value]

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from triton_ops.digits import is_ascii_decimal
 from triton_ops.envelope.units import format_duration_us
 
 
@@ -121,7 +122,7 @@ def _version_folders(model_dir: Path | None) -> list[int]:
     if model_dir is None or not model_dir.is_dir():
         return []
     return sorted(int(p.name) for p in model_dir.iterdir()
-                  if p.is_dir() and p.name.isdigit() and int(p.name) > 0)
+                  if p.is_dir() and is_ascii_decimal(p.name) and int(p.name) > 0)
 
 
 def _versions(config: Any, model_dir: Path | None, notes: list[str]) -> list[int]:
@@ -237,7 +238,7 @@ def _readable_field(item: Any, field: Any) -> Any:
 def _readable_one(item: Any, field: Any) -> Any:
     if field.message_type is not None:
         return _readable_ints(item, field.message_type)
-    if field.type in _INT64_TYPES and isinstance(item, str) and item.lstrip("-").isdigit():
+    if field.type in _INT64_TYPES and isinstance(item, str) and is_ascii_decimal(item.lstrip("-")):
         return int(item)
     return item
 

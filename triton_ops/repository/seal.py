@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from triton_ops.digits import is_ascii_decimal
 from triton_ops.findings import Finding, Severity
 
 SEAL_FOLDER = ".triton-ops"
@@ -121,7 +122,7 @@ def sealed_versions(model_dir: Path) -> list[int]:
     folder = seals_dir(model_dir)
     if not folder.is_dir():
         return []
-    return sorted(int(p.stem) for p in folder.glob("*.json") if p.stem.isdigit())
+    return sorted(int(p.stem) for p in folder.glob("*.json") if is_ascii_decimal(p.stem))
 
 
 def publish(model_dir: Path, version: int, envelope_path: Path | None = None) -> PublishResult:

@@ -16,6 +16,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from triton_ops.digits import is_ascii_decimal
 from triton_ops.findings import CheckResult, Finding, Severity
 
 DEFAULT_PATHS = ("envelopes", "model_repository")
@@ -149,7 +150,7 @@ def _check_config(path: Path) -> CheckResult:
 
 def _worker_count() -> int:
     configured = os.environ.get(JOBS_ENV, "")
-    if configured.isdigit() and int(configured) > 0:
+    if is_ascii_decimal(configured) and int(configured) > 0:
         return int(configured)
     try:
         return len(os.sched_getaffinity(0))

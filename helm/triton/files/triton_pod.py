@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -195,7 +196,7 @@ def extra_versions(versions: dict[str, list[int]]) -> list[str]:
     index = _request("POST", "/v2/repository/index", {"ready": True}, timeout=5) or []
     return [f"{m['name']} v{m['version']} is loaded but not wanted {versions[m['name']]}"
             for m in index if m.get("name") in versions and m.get("state") == "READY"
-            and str(m.get("version", "")).isdigit()
+            and re.fullmatch("[0-9]+", str(m.get("version", "")))
             and int(m["version"]) not in versions[m["name"]]]
 
 
