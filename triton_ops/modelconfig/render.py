@@ -211,44 +211,60 @@ def generate(envelope_paths: Iterable[Path], repo: Path, check: bool = False
     """Render every envelope into <repo>/<name>/config.pbtxt, writing only what changed.
 
     With check=True nothing is written: outcomes say which configs drifted, with a diff.
+    Envelopes that name the same model are refused, all of them: either would overwrite the
+    other's config.
     """
+    from triton_ops.envelope.loader import load_envelope
+    from triton_ops.envelope.names import NameClaim, duplicate_name_findings
+
+    loaded = [load_envelope(path) for path in envelope_paths]
+    claims = [NameClaim(item.envelope.name, str(item.path), str(repo))
+              for item in loaded if item.envelope is not None]
+    clashes: dict[str, list[str]] = {}
+    for finding in duplicate_name_findings(claims):
+        clashes.setdefault(finding.file, []).append(
+            f"{finding.file}:{finding.line}:{finding.column}: {finding.message}")
+    outcomes = []
+    for item in loaded:
+        if str(item.path) in clashes:
+            outcomes.append(GenerateOutcome(item.path, None, "invalid",
+                                            messages=tuple(clashes[str(item.path)])))
+        else:
+            outcomes.append(_generate_one(item, repo, check))
+    return outcomes
+
+
+def _generate_one(loaded: Any, repo: Path, check: bool) -> GenerateOutcome:
+    """generate() for one loaded envelope (a LoadedEnvelope)."""
     import difflib
 
-    from triton_ops.envelope.loader import load_envelope, read_text
+    from triton_ops.envelope.loader import read_text
 
-    outcomes = []
-    for path in envelope_paths:
-        loaded = load_envelope(path)
-        if loaded.envelope is None:
-            outcomes.append(GenerateOutcome(path, None, "invalid", messages=tuple(
-                f"{f.file}:{f.line}:{f.column}: {f.message}" for f in loaded.findings)))
-            continue
-        try:
-            text = render_config_text(loaded.envelope, source_label(path))
-        except RenderError as exc:
-            line, column = loaded.source.locate(exc.path)
-            outcomes.append(GenerateOutcome(path, None, "invalid",
-                                            messages=(f"{path}:{line}:{column}: {exc}",)))
-            continue
-        target = repo / loaded.envelope.name / "config.pbtxt"
-        current = None
-        if target.exists() or target.is_symlink():
-            current, problems = read_text(target, "config")
-            if current is None:
-                current = ""
-        if current == text:
-            outcomes.append(GenerateOutcome(path, target, "unchanged"))
-            continue
-        diff = "".join(difflib.unified_diff(
-            (current or "").splitlines(keepends=True), text.splitlines(keepends=True),
-            fromfile=f"{target} (committed)", tofile=f"{target} (from {path})"))
-        if check:
-            outcomes.append(GenerateOutcome(path, target, "drifted", diff))
-            continue
-        atomic_write_text(target, text)
-        outcomes.append(GenerateOutcome(path, target, "created" if current is None
-                                        else "written", diff))
-    return outcomes
+    path = loaded.path
+    if loaded.envelope is None:
+        return GenerateOutcome(path, None, "invalid", messages=tuple(
+            f"{f.file}:{f.line}:{f.column}: {f.message}" for f in loaded.findings))
+    try:
+        text = render_config_text(loaded.envelope, source_label(path))
+    except RenderError as exc:
+        line, column = loaded.source.locate(exc.path)
+        return GenerateOutcome(path, None, "invalid",
+                               messages=(f"{path}:{line}:{column}: {exc}",))
+    target = repo / loaded.envelope.name / "config.pbtxt"
+    current = None
+    if target.exists() or target.is_symlink():
+        current, _problems = read_text(target, "config")
+        if current is None:
+            current = ""
+    if current == text:
+        return GenerateOutcome(path, target, "unchanged")
+    diff = "".join(difflib.unified_diff(
+        (current or "").splitlines(keepends=True), text.splitlines(keepends=True),
+        fromfile=f"{target} (committed)", tofile=f"{target} (from {path})"))
+    if check:
+        return GenerateOutcome(path, target, "drifted", diff)
+    atomic_write_text(target, text)
+    return GenerateOutcome(path, target, "created" if current is None else "written", diff)
 
 
 def source_label(path: Path) -> str:

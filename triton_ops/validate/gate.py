@@ -14,10 +14,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from triton_ops.digits import is_ascii_decimal
 from triton_ops.findings import CheckResult, Finding, Severity
+
+if TYPE_CHECKING:
+    from triton_ops.envelope.names import NameClaim
 
 DEFAULT_PATHS = ("envelopes", "model_repository")
 ENVELOPE_SUFFIXES = (".yaml", ".yml")
@@ -115,12 +118,25 @@ PARALLEL_MIN_WEIGHT = 200
 JOBS_ENV = "TRITON_OPS_JOBS"
 
 
-def _check_envelopes(files: list[Path], repo: Path | None) -> CheckResult:
-    from triton_ops.envelope.rules import check_envelope_file
+@dataclass
+class EnvelopeResult(CheckResult):
+    """Findings of a batch of envelopes, and the model name each valid one claims."""
 
-    result = CheckResult()
+    claims: list[NameClaim] = field(default_factory=list)
+
+
+def _check_envelopes(files: list[Path], repo: Path | None) -> EnvelopeResult:
+    from triton_ops.envelope.loader import load_envelope
+    from triton_ops.envelope.names import NameClaim
+    from triton_ops.envelope.rules import check_envelope
+
+    result = EnvelopeResult()
     for file in files:
-        result.extend(check_envelope_file(file, repo))
+        loaded = load_envelope(file)
+        result.extend(CheckResult(check_envelope(loaded, repo), files_checked=1))
+        if loaded.envelope is not None:
+            repo_name = str(repo) if repo is not None else None
+            result.claims.append(NameClaim(loaded.envelope.name, str(file), repo_name))
     return result
 
 
@@ -233,8 +249,14 @@ def validate_paths(paths: list[Path | str] | None = None, repo: Path | str | Non
             result.findings.append(Finding(str(path), 0, 0, "validate-empty", Severity.WARNING,
                                            "folder holds no envelopes, config.pbtxt or model "
                                            "folders; nothing was checked"))
+    claims: list[NameClaim] = []
     for job_result in _run_jobs(jobs):
         result.extend(job_result)
+        claims.extend(getattr(job_result, "claims", []))
+    if claims:
+        from triton_ops.envelope.names import duplicate_name_findings
+
+        result.findings.extend(duplicate_name_findings(claims))
     result.findings.extend(_orphan_configs(kinds))
     result.findings = result.sorted()
     return result
