@@ -150,3 +150,27 @@ def test_did_you_mean() -> None:
     assert did_you_mean("max_queue_dealy", known) == ["max_queue_delay"]
     assert did_you_mean("delay", known) == ["max_queue_delay"]
     assert did_you_mean("zzz", known) == []
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("args", [["tune", "bomb", "--budget", "60s"], ["probe", "bomb"],
+                                  ["rollout", "bomb", "--canary", "1"]],
+                         ids=["tune", "probe", "rollout"])
+def test_commands_that_read_an_envelope_refuse_an_alias_bomb(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str]) -> None:
+    from typer.testing import CliRunner
+
+    from triton_ops.cli.main import app
+
+    (tmp_path / "envelopes").mkdir()
+    (tmp_path / "envelopes" / "bomb.yaml").write_text(alias_bomb_in_probe())
+    model = tmp_path / "model_repository" / "bomb"
+    (model / "1").mkdir(parents=True)
+    (model / "1" / "model.py").write_text("# model\n")
+    (model / "config.pbtxt").write_text('name: "bomb"\nbackend: "python"\n')
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, args)
+    assert result.exception is None or isinstance(result.exception, SystemExit), \
+        result.exception
+    assert result.exit_code in (1, 2)
+    assert "bomb.yaml:13:19:" in result.output and "aliases repeat" in result.output
