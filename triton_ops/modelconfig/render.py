@@ -212,59 +212,68 @@ def generate(envelope_paths: Iterable[Path], repo: Path, check: bool = False
 
     With check=True nothing is written: outcomes say which configs drifted, with a diff.
     Envelopes that name the same model are refused, all of them: either would overwrite the
-    other's config.
+    other's config. Each envelope is rendered and compared first, and only once no name
+    clashes is anything written (the loaded envelopes are not kept meanwhile).
     """
-    from triton_ops.envelope.loader import load_envelope
     from triton_ops.envelope.names import NameClaim, duplicate_name_findings
 
-    loaded = [load_envelope(path) for path in envelope_paths]
-    claims = [NameClaim(item.envelope.name, str(item.path), str(repo))
-              for item in loaded if item.envelope is not None]
+    planned: list[tuple[GenerateOutcome, str | None]] = []
+    claims = []
+    for path in envelope_paths:
+        outcome, text, name = _plan_one(path, repo)
+        planned.append((outcome, text))
+        if name is not None:
+            claims.append(NameClaim(name, str(path), str(repo)))
     clashes: dict[str, list[str]] = {}
     for finding in duplicate_name_findings(claims):
         clashes.setdefault(finding.file, []).append(
             f"{finding.file}:{finding.line}:{finding.column}: {finding.message}")
     outcomes = []
-    for item in loaded:
-        if str(item.path) in clashes:
-            outcomes.append(GenerateOutcome(item.path, None, "invalid",
-                                            messages=tuple(clashes[str(item.path)])))
-        else:
-            outcomes.append(_generate_one(item, repo, check))
+    for outcome, text in planned:
+        clash = clashes.get(str(outcome.envelope))
+        if clash:
+            outcome = GenerateOutcome(outcome.envelope, None, "invalid", messages=tuple(clash))
+        elif text is not None and outcome.config_path is not None:
+            if check:
+                outcome = GenerateOutcome(outcome.envelope, outcome.config_path, "drifted",
+                                          outcome.diff)
+            else:
+                atomic_write_text(outcome.config_path, text)
+        outcomes.append(outcome)
     return outcomes
 
 
-def _generate_one(loaded: Any, repo: Path, check: bool) -> GenerateOutcome:
-    """generate() for one loaded envelope (a LoadedEnvelope)."""
+def _plan_one(path: Path, repo: Path) -> tuple[GenerateOutcome, str | None, str | None]:
+    """What generate() would do for one envelope: the outcome if it writes, the text to
+    write (None when nothing is), and the model name the envelope claims."""
     import difflib
 
-    from triton_ops.envelope.loader import read_text
+    from triton_ops.envelope.loader import load_envelope, read_text
 
-    path = loaded.path
+    loaded = load_envelope(path)
     if loaded.envelope is None:
         return GenerateOutcome(path, None, "invalid", messages=tuple(
-            f"{f.file}:{f.line}:{f.column}: {f.message}" for f in loaded.findings))
+            f"{f.file}:{f.line}:{f.column}: {f.message}" for f in loaded.findings)), None, None
+    name = loaded.envelope.name
     try:
         text = render_config_text(loaded.envelope, source_label(path))
     except RenderError as exc:
         line, column = loaded.source.locate(exc.path)
         return GenerateOutcome(path, None, "invalid",
-                               messages=(f"{path}:{line}:{column}: {exc}",))
-    target = repo / loaded.envelope.name / "config.pbtxt"
+                               messages=(f"{path}:{line}:{column}: {exc}",)), None, name
+    target = repo / name / "config.pbtxt"
     current = None
     if target.exists() or target.is_symlink():
         current, _problems = read_text(target, "config")
         if current is None:
             current = ""
     if current == text:
-        return GenerateOutcome(path, target, "unchanged")
+        return GenerateOutcome(path, target, "unchanged"), None, name
     diff = "".join(difflib.unified_diff(
         (current or "").splitlines(keepends=True), text.splitlines(keepends=True),
         fromfile=f"{target} (committed)", tofile=f"{target} (from {path})"))
-    if check:
-        return GenerateOutcome(path, target, "drifted", diff)
-    atomic_write_text(target, text)
-    return GenerateOutcome(path, target, "created" if current is None else "written", diff)
+    status = "created" if current is None else "written"
+    return GenerateOutcome(path, target, status, diff), text, name
 
 
 def source_label(path: Path) -> str:
