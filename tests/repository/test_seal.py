@@ -3,6 +3,7 @@ import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -261,3 +262,17 @@ def test_python_files_next_to_the_versions_are_refused(model_dir):
     (model_dir / "2" / "model.py").write_text("print('v2')\n")
     with pytest.raises(SealError, match="triton_python_backend_utils.py"):
         publish(model_dir, 2)
+
+
+@pytest.mark.timeout(60)
+def test_validate_command_reports_a_fifo_and_dev_zero_in_a_sealed_version(model_dir):
+    publish(model_dir, 1)
+    os.mkfifo(model_dir / "1" / "pipe")
+    (model_dir / "1" / "zero").symlink_to("/dev/zero")
+    done = subprocess.run([sys.executable, "-m", "triton_ops.cli.main", "validate",
+                           str(model_dir.parent), "--format", "json"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr
+    findings = json.loads(done.stdout)["findings"]
+    assert sorted((Path(f["file"]).name, f["rule"]) for f in findings) == [
+        ("pipe", "sealed-version-file-kind"), ("zero", "sealed-version-file-kind")]
