@@ -21,6 +21,7 @@ What a seal covers is everything Triton or Python could load for the version:
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import importlib.machinery
 import importlib.util
@@ -125,7 +126,7 @@ def _regular_file(path: Path, version_real: Path) -> Path:
         try:
             target = Path(os.path.realpath(path, strict=True))
         except OSError as exc:
-            if exc.errno == 40:  # ELOOP
+            if exc.errno == errno.ELOOP:
                 raise _NotReadable("a symbolic link loop") from None
             raise _NotReadable(f"a symbolic link to {os.readlink(path)}, which does not "
                                "exist") from None
@@ -163,13 +164,15 @@ def _digest(path: Path) -> dict[str, Any]:
     return {"sha256": digest.hexdigest(), "size": size}
 
 
-def _bytecode_problem(cache: Path, version_real: Path) -> str | None:
-    """Why Python could run `cache` (a __pycache__/*.pyc) instead of the source next to it,
-    or None when its code is exactly that source compiled (what Python writes at import).
+def _bytecode_problem(cache: Path, real: Path, version_real: Path) -> str | None:
+    """Why Python could run `cache` (a __pycache__/*.pyc, whose content is in `real`) instead
+    of the source beside its folder, or None when its code is exactly that source compiled
+    (what Python writes at import).
 
     Code objects compare equal when their bytecode, constants, names and line tables are
     equal, whatever file name they were compiled under (the repository may sit elsewhere
-    here than on the server).
+    here than on the server). marshal is not hardened against hostile bytes, but they are
+    only compared, never run, and malformed ones raise and are reported.
     """
     delete = "delete the __pycache__ folder (the source is what is sealed)"
     match = _CACHE_NAME.fullmatch(cache.name)
@@ -186,7 +189,7 @@ def _bytecode_problem(cache: Path, version_real: Path) -> str | None:
     except (_NotReadable, OSError):
         return f"bytecode of {stem}.py, but there is no {stem}.py beside it; {delete}"
     try:
-        with _open_regular(cache) as handle:
+        with _open_regular(real) as handle:
             data = handle.read(MAX_BYTECODE_BYTES + 1)
     except OSError as exc:
         return f"cannot be read: {exc.strerror or exc}"
@@ -242,7 +245,7 @@ def scan_version(version_dir: Path) -> VersionContents:
             try:
                 real = _regular_file(path, version_real)
                 if here.name == "__pycache__" and name.endswith(".pyc"):
-                    problem = _bytecode_problem(real, version_real)
+                    problem = _bytecode_problem(path, real, version_real)
                     if problem:
                         refuse(path, BYTECODE_RULE, problem)
                     continue
