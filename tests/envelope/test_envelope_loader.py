@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import os
+import tracemalloc
 from pathlib import Path
 
 import pytest
+from hostile import alias_bomb_envelope, alias_bomb_in_probe
 
-from triton_ops.envelope.loader import MAX_FILE_BYTES, did_you_mean, load_envelope
+from triton_ops.envelope.loader import (
+    MAX_ALIAS_NODES,
+    MAX_FILE_BYTES,
+    EnvelopeError,
+    did_you_mean,
+    load_envelope,
+    parse_yaml,
+    require_envelope,
+)
 
 GOOD = "name: m\nbackend: python\nbatching:\n  max_batch_size: 4\n"
 
@@ -82,9 +92,85 @@ def test_deeply_nested_document(tmp_path: Path) -> None:
     assert rule in ("yaml-syntax", "envelope-schema")
 
 
+# A hang guard, not a timing assertion: unrefused, the bomb takes minutes and gigabytes.
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("text", [alias_bomb_envelope(), alias_bomb_in_probe()],
+                         ids=["unknown-keys", "probe"])
+def test_alias_bomb_is_refused_at_the_alias_without_expanding(tmp_path: Path,
+                                                               text: str) -> None:
+    path = tmp_path / "bomb.yaml"
+    path.write_text(text)
+    tracemalloc.start()
+    try:
+        loaded = load_envelope(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert loaded.envelope is None
+    [finding] = loaded.findings
+    assert (finding.file, finding.rule) == (str(path), "yaml-alias-expansion")
+    # laugh_0..laugh_3 repeat 8,289 nodes; the first *laugh_3 (7,381 more) passes the limit.
+    line = text.splitlines()[finding.line - 1]
+    assert "&laugh_4 [*laugh_3" in line and line[finding.column - 1:].startswith("*laugh_3")
+    assert f"{MAX_ALIAS_NODES:,}" in finding.message and "*laugh_3" in finding.message
+    assert peak < 20 * 2**20  # nothing was expanded
+
+
+def test_alias_bomb_is_refused_on_every_envelope_path(tmp_path: Path) -> None:
+    path = tmp_path / "bomb.yaml"
+    path.write_text(alias_bomb_in_probe())
+    with pytest.raises(EnvelopeError) as err:  # tune, rollout, probe
+        require_envelope(path)
+    assert err.value.findings[0].rule == "yaml-alias-expansion"
+    _, _, findings = parse_yaml(alias_bomb_envelope(), "sealed envelope")  # rollout's seals
+    assert [f.rule for f in findings] == ["yaml-alias-expansion"]
+
+
+def test_aliases_within_the_limit_load_and_locate(tmp_path: Path) -> None:
+    text = ("name: m\nbackend: python\n"
+            "inputs:\n  - {name: A, data_type: FP32, dims: &dims [4]}\n"
+            "  - {name: B, data_type: FP32, dims: *dims}\n"
+            "outputs: [{name: Y, data_type: FP32, dims: *dims}]\n"
+            "instances:\n  - &group {kind: CPU, count: 1}\n  - <<: *group\n    count: 2\n"
+            "batching: {max_batch_size: lots}\n")
+    path = tmp_path / "m.yaml"
+    path.write_text(text)
+    loaded = load_envelope(path)
+    assert [(f.rule, f.line) for f in loaded.findings] == [("envelope-schema", 11)]
+    path.write_text(text.replace("lots", "4"))
+    envelope = load_envelope(path).envelope
+    assert envelope is not None
+    assert [t.dims for t in (*envelope.inputs, *envelope.outputs)] == [[4], [4], [4]]
+    assert [g.count for g in envelope.instances] == [1, 2]
+
+
 def test_did_you_mean() -> None:
     known = ["preferred_batch_sizes", "max_queue_delay", "preserve_ordering"]
     assert did_you_mean("preferd", known) == ["preferred_batch_sizes"]
     assert did_you_mean("max_queue_dealy", known) == ["max_queue_delay"]
     assert did_you_mean("delay", known) == ["max_queue_delay"]
     assert did_you_mean("zzz", known) == []
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("args", [["tune", "bomb", "--budget", "60s"], ["probe", "bomb"],
+                                  ["rollout", "bomb", "--canary", "1"]],
+                         ids=["tune", "probe", "rollout"])
+def test_commands_that_read_an_envelope_refuse_an_alias_bomb(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str]) -> None:
+    from typer.testing import CliRunner
+
+    from triton_ops.cli.main import app
+
+    (tmp_path / "envelopes").mkdir()
+    (tmp_path / "envelopes" / "bomb.yaml").write_text(alias_bomb_in_probe())
+    model = tmp_path / "model_repository" / "bomb"
+    (model / "1").mkdir(parents=True)
+    (model / "1" / "model.py").write_text("# model\n")
+    (model / "config.pbtxt").write_text('name: "bomb"\nbackend: "python"\n')
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, args)
+    assert result.exception is None or isinstance(result.exception, SystemExit), \
+        result.exception
+    assert result.exit_code in (1, 2)
+    assert "bomb.yaml:13:19:" in result.output and "aliases repeat" in result.output

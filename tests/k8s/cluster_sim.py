@@ -8,7 +8,8 @@ What stands in for Kubernetes components (no API server or kubelet runs here):
   reports status.readyReplicas from the chart's own readiness check (triton_pod
   probe_model: a real golden-probe inference), as kubelet + deployment controller would;
 - the service proxy: the emulator forwards /api/v1/.../services/NAME:http/proxy/... to the
-  Triton of that track;
+  Triton of that track, with the caller's headers (as the API server does, less its own
+  credentials);
 - the gateway (`Gateway`): sends requests split by the HTTPRoute's canary weight, or by
   canary/(canary+stable) replicas when there is no Gateway.
 """
@@ -71,8 +72,11 @@ def proxy_setup(tritons: dict[str, LocalTriton]) -> Any:
         assert match, request.url
         track = match.group(1).rsplit("-", 1)[-1]
         url = f"http://{tritons[track].http_url}/{match.group(2)}"
+        headers = {k: v for k, v in request.headers.items()
+                   if k.lower() not in ("authorization", "host", "content-length",
+                                        "connection", "accept-encoding")}
         req = urllib.request.Request(url, data=request.body, method="POST",
-                                     headers={"Content-Type": "application/json"})
+                                     headers={**headers, "Content-Type": "application/json"})
         try:
             with urllib.request.urlopen(req, timeout=30) as resp:
                 return json.loads(resp.read())
@@ -92,6 +96,7 @@ class Controller:
     server: RunningApiServer
     tritons: dict[str, LocalTriton]
     model: str = "affine"
+    api_env: dict[str, str] = field(default_factory=dict)  # the pods' restricted-API key
     loaded: dict[str, list[int]] = field(default_factory=dict)
     max_replicas: dict[str, int] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
@@ -101,7 +106,7 @@ class Controller:
     def __post_init__(self) -> None:
         self.pods = {}
         for track, triton in self.tritons.items():
-            module = pod_script()
+            module = pod_script(self.api_env)
             module.HTTP_URL = f"http://{triton.http_url}"
             self.pods[track] = module
 

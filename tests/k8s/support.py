@@ -1,5 +1,6 @@
 """Test helpers: a real Prometheus server (Debian's `prometheus` binary) on a loopback port,
-the chart's in-pod script as a module, and plain KServe-v2 HTTP inference."""
+the chart's in-pod script as a module, the chart's restricted-API settings for a real
+tritonserver, and plain KServe-v2 HTTP inference."""
 
 from __future__ import annotations
 
@@ -24,6 +25,24 @@ from triton_ops.server.local import free_port
 REPO = Path(__file__).resolve().parents[2]
 POD_SCRIPT = REPO / "helm" / "triton" / "files" / "triton_pod.py"
 PROMETHEUS_INSTALL = "apt-get install -y prometheus"
+# Stands in for the random key of the chart's Secret.
+API_KEY = "test-key-0f3a9c"
+
+
+def chart_restricted_api(key: str = API_KEY) -> tuple[list[str], dict[str, str]]:
+    """The tritonserver arguments the chart gives for Triton's restricted APIs, and the
+    pod's environment for them, with `key` where the kubelet puts the Secret's value."""
+    from triton_ops.k8s import chart
+
+    manifests = chart.render({}, release="demo", namespace="ml")
+    deployment = next(m.doc for m in manifests if m.doc["kind"] == "Deployment")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    args = [arg.replace("$(TRITON_OPS_API_KEY)", key) for arg in container["args"]
+            if arg.startswith(("--http-restricted-api=", "--grpc-restricted-protocol="))]
+    env = {e["name"]: e.get("value", key) for e in container["env"]
+           if e["name"] in ("TRITON_OPS_API_HEADER", "TRITON_OPS_API_KEY")}
+    assert len(args) == 2 and len(env) == 2, (container["args"], container["env"])
+    return args, env
 
 
 def require_prometheus() -> str:
@@ -78,17 +97,22 @@ def prometheus_server(tmp: Path, jobs: dict[str, list[tuple[str, dict[str, str]]
         log.close()
 
 
-def pod_script() -> ModuleType:
+def pod_script(api_env: dict[str, str] | None = None) -> ModuleType:
+    """The chart's in-pod script as a module; `api_env` holds its restricted-API key."""
     spec = importlib.util.spec_from_file_location("triton_pod", POD_SCRIPT)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    if api_env:
+        module.API_HEADER = api_env["TRITON_OPS_API_HEADER"]
+        module.API_KEY = api_env["TRITON_OPS_API_KEY"]
     return module
 
 
-def load_versions(http_url: str, model: str, versions: list[int]) -> None:
+def load_versions(http_url: str, model: str, versions: list[int],
+                  api_env: dict[str, str] | None = None) -> None:
     """Serve exactly `versions` of `model`, with the chart's own in-pod code."""
-    module = pod_script()
+    module = pod_script(api_env)
     module.HTTP_URL = f"http://{http_url}"
     module.load_versions(model, versions)
 
@@ -98,11 +122,18 @@ def affine_request(x: list[float]) -> dict[str, Any]:
 
 
 def infer(http_url: str, model: str, version: int, payload: dict[str, Any]) -> tuple[int, Any]:
+    return post(http_url, f"/v2/models/{model}/versions/{version}/infer", payload)
+
+
+def post(http_url: str, path: str, payload: dict[str, Any],
+         headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    """POST JSON to a Triton's HTTP endpoint: (status, decoded body), errors included."""
     req = urllib.request.Request(
-        f"http://{http_url}/v2/models/{model}/versions/{version}/infer",
-        data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"})
+        f"http://{http_url}{path}", data=json.dumps(payload).encode(),
+        headers={"Content-Type": "application/json", **(headers or {})})
     try:
         with urllib.request.urlopen(req, timeout=30) as resp:
-            return resp.status, json.loads(resp.read())
+            raw = resp.read()
+            return resp.status, json.loads(raw) if raw else None
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read() or b"{}")

@@ -7,6 +7,7 @@ import copy
 from pathlib import Path
 
 import pytest
+from hostile import alias_bomb_in_probe
 from typer.testing import CliRunner
 
 from triton_ops.cli.main import app
@@ -42,7 +43,7 @@ def test_default_values_render_lint_and_validate() -> None:
     kinds = sorted(m.doc["kind"] for m in manifests)
     assert kinds == sorted(["ConfigMap", "Deployment", "Deployment", "PodDisruptionBudget",
                             "ServiceAccount", "ServiceAccount", "Role", "RoleBinding",
-                            "Service", "Service", "Service"])
+                            "Secret", "Service", "Service", "Service"])
 
 
 def test_every_optional_object_renders_and_validates() -> None:
@@ -196,3 +197,67 @@ def test_cli_warns_about_unpinned_image(tmp_path: Path) -> None:
     assert "not pinned by digest" in result.output
     result = CliRunner().invoke(app, ["helm-values", "--envelopes", str(tmp_path / "nope")])
     assert result.exit_code == 1 and "not a directory" in result.output
+
+
+@pytest.mark.timeout(120)  # a hang guard: unrefused, the probe expands to gigabytes
+def test_cli_refuses_an_alias_bomb_in_a_probe(tmp_path: Path) -> None:
+    (tmp_path / "bomb.yaml").write_text(alias_bomb_in_probe())
+    out = tmp_path / "values.yaml"
+    result = CliRunner().invoke(app, ["helm-values", "--envelopes", str(tmp_path), "-o",
+                                      str(out)])
+    assert result.exit_code == 1 and not out.exists()
+    assert "bomb.yaml:13:19:" in result.output and "[yaml-alias-expansion]" in result.output
+    assert "Traceback" not in result.output
+
+
+# --- security: what the rollout's service proxy (and any client) can reach, how pods run ----
+
+RESTRICTED = "model-repository,model-config,shared-memory,statistics,trace,logging"
+
+
+def containers(manifests: list[chart.Manifest]) -> list[dict]:
+    return [c for d in by_kind(manifests, "Deployment")
+            for c in d["spec"]["template"]["spec"]["containers"]]
+
+
+def test_triton_apis_but_inference_health_and_metadata_need_the_pod_key() -> None:
+    manifests = check_chart(FULL)
+    [secret] = by_kind(manifests, "Secret")
+    assert secret["metadata"]["name"] == "demo-triton-api-key"
+    assert len(secret["data"]["api-key"]) >= 40  # base64 of a random value
+    for container in containers(manifests):
+        assert f"--http-restricted-api={RESTRICTED}:triton-ops-api-key=$(TRITON_OPS_API_KEY)" \
+            in container["args"]
+        assert f"--grpc-restricted-protocol={RESTRICTED}:triton-ops-api-key=" \
+            "$(TRITON_OPS_API_KEY)" in container["args"]
+        env = {e["name"]: e for e in container["env"]}
+        assert env["TRITON_OPS_API_KEY"]["valueFrom"]["secretKeyRef"] == {
+            "name": "demo-triton-api-key", "key": "api-key"}
+        assert env["TRITON_OPS_API_HEADER"]["value"] == "triton-ops-api-key"
+    # Whoever may proxy to the Services (the rollout's Role) cannot read the key.
+    role = by_kind(manifests, "Role")[0]
+    reachable = {res for rule in role["rules"] for res in rule["resources"]}
+    assert not reachable & {"secrets", "pods/exec", "pods/attach", "pods/portforward"}
+
+
+def test_an_existing_secret_holds_the_key() -> None:
+    manifests = check_chart({**FULL, "restrictedApi": {"existingSecret": "site-triton-key"}})
+    assert by_kind(manifests, "Secret") == []
+    for container in containers(manifests):
+        env = {e["name"]: e for e in container["env"]}
+        assert env["TRITON_OPS_API_KEY"]["valueFrom"]["secretKeyRef"]["name"] == \
+            "site-triton-key"
+
+
+def test_pods_run_as_non_root_without_privileges() -> None:
+    for values in ({}, FULL):
+        manifests = check_chart(values)
+        for deployment in by_kind(manifests, "Deployment"):
+            pod = deployment["spec"]["template"]["spec"]
+            assert pod["securityContext"]["runAsNonRoot"] is True
+            assert pod["securityContext"]["runAsUser"] == 1000  # triton-server in NGC images
+            assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+            for container in pod["containers"]:
+                context = container["securityContext"]
+                assert context["allowPrivilegeEscalation"] is False
+                assert context["capabilities"] == {"drop": ["ALL"]}

@@ -34,7 +34,7 @@ from .cluster_sim import (
     wait_until,
 )
 from .emulator import RunningApiServer, api_server
-from .support import prometheus_server, require_prometheus
+from .support import affine_request, chart_restricted_api, prometheus_server, require_prometheus
 
 pytestmark = pytest.mark.slow
 ENVELOPE = require_envelope(Path(__file__).parent / "data" / "affine_envelope.yaml")
@@ -45,21 +45,26 @@ PROBE = probe_values(ENVELOPE)
 class Fleet:
     tritons: dict[str, LocalTriton]
     prometheus: str
+    api_env: dict[str, str]  # the pods' key for Triton's restricted APIs
 
 
 @pytest.fixture(scope="module")
 def fleet(affine_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     require_prometheus()
     tmp = tmp_path_factory.mktemp("k8s-fleet")
+    # The pods' tritonserver as the chart starts it: only inference, health and metadata
+    # answer without the key.
+    restricted_args, api_env = chart_restricted_api()
     tritons = {track: LocalTriton(affine_repository, log_path=tmp / f"{track}.log",
                                   startup_timeout_s=120,
-                                  extra_args=["--metrics-config=summary_latencies=true"])
+                                  extra_args=["--metrics-config=summary_latencies=true",
+                                              *restricted_args])
                for track in ("stable", "canary")}
     with tritons["stable"], tritons["canary"]:
         jobs = {"triton": [(t.metrics_url.split("//")[1].split("/")[0], {"namespace": NS})
                            for t in tritons.values()]}
         with prometheus_server(tmp / "prometheus", jobs) as url:
-            yield Fleet(tritons, url)
+            yield Fleet(tritons, url, api_env)
 
 
 @dataclass
@@ -89,7 +94,8 @@ def make_sim(fleet: Fleet, tmp_path: Path, gateway: bool) -> Iterator[Sim]:
     with api_server(proxy_setup(fleet.tritons)) as server:
         install_chart(server, chart_values(PROBE, gateway))
         cluster = Cluster(connect(server.kubeconfig(tmp_path / "kubeconfig", NS)), NS)
-        controller = Controller(server, fleet.tritons).start({"affine": PROBE})
+        controller = Controller(server, fleet.tritons, api_env=fleet.api_env).start(
+            {"affine": PROBE})
         wait_until(lambda: int((server.objects("apps/v1/deployments")[
             (NS, f"{FULLNAME}-stable")].get("status") or {}).get("readyReplicas") or 0) == 2,
             what="stable ready")
@@ -312,3 +318,26 @@ def test_resume_from_another_machine_after_the_driver_died(sim: Sim) -> None:
     finally:
         release.set()
         thread.join(timeout=30)
+
+
+def test_the_service_proxy_reaches_inference_but_not_model_loads(sim: Sim) -> None:
+    """The rollout's Role may proxy to the track Services; through that path a model load
+    (which may carry the model's files: code execution in the pod) is refused, with or
+    without a guessed header, while inference answers."""
+    service = f"{FULLNAME}-stable"
+    status, answer = sim.cluster.service_post(service, "http", "v2/models/affine/versions/1/"
+                                              "infer", affine_request([1.0, 2.0, 3.0, 4.0]))
+    assert status == 200 and answer["outputs"][0]["data"] == [2.0, 4.0, 6.0, 8.0]
+    files = {"parameters": {"config": "{}", "file:1/model.py": "aW1wb3J0IG9z"}}
+    for path in ("v2/repository/models/affine/load", "v2/repository/models/affine/unload",
+                 "v2/repository/index"):
+        status, body = sim.cluster.service_post(service, "http", path, files)
+        assert status == 403 and "restricted" in body["message"], (path, status, body)
+    # The caller's headers reach Triton through the proxy: knowing the header is no help.
+    api = sim.cluster.api
+    method, url, headers, body, post = api.param_serialize(
+        "POST", f"/api/v1/namespaces/{NS}/services/{service}:http/proxy/v2/repository/"
+        "models/affine/load", body=files, auth_settings=["BearerToken"],
+        header_params={"Content-Type": "application/json", "triton-ops-api-key": "guess"})
+    response = api.call_api(method, url, headers, body, post)
+    assert response.status == 403 and b"restricted" in response.read()

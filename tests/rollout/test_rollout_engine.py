@@ -262,3 +262,23 @@ def test_spec_validation():
         spec(steps=[50, 10])
     with pytest.raises(ValueError, match="already serves"):
         spec(canary=1)
+
+
+def test_state_files_keep_their_mode_across_rollouts(target):
+    """state.json and known_good.json are replaced at every transition: a 0644 file stays
+    0644 (not a temporary file's 0600), whatever the umask."""
+    import os
+    import stat
+
+    old = os.umask(0o077)
+    try:
+        assert engine(target).start(spec()).phase is Phase.SUCCEEDED
+        store = target.store
+        for path in (store.state_path, store.known_good_path):
+            path.chmod(0o644)
+        state = engine(target).start(spec(stable=[2], canary=3))
+        assert state.phase is Phase.SUCCEEDED and store.load().spec.canary == 3
+    finally:
+        os.umask(old)
+    assert {stat.S_IMODE(p.stat().st_mode) for p in (store.state_path,
+                                                     store.known_good_path)} == {0o644}

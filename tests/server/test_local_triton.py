@@ -115,6 +115,17 @@ def test_start_serves_and_stop_leaves_nothing(small_repo: Path, start_triton) ->
 
 
 @pytest.mark.slow
+def test_modules_at_the_repository_root_are_not_imported(small_repo: Path,
+                                                         start_triton) -> None:
+    """The stub puts its working folder first on sys.path: the server must not run in the
+    repository, where anyone who can add a model could shadow numpy for every model."""
+    (small_repo / "numpy.py").write_text("raise ImportError('planted at the root')\n")
+    (small_repo / "triton_python_backend_utils.py").write_text("raise ImportError('planted')\n")
+    server = start_triton(small_repo, models=["double"])
+    np.testing.assert_array_equal(double(server), [[0, 2, 4, 6]])
+
+
+@pytest.mark.slow
 def test_model_failing_at_initialize_gives_its_error(tmp_path: Path, start_triton) -> None:
     repo = tmp_path / "repo"
     add_model(repo, "broken", init="raise RuntimeError('weights file w.bin is missing-42')")

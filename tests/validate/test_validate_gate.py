@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hostile import alias_bomb_envelope, alias_bomb_in_probe
 from typer.testing import CliRunner
 
 from triton_ops.cli.main import app
@@ -181,6 +182,8 @@ BAD_FILES: dict[str, bytes] = {
     "huge.yaml": b"# x\n" * 300_000,
     "dotdot.yaml": b"name: ../../etc\nbackend: python\n",
     "slash.yaml": b"name: a/b\nbackend: python\n",
+    "bomb.yaml": alias_bomb_envelope("bomb").encode(),
+    "probe_bomb.yaml": alias_bomb_in_probe("probe_bomb").encode(),
 }
 
 
@@ -215,6 +218,7 @@ def test_bad_inputs_are_findings_not_tracebacks(project: Path) -> None:
         "empty.yaml": "envelope-empty", "binary.yaml": "envelope-binary",
         "latin1.yaml": "envelope-encoding", "huge.yaml": "envelope-too-large",
         "dotdot.yaml": "envelope-schema", "slash.yaml": "envelope-schema",
+        "bomb.yaml": "yaml-alias-expansion", "probe_bomb.yaml": "yaml-alias-expansion",
         "loop1.yaml": "envelope-unreadable", "loop2.yaml": "envelope-unreadable",
     }
     for name, rule in expected.items():
@@ -317,3 +321,22 @@ def test_installed_command_exit_codes_and_streams(project: Path) -> None:
     bad = subprocess.run([*command, "validate", "--format", "github"], cwd=project,
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1 and "::error file=envelopes/bad.yaml,line=" in bad.stdout
+
+
+def test_two_envelopes_naming_one_model_are_an_error(project: Path) -> None:
+    envelopes = project / "envelopes"
+    (envelopes / "clf.yml").write_text((envelopes / "clf.yaml").read_text())
+    (envelopes / "copy.yaml").write_text((envelopes / "clf.yaml").read_text())
+    elsewhere = project / "other" / "envelopes"  # the same name in another repository is fine
+    elsewhere.mkdir(parents=True)
+    (project / "other" / "model_repository").mkdir()
+    (elsewhere / "clf.yaml").write_text((envelopes / "clf.yaml").read_text())
+    result = validate_paths([envelopes, envelopes / "clf.yaml", elsewhere], None)
+    duplicates = [f for f in result.findings if f.rule == "envelope-duplicate-name"]
+    assert sorted((Path(f.file).name, f.line) for f in duplicates) == [
+        ("clf.yaml", 1), ("clf.yml", 1), ("copy.yaml", 1)]
+    first = next(f for f in duplicates if f.file.endswith("clf.yaml"))
+    assert "clf.yml" in first.message and "copy.yaml" in first.message
+    assert first.severity is Severity.ERROR
+    code, output = invoke("--format", "github", cwd=project)
+    assert code == 1 and "title=envelope-duplicate-name::" in output

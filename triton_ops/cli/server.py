@@ -115,12 +115,13 @@ def probe(
 
     Exit 0: healthy; 1: unhealthy (what differed is printed); 2: usage error.
     """
+    from triton_ops.digits import is_ascii_decimal
     from triton_ops.envelope.loader import find_envelope
     from triton_ops.server.endpoints import open_server
     from triton_ops.server.local import ServerError
     from triton_ops.server.probe import ProbeResult, ProbeSetupError, probe_inputs, run_probe
 
-    if version and not version.isdigit():
+    if version and not is_ascii_decimal(version):
         raise fail(f"--version must be a version number, got {version!r}", EXIT_USAGE)
     try:
         envelope_path = find_envelope(model, envelopes)

@@ -14,10 +14,14 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from triton_ops.digits import is_ascii_decimal
 from triton_ops.envelope.model import Envelope
 from triton_ops.findings import Finding, Severity, SourceLocations
 
 MAX_FILE_BYTES = 1024 * 1024  # an envelope is a page of YAML; anything larger is a mistake
+# How many nodes aliases may repeat in one document, all aliases together: plenty for
+# `<<: *defaults` and shared lists, while a "billion laughs" stops within a few aliases.
+MAX_ALIAS_NODES = 10_000
 
 Location = tuple[int, int]  # 1-based line, column
 KeyPath = tuple[str | int, ...]
@@ -46,6 +50,14 @@ class _LocatingLoader(_BaseSafeLoader):
             if len(_RESOLVED_TAGS) < _RESOLVED_TAGS_MAX:
                 _RESOLVED_TAGS[key] = tag
         return tag
+
+    def construct_object(self, node: Any, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep=deep)
+        except ValueError:  # an explicit tag on a value it does not fit: `!!int ²`
+            raise yaml.constructor.ConstructorError(
+                None, None, f"{node.value!r} is not a value of type "
+                f"{node.tag.rsplit(':', 1)[-1]}", node.start_mark) from None
 
     def descend_resolver(self, current_node: Any, current_index: Any) -> None:
         """No path resolvers are registered: nothing to track."""
@@ -128,7 +140,7 @@ def _build(loader: Any, node: yaml.Node, built: dict[int, Any]) -> Any:
         if tag == _STR_TAG:
             return node.value
         value = node.value
-        if tag == _INT_TAG and value.isdigit() and (value == "0" or value[0] != "0"):
+        if tag == _INT_TAG and is_ascii_decimal(value) and (value == "0" or value[0] != "0"):
             return int(value)  # plain decimal; 0o/0x/sexagesimal forms go to PyYAML
         if tag == _BOOL_TAG and value in _BOOLS:
             return _BOOLS[value]
@@ -183,6 +195,53 @@ def _build(loader: Any, node: yaml.Node, built: dict[int, Any]) -> Any:
 
 _NOT_A_KEY = object()
 _IN_PROGRESS = object()
+
+
+class _AliasLimitError(yaml.MarkedYAMLError):
+    """Aliases repeat more nodes than MAX_ALIAS_NODES; the mark is the alias that went over."""
+
+
+_COLLECTION_STARTS = (yaml.SequenceStartEvent, yaml.MappingStartEvent)
+_COLLECTION_ENDS = (yaml.SequenceEndEvent, yaml.MappingEndEvent)
+
+
+def _check_alias_expansion(text: str) -> None:
+    """Raise _AliasLimitError at the alias after which aliases repeat over MAX_ALIAS_NODES nodes.
+
+    Composing shares one node per anchor, so a billion laughs composes in microseconds; what
+    comes after (the schema, locating a finding, helm-values) walks the expanded tree, which
+    grows exponentially with nesting. The parser's events give each anchored node's size
+    with the aliases inside it expanded; each alias adds its anchor's size.
+    """
+    if "*" not in text:
+        return  # every alias starts with '*': nothing to count
+    anchor_sizes: dict[str, int] = {}
+    open_nodes: list[list[Any]] = []  # [anchor, size so far] of each collection being read
+    repeated = 0
+    for event in yaml.parse(text, Loader=_BaseSafeLoader):
+        if isinstance(event, _COLLECTION_STARTS):
+            open_nodes.append([event.anchor, 1])
+            continue
+        if isinstance(event, _COLLECTION_ENDS):
+            anchor, size = open_nodes.pop()
+        elif isinstance(event, yaml.ScalarEvent):
+            anchor, size = event.anchor, 1
+        elif isinstance(event, yaml.AliasEvent):
+            # An unknown anchor is undefined or recursive: the composer reports it.
+            anchor, size = None, anchor_sizes.get(event.anchor, 1)
+            repeated += size
+            if repeated > MAX_ALIAS_NODES:
+                raise _AliasLimitError(
+                    None, None, f"aliases repeat more than {MAX_ALIAS_NODES:,} nodes of this "
+                    f"document (*{event.anchor} here repeats {size:,} more): nested aliases "
+                    "grow exponentially (a YAML alias bomb); write the values out instead",
+                    event.start_mark)
+        else:
+            continue
+        if anchor:
+            anchor_sizes[anchor] = size
+        if open_nodes:
+            open_nodes[-1][1] += size
 
 
 @dataclass
@@ -247,9 +306,26 @@ def read_text(path: Path, rule_prefix: str = "file") -> tuple[str | None, list[F
     return text, []
 
 
+def _yaml_error_finding(exc: yaml.MarkedYAMLError, file: str) -> Finding:
+    mark = exc.problem_mark or exc.context_mark
+    line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+    message = " ".join(str(p) for p in (exc.context, exc.problem) if p)
+    if isinstance(exc, _AliasLimitError):
+        rule = "yaml-alias-expansion"
+    elif "duplicate key" in message:
+        rule = "yaml-duplicate-key"
+    else:
+        rule = "yaml-syntax"
+    return Finding(file, line, col, rule, Severity.ERROR, message)
+
+
 def parse_yaml(text: str, file: str) -> tuple[Any, SourceMap, list[Finding]]:
     """Parse one YAML document, with a source map; errors come back as findings."""
     source = SourceMap(file)
+    try:
+        _check_alias_expansion(text)
+    except yaml.MarkedYAMLError as exc:
+        return None, source, [_yaml_error_finding(exc, file)]
     loader = _LocatingLoader(text)
     try:
         # One parse: compose the node tree (for locations), then build Python data from it.
@@ -263,11 +339,7 @@ def parse_yaml(text: str, file: str) -> tuple[Any, SourceMap, list[Finding]]:
         except _NeedsGenericConstruction:
             data = loader.construct_document(node)
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        message = " ".join(str(p) for p in (exc.context, exc.problem) if p)
-        rule = "yaml-duplicate-key" if "duplicate key" in message else "yaml-syntax"
-        return None, source, [Finding(file, line, col, rule, Severity.ERROR, message)]
+        return None, source, [_yaml_error_finding(exc, file)]
     except yaml.YAMLError as exc:
         return None, source, [Finding(file, 1, 1, "yaml-syntax", Severity.ERROR, str(exc))]
     except RecursionError:

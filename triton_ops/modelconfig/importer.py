@@ -9,16 +9,13 @@ count of 0 made 1, an empty name filled in). Fields the envelope does not model 
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from triton_ops.digits import is_ascii_decimal, is_version_folder_name
 from triton_ops.envelope.units import format_duration_us
 
-# A version folder Triton serves: a positive decimal number without leading zeros (ASCII
-# digits only: "²".isdigit() is true but int("²") fails).
-_VERSION_FOLDER = re.compile(r"[1-9][0-9]*")
 # Backends whose CPU instance groups default to 2 instances (SetDefaultInstanceCount).
 _TWO_CPU_INSTANCES = frozenset({"tensorflow", "onnxruntime"})
 _PLATFORM_BACKEND = {
@@ -243,7 +240,7 @@ def _version_folders(model_dir: Path | None) -> list[int]:
     if model_dir is None or not model_dir.is_dir():
         return []
     return sorted(int(p.name) for p in model_dir.iterdir()
-                  if _VERSION_FOLDER.fullmatch(p.name) and p.is_dir())
+                  if is_version_folder_name(p.name) and p.is_dir())
 
 
 def _versions(config: Any, model_dir: Path | None, notes: list[str]) -> list[int]:
@@ -411,7 +408,7 @@ def _readable_field(item: Any, field: Any) -> Any:
 def _readable_one(item: Any, field: Any) -> Any:
     if field.message_type is not None:
         return _readable_ints(item, field.message_type)
-    if field.type in _INT64_TYPES and isinstance(item, str) and item.lstrip("-").isdigit():
+    if field.type in _INT64_TYPES and isinstance(item, str) and is_ascii_decimal(item.lstrip("-")):
         return int(item)
     return item
 

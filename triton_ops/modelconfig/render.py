@@ -269,44 +269,69 @@ def generate(envelope_paths: Iterable[Path], repo: Path, check: bool = False
     """Render every envelope into <repo>/<name>/config.pbtxt, writing only what changed.
 
     With check=True nothing is written: outcomes say which configs drifted, with a diff.
+    Envelopes that name the same model are refused, all of them: either would overwrite the
+    other's config. Each envelope is rendered and compared first, and only once no name
+    clashes is anything written (the loaded envelopes are not kept meanwhile).
     """
+    from triton_ops.envelope.names import NameClaim, duplicate_name_findings
+
+    planned: list[tuple[GenerateOutcome, str | None]] = []
+    claims = []
+    for path in envelope_paths:
+        outcome, text, name = _plan_one(path, repo)
+        planned.append((outcome, text))
+        if name is not None:
+            claims.append(NameClaim(name, str(path), str(repo)))
+    clashes: dict[str, list[str]] = {}
+    for finding in duplicate_name_findings(claims):
+        clashes.setdefault(finding.file, []).append(
+            f"{finding.file}:{finding.line}:{finding.column}: {finding.message}")
+    outcomes = []
+    for outcome, text in planned:
+        clash = clashes.get(str(outcome.envelope))
+        if clash:
+            outcome = GenerateOutcome(outcome.envelope, None, "invalid", messages=tuple(clash))
+        elif text is not None and outcome.config_path is not None:
+            if check:
+                outcome = GenerateOutcome(outcome.envelope, outcome.config_path, "drifted",
+                                          outcome.diff)
+            else:
+                atomic_write_text(outcome.config_path, text)
+        outcomes.append(outcome)
+    return outcomes
+
+
+def _plan_one(path: Path, repo: Path) -> tuple[GenerateOutcome, str | None, str | None]:
+    """What generate() would do for one envelope: the outcome if it writes, the text to
+    write (None when nothing is), and the model name the envelope claims."""
     import difflib
 
     from triton_ops.envelope.loader import load_envelope, read_text
 
-    outcomes = []
-    for path in envelope_paths:
-        loaded = load_envelope(path)
-        if loaded.envelope is None:
-            outcomes.append(GenerateOutcome(path, None, "invalid", messages=tuple(
-                f"{f.file}:{f.line}:{f.column}: {f.message}" for f in loaded.findings)))
-            continue
-        try:
-            text = render_config_text(loaded.envelope, source_label(path))
-        except RenderError as exc:
-            line, column = loaded.source.locate(exc.path)
-            outcomes.append(GenerateOutcome(path, None, "invalid",
-                                            messages=(f"{path}:{line}:{column}: {exc}",)))
-            continue
-        target = repo / loaded.envelope.name / "config.pbtxt"
-        current = None
-        if target.exists() or target.is_symlink():
-            current, problems = read_text(target, "config")
-            if current is None:
-                current = ""
-        if current == text:
-            outcomes.append(GenerateOutcome(path, target, "unchanged"))
-            continue
-        diff = "".join(difflib.unified_diff(
-            (current or "").splitlines(keepends=True), text.splitlines(keepends=True),
-            fromfile=f"{target} (committed)", tofile=f"{target} (from {path})"))
-        if check:
-            outcomes.append(GenerateOutcome(path, target, "drifted", diff))
-            continue
-        atomic_write_text(target, text)
-        outcomes.append(GenerateOutcome(path, target, "created" if current is None
-                                        else "written", diff))
-    return outcomes
+    loaded = load_envelope(path)
+    if loaded.envelope is None:
+        return GenerateOutcome(path, None, "invalid", messages=tuple(
+            f"{f.file}:{f.line}:{f.column}: {f.message}" for f in loaded.findings)), None, None
+    name = loaded.envelope.name
+    try:
+        text = render_config_text(loaded.envelope, source_label(path))
+    except RenderError as exc:
+        line, column = loaded.source.locate(exc.path)
+        return GenerateOutcome(path, None, "invalid",
+                               messages=(f"{path}:{line}:{column}: {exc}",)), None, name
+    target = repo / name / "config.pbtxt"
+    current = None
+    if target.exists() or target.is_symlink():
+        current, _problems = read_text(target, "config")
+        if current is None:
+            current = ""
+    if current == text:
+        return GenerateOutcome(path, target, "unchanged"), None, name
+    diff = "".join(difflib.unified_diff(
+        (current or "").splitlines(keepends=True), text.splitlines(keepends=True),
+        fromfile=f"{target} (committed)", tofile=f"{target} (from {path})"))
+    status = "created" if current is None else "written"
+    return GenerateOutcome(path, target, status, diff), text, name
 
 
 def source_label(path: Path) -> str:

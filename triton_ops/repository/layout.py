@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from triton_ops.digits import is_ascii_decimal
 from triton_ops.findings import CheckResult, Finding, Severity
 from triton_ops.modelconfig.autocomplete import complete, scan_model_files
 from triton_ops.modelconfig.parse import ConfigSourceMap
@@ -189,7 +190,7 @@ def _scan_model_dir(model_dir: Path) -> ModelDirReport:
             continue
         if not entry.is_dir() or entry.name in RESERVED_FOLDERS:
             continue
-        if not entry.name.isdigit() or (len(entry.name) > 1 and entry.name.startswith("0")):
+        if not is_ascii_decimal(entry.name) or (len(entry.name) > 1 and entry.name.startswith("0")):
             findings.append(_finding(entry, "repo-version-folder-name",
                                      f"'{entry.name}' is not a version folder name (1, 2, 3, "
                                      "...; no leading zeros): Triton ignores it. Rename it, or "

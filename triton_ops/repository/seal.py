@@ -7,27 +7,49 @@ repository checks accept dot-folders. Publishing N again with the same content i
 with other content it is refused. `validate` reports any change to a sealed version as an
 error (`verify_sealed_versions`), and a rollout re-verifies a version right before loading it.
 
-Python caches (`__pycache__`, `*.pyc`) are not part of a version: Triton's Python backend
-writes them next to model.py when it loads the model.
+What a seal covers is everything Triton or Python could load for the version:
+- every file of the version folder. Only regular files are read, never followed out of the
+  folder: a FIFO, a device, a socket, a link to a folder or to outside the version, or a
+  dangling link cannot be sealed (reading /dev/zero or opening a FIFO never returns);
+- Python bytecode caches (`__pycache__/*.pyc`) are not sealed but checked: Python runs a
+  cache instead of its source (an "unchecked-hash" cache without even looking at the
+  source), and the Python backend writes one at the first load. A cache passes only when
+  its code is exactly the compiled source next to it; anything else is reported;
+- Python modules directly in the model folder are refused: the Python backend puts that
+  folder on sys.path, so model.py would import them although no seal covers them.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import importlib.machinery
+import importlib.util
 import json
+import marshal
 import os
-from dataclasses import dataclass
+import re
+import stat
+import sys
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from types import CodeType
 from typing import Any
 
+from triton_ops.digits import is_ascii_decimal
 from triton_ops.findings import Finding, Severity
 
 SEAL_FOLDER = ".triton-ops"
 SEAL_SCHEMA = "triton-ops/seal-v1"
-_IGNORED_DIRS = {"__pycache__", ".ipynb_checkpoints"}
-_IGNORED_SUFFIXES = (".pyc", ".pyo")
 _CHUNK = 1024 * 1024
+# Bytecode caches are read whole to be checked; no cache of a model file comes near this.
+MAX_BYTECODE_BYTES = 64 * 1024 * 1024
+_CACHE_NAME = re.compile(r"(?P<stem>[^.]+)\.(?P<tag>[^.]+)(?:\.opt-(?P<opt>[12]))?\.pyc")
+
+FILE_KIND_RULE = "sealed-version-file-kind"
+BYTECODE_RULE = "sealed-version-bytecode"
+IMPORTABLE_RULE = "sealed-model-importable"
 
 
 class SealError(Exception):
@@ -43,6 +65,27 @@ class PublishResult:
     created: bool  # False when the version was already sealed with the same content
 
 
+@dataclass(frozen=True)
+class Unsealable:
+    """An entry a seal cannot vouch for: `where` is relative to the model folder."""
+
+    path: Path
+    where: str
+    rule: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.reason}"
+
+
+@dataclass
+class VersionContents:
+    """What a seal records of a version folder (`files`), and what it cannot cover."""
+
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)
+    unsealable: list[Unsealable] = field(default_factory=list)
+
+
 def seals_dir(model_dir: Path) -> Path:
     return Path(model_dir) / SEAL_FOLDER / "seals"
 
@@ -51,32 +94,184 @@ def manifest_path(model_dir: Path, version: int) -> Path:
     return seals_dir(model_dir) / f"{version}.json"
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+class _NotReadable(Exception):
+    """Why an entry cannot be read as a regular file of the version."""
 
 
-def hash_version(version_dir: Path) -> dict[str, dict[str, Any]]:
-    """{relative posix path: {"sha256", "size"}} of every file of a version folder.
+def _kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISCHR(mode):
+        return "a character device"
+    if stat.S_ISBLK(mode):
+        return "a block device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
 
-    Symbolic links are followed (the content is what Triton loads); caches are skipped.
+
+def _regular_file(path: Path, version_real: Path) -> Path:
+    """The regular file `path` is, or a link inside the version folder leads to.
+
+    Decided from lstat/stat before anything is opened: opening a FIFO blocks.
     """
-    files: dict[str, dict[str, Any]] = {}
-    for root, dirs, names in os.walk(version_dir, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if d not in _IGNORED_DIRS)
+    try:
+        mode = os.lstat(path).st_mode
+        if not stat.S_ISLNK(mode):
+            if stat.S_ISREG(mode):
+                return path
+            raise _NotReadable(f"{_kind(mode)}: only regular files can be part of a version")
+        try:
+            target = Path(os.path.realpath(path, strict=True))
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise _NotReadable("a symbolic link loop") from None
+            raise _NotReadable(f"a symbolic link to {os.readlink(path)}, which does not "
+                               "exist") from None
+        mode = os.stat(target).st_mode
+    except OSError as exc:
+        raise _NotReadable(f"cannot be read: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(mode):
+        raise _NotReadable(f"a symbolic link to {_kind(mode)} ({target}): only regular "
+                           "files can be part of a version")
+    if version_real not in target.parents:
+        raise _NotReadable(f"a symbolic link to {target}, outside the version folder: "
+                           "copy the file into the version instead")
+    return target
+
+
+def _open_regular(path: Path) -> Any:
+    # O_NONBLOCK: should `path` have been swapped for a FIFO since the check, open returns.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise _NotReadable("changed into something other than a regular file while read")
+    return os.fdopen(fd, "rb")
+
+
+def _digest(path: Path) -> dict[str, Any]:
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        with _open_regular(path) as handle:
+            while chunk := handle.read(_CHUNK):
+                digest.update(chunk)
+                size += len(chunk)
+    except OSError as exc:
+        raise _NotReadable(f"cannot be read: {exc.strerror or exc}") from None
+    return {"sha256": digest.hexdigest(), "size": size}
+
+
+def _bytecode_problem(cache: Path, real: Path, version_real: Path) -> str | None:
+    """Why Python could run `cache` (a __pycache__/*.pyc, whose content is in `real`) instead
+    of the source beside its folder, or None when its code is exactly that source compiled
+    (what Python writes at import).
+
+    Code objects compare equal when their bytecode, constants, names and line tables are
+    equal, whatever file name they were compiled under (the repository may sit elsewhere
+    here than on the server). marshal is not hardened against hostile bytes, but they are
+    only compared, never run, and malformed ones raise and are reported.
+    """
+    delete = "delete the __pycache__ folder (the source is what is sealed)"
+    match = _CACHE_NAME.fullmatch(cache.name)
+    if match is None:
+        return f"not a name Python gives a bytecode cache; {delete}"
+    stem = match["stem"]
+    if match["tag"] != sys.implementation.cache_tag:
+        return (f"bytecode of another Python ({match['tag']}) that this one "
+                f"({sys.implementation.cache_tag}) cannot check; {delete}")
+    try:
+        source = _regular_file(cache.parent.parent / f"{stem}.py", version_real)
+        with _open_regular(source) as handle:
+            source_bytes = handle.read()
+    except (_NotReadable, OSError):
+        return f"bytecode of {stem}.py, but there is no {stem}.py beside it; {delete}"
+    try:
+        with _open_regular(real) as handle:
+            data = handle.read(MAX_BYTECODE_BYTES + 1)
+    except OSError as exc:
+        return f"cannot be read: {exc.strerror or exc}"
+    if len(data) >= 16 and data[:4] != importlib.util.MAGIC_NUMBER:
+        return (f"bytecode of another Python (magic {data[:4].hex()}) that this one cannot "
+                f"check; {delete}")
+    cached: object = None
+    if 16 <= len(data) <= MAX_BYTECODE_BYTES:
+        try:
+            cached = marshal.loads(data[16:])
+        except (ValueError, EOFError, TypeError):
+            cached = None
+    try:
+        compiled = compile(source_bytes, str(source), "exec", dont_inherit=True,
+                           optimize=int(match["opt"] or 0))
+    except (SyntaxError, ValueError):
+        compiled = None
+    if not isinstance(cached, CodeType) or compiled is None or cached != compiled:
+        return (f"not the compiled {stem}.py: Python would run this bytecode instead of the "
+                f"sealed source; {delete}")
+    return None
+
+
+def scan_version(version_dir: Path) -> VersionContents:
+    """The files of a version folder as a seal records them ({relative posix path:
+    {"sha256", "size"}}), and every entry a seal cannot cover.
+
+    Bytecode caches are checked against their source rather than recorded: Python writes
+    them at the first load.
+    """
+    version_dir = Path(version_dir)
+    version_real = Path(os.path.realpath(version_dir))
+    contents = VersionContents()
+
+    def refuse(path: Path, rule: str, reason: str) -> None:
+        where = f"{version_dir.name}/{path.relative_to(version_dir).as_posix()}"
+        contents.unsealable.append(Unsealable(path, where, rule, reason))
+
+    def unlistable(exc: OSError) -> None:
+        refuse(Path(exc.filename), FILE_KIND_RULE,
+               f"folder cannot be listed: {exc.strerror or exc}")
+
+    for root, dirs, names in os.walk(version_dir, onerror=unlistable):
+        here = Path(root)
+        for name in sorted(dirs):
+            if os.path.islink(here / name):  # os.walk does not follow it: say so
+                dirs.remove(name)
+                refuse(here / name, FILE_KIND_RULE, "a symbolic link to a folder: seals "
+                       "follow no folder links; put the files themselves in the version")
+        dirs.sort()
         for name in sorted(names):
-            if name.endswith(_IGNORED_SUFFIXES):
-                continue
-            path = Path(root) / name
-            rel = path.relative_to(version_dir).as_posix()
+            path = here / name
             try:
-                files[rel] = {"sha256": _sha256(path), "size": path.stat().st_size}
-            except OSError as exc:
-                raise SealError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    return files
+                real = _regular_file(path, version_real)
+                if here.name == "__pycache__" and name.endswith(".pyc"):
+                    problem = _bytecode_problem(path, real, version_real)
+                    if problem:
+                        refuse(path, BYTECODE_RULE, problem)
+                    continue
+                contents.files[path.relative_to(version_dir).as_posix()] = _digest(real)
+            except _NotReadable as exc:
+                refuse(path, FILE_KIND_RULE, str(exc))
+    return contents
+
+
+def importable_modules(model_dir: Path) -> list[Unsealable]:
+    """Python modules directly in the model folder, next to the version folders."""
+    suffixes = tuple(importlib.machinery.all_suffixes())
+    found = []
+    try:
+        names = sorted(os.listdir(model_dir))
+    except OSError:
+        return []  # the repository checks report an unreadable model folder
+    for name in names:
+        path = Path(model_dir) / name
+        if name.startswith(".") or not name.endswith(suffixes) or path.is_dir():
+            continue
+        found.append(Unsealable(
+            path, name, IMPORTABLE_RULE, "a Python module next to the version folders: the "
+            "Python backend puts the model folder on sys.path, so model.py would import it, "
+            "and no seal covers it; move it into the version folders"))
+    return found
 
 
 def _read_optional(path: Path | None) -> str | None:
@@ -121,7 +316,7 @@ def sealed_versions(model_dir: Path) -> list[int]:
     folder = seals_dir(model_dir)
     if not folder.is_dir():
         return []
-    return sorted(int(p.stem) for p in folder.glob("*.json") if p.stem.isdigit())
+    return sorted(int(p.stem) for p in folder.glob("*.json") if is_ascii_decimal(p.stem))
 
 
 def publish(model_dir: Path, version: int, envelope_path: Path | None = None) -> PublishResult:
@@ -133,7 +328,12 @@ def publish(model_dir: Path, version: int, envelope_path: Path | None = None) ->
     if not version_dir.is_dir():
         raise SealError(f"{version_dir} does not exist: put the model files of version "
                         f"{version} there first")
-    files = hash_version(version_dir)
+    contents = scan_version(version_dir)
+    unsealable = contents.unsealable + importable_modules(model_dir)
+    if unsealable:
+        raise SealError(f"version {version} of {model_dir.name} cannot be sealed: "
+                        + "; ".join(str(u) for u in unsealable))
+    files = contents.files
     if not files:
         raise SealError(f"{version_dir} is empty: nothing to publish")
     existing = load_manifest(model_dir, version)
@@ -192,22 +392,23 @@ def verify_version(model_dir: Path, version: int) -> list[str]:
     version_dir = model_dir / str(version)
     if not version_dir.is_dir():
         return [f"{version_dir} is missing although version {version} was sealed"]
-    try:
-        current = hash_version(version_dir)
-    except SealError as exc:
-        return [str(exc)]
-    return [f"{version_dir.name}/{line}" for line in describe_changes(manifest["files"],
-                                                                       current)]
+    contents = scan_version(version_dir)
+    problems = [str(u) for u in contents.unsealable + importable_modules(model_dir)]
+    return problems + [f"{version_dir.name}/{line}" for line in
+                       describe_changes(manifest["files"], contents.files)]
 
 
 def verify_sealed_versions(model_dir: Path) -> list[Finding]:
     """Findings for `validate`: an ERROR for every change to a sealed version of this model
     (rule `sealed-version-modified`), for an unreadable seal (`sealed-version-unreadable`),
-    and a WARNING when config.pbtxt differs from the one a version was sealed with
-    (`sealed-config-changed`)."""
+    for what a seal cannot cover (`sealed-version-file-kind`, `sealed-version-bytecode`,
+    `sealed-model-importable`), and a WARNING when config.pbtxt differs from the one a
+    version was sealed with (`sealed-config-changed`)."""
     model_dir = Path(model_dir)
-    findings: list[Finding] = []
-    for version in sealed_versions(model_dir):
+    versions = sealed_versions(model_dir)
+    findings = [Finding(str(u.path), 0, 0, u.rule, Severity.ERROR, str(u))
+                for u in (importable_modules(model_dir) if versions else [])]
+    for version in versions:
         seal = manifest_path(model_dir, version)
         try:
             manifest = load_manifest(model_dir, version)
@@ -223,12 +424,11 @@ def verify_sealed_versions(model_dir: Path) -> list[Finding]:
                                     Severity.ERROR, f"version {version} was sealed but its "
                                     "folder is missing; restore it"))
             continue
-        try:
-            current = hash_version(version_dir)
-        except SealError as exc:
-            findings.append(Finding(str(version_dir), 0, 0, "sealed-version-modified",
-                                    Severity.ERROR, str(exc)))
-            continue
+        contents = scan_version(version_dir)
+        findings.extend(Finding(str(u.path), 0, 0, u.rule, Severity.ERROR,
+                                f"{u}; version {version} of {model_dir.name} is sealed")
+                        for u in contents.unsealable)
+        current = contents.files
         sealed_files = manifest["files"]
         for rel in sorted(set(sealed_files) | set(current)):
             if rel in sealed_files and rel in current and (

@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from triton_ops.digits import is_ascii_decimal
 from triton_ops.envelope.model import Envelope, Tolerance
 from triton_ops.repository import seal
 from triton_ops.rollout.analysis import AgreementSample, VersionWindow, WindowMetrics
@@ -162,7 +163,7 @@ class SingleTritonTarget:
             raise TargetError(f"cannot reach Triton at {self.grpc_url}: {_short(exc)}") from None
         versions = {int(entry["version"]) for entry in index.get("models", [])
                     if entry.get("name") == self.model and entry.get("state") == "READY"
-                    and str(entry.get("version", "")).isdigit()}
+                    and is_ascii_decimal(str(entry.get("version", "")))}
         return sorted(v for v in versions if self._ready(v))
 
     def attach(self, stable: list[int], canary: int) -> None:

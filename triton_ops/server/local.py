@@ -261,6 +261,7 @@ class LocalTriton:
         self._watchdog: subprocess.Popen[bytes] | None = None
         self._watchdog_fd: int | None = None
         self._start_time: str | None = None
+        self._workdir: Path | None = None
 
     # ---- endpoints -----------------------------------------------------------------------
     @property
@@ -360,6 +361,10 @@ class LocalTriton:
         log_file = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self._log_file = log_file
         env = server_environment(self._install or TritonInstall.discover())
+        # The Python-backend stub puts its working folder first on sys.path: in the model
+        # repository, a module there (numpy.py, triton_python_backend_utils.py, a folder
+        # named like a version) would be imported instead of the real one by every model.
+        self._workdir = Path(tempfile.mkdtemp(prefix="triton-ops-cwd-"))
         try:
             self._proc = subprocess.Popen(
                 self.command(backend_dir),
@@ -367,7 +372,7 @@ class LocalTriton:
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 env=env,
-                cwd=str(self.repository),
+                cwd=str(self._workdir),
                 start_new_session=True,  # its own process group: stop() kills stubs too
                 preexec_fn=_pdeathsig_preexec(),  # noqa: PLW1509 - only prctl + getppid
             )
@@ -501,6 +506,9 @@ class LocalTriton:
         else:
             clean = False
         self._release_watchdog()
+        if self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir = None
         if self._log_file is not None:
             self._log_file.close()  # type: ignore[attr-defined]
             self._log_file = None

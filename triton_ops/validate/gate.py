@@ -10,17 +10,19 @@ working folder; when none exists those folder rules are skipped.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from triton_ops.digits import is_ascii_decimal, is_version_folder_name
 from triton_ops.findings import CheckResult, Finding, Severity
 
+if TYPE_CHECKING:
+    from triton_ops.envelope.names import NameClaim
+
 DEFAULT_PATHS = ("envelopes", "model_repository")
-_VERSION_FOLDER = re.compile(r"[1-9][0-9]*")
 _RESERVED_FOLDERS = frozenset({"warmup", "initial_state", "configs"})
 ENVELOPE_SUFFIXES = (".yaml", ".yml")
 
@@ -90,7 +92,7 @@ def _is_model_without_config(entries: list[os.DirEntry[str]]) -> bool:
     """A model folder whose config Triton completes at load: no config.pbtxt, and its
     folders are versions (1, 2, ...) or Triton's reserved ones, at least one a version."""
     folders = [e.name for e in entries if _is_folder(e) and not e.name.startswith(".")]
-    versions = [name for name in folders if _VERSION_FOLDER.fullmatch(name)]
+    versions = [name for name in folders if is_version_folder_name(name)]
     return bool(versions) and all(name in versions or name in _RESERVED_FOLDERS
                                   for name in folders)
 
@@ -133,12 +135,26 @@ PARALLEL_MIN_WEIGHT = 200
 JOBS_ENV = "TRITON_OPS_JOBS"
 
 
-def _check_envelopes(files: list[Path], repo: Path | None) -> CheckResult:
-    from triton_ops.validate.envelope_config import check_envelope_file
+@dataclass
+class EnvelopeResult(CheckResult):
+    """Findings of a batch of envelopes, and the model name each valid one claims."""
 
-    result = CheckResult()
+    claims: list[NameClaim] = field(default_factory=list)
+
+
+def _check_envelopes(files: list[Path], repo: Path | None) -> EnvelopeResult:
+    from triton_ops.envelope.loader import load_envelope
+    from triton_ops.envelope.names import NameClaim
+    from triton_ops.envelope.rules import check_envelope
+    from triton_ops.validate.envelope_config import RULES
+
+    result = EnvelopeResult()
     for file in files:
-        result.extend(check_envelope_file(file, repo))
+        loaded = load_envelope(file)
+        result.extend(CheckResult(check_envelope(loaded, repo, RULES), files_checked=1))
+        if loaded.envelope is not None:
+            repo_name = str(repo) if repo is not None else None
+            result.claims.append(NameClaim(loaded.envelope.name, str(file), repo_name))
     return result
 
 
@@ -168,7 +184,7 @@ def _check_config(path: Path) -> CheckResult:
 
 def _worker_count() -> int:
     configured = os.environ.get(JOBS_ENV, "")
-    if configured.isdigit() and int(configured) > 0:
+    if is_ascii_decimal(configured) and int(configured) > 0:
         return int(configured)
     try:
         return len(os.sched_getaffinity(0))
@@ -251,8 +267,14 @@ def validate_paths(paths: list[Path | str] | None = None, repo: Path | str | Non
             result.findings.append(Finding(str(path), 0, 0, "validate-empty", Severity.WARNING,
                                            "folder holds no envelopes, config.pbtxt or model "
                                            "folders; nothing was checked"))
+    claims: list[NameClaim] = []
     for job_result in _run_jobs(jobs):
         result.extend(job_result)
+        claims.extend(getattr(job_result, "claims", []))
+    if claims:
+        from triton_ops.envelope.names import duplicate_name_findings
+
+        result.findings.extend(duplicate_name_findings(claims))
     result.findings.extend(_orphan_configs(kinds))
     result.findings = result.sorted()
     return result

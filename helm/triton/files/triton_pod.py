@@ -13,6 +13,10 @@ same file against a real tritonserver.
   triton_pod.py ready
       infer each model version once with the golden probe of $TRITON_OPS_PROBES (a JSON
       file) and compare outputs within tolerance; exit 0 only if every answer is right.
+
+Every request carries the header $TRITON_OPS_API_HEADER: $TRITON_OPS_API_KEY when both are
+set: the chart starts Triton with its model-repository and other non-inference APIs
+restricted to that header, and only this pod knows the key.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import signal
 import struct
 import subprocess
@@ -36,6 +41,8 @@ TIMEOUT_S = float(os.environ.get("TRITON_OPS_REQUEST_TIMEOUT_S", "30"))
 # is never ready while its first load still serves other versions (and unversioned requests
 # would go to the highest one).
 LOADED_MARKER = os.environ.get("TRITON_OPS_LOADED_MARKER", "/tmp/triton-ops-loaded")
+API_HEADER = os.environ.get("TRITON_OPS_API_HEADER", "")
+API_KEY = os.environ.get("TRITON_OPS_API_KEY", "")
 
 
 class PodError(Exception):
@@ -44,8 +51,10 @@ class PodError(Exception):
 
 def _request(method: str, path: str, body: Any = None, timeout: float = TIMEOUT_S) -> Any:
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(HTTP_URL + path, data=data, method=method,
-                                 headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json"}
+    if API_HEADER and API_KEY:
+        headers[API_HEADER] = API_KEY
+    req = urllib.request.Request(HTTP_URL + path, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - loopback
             raw = resp.read()
@@ -276,7 +285,7 @@ def extra_versions(versions: dict[str, list[int]]) -> list[str]:
     index = _request("POST", "/v2/repository/index", {"ready": True}, timeout=5) or []
     return [f"{m['name']} v{m['version']} is loaded but not wanted {versions[m['name']]}"
             for m in index if m.get("name") in versions and m.get("state") == "READY"
-            and str(m.get("version", "")).isdigit()
+            and re.fullmatch("[0-9]+", str(m.get("version", "")))
             and int(m["version"]) not in versions[m["name"]]]
 
 

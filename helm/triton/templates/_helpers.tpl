@@ -67,3 +67,8 @@ so `helm upgrade` never undoes a promotion (lookup is empty offline and on insta
 {{- end -}}
 {{- toJson $out -}}
 {{- end -}}
+
+{{/* The Secret holding the key of Triton's restricted APIs (key `api-key`). */}}
+{{- define "triton.apiKeySecret" -}}
+{{- .Values.restrictedApi.existingSecret | default (printf "%s-api-key" (include "triton.fullname" .)) -}}
+{{- end -}}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from triton_ops.digits import is_ascii_decimal
 from triton_ops.modelconfig.proto import ModelConfig, model_config_pb2
 from triton_ops.modelconfig.rules.registry import ConfigContext, E, Issue, W, enum_name, rule
 
@@ -67,7 +68,7 @@ def profile(ctx: ConfigContext) -> Iterator[Issue]:
                 yield path, ("'profile' is only supported for TensorRT models (platform "
                              "tensorrt_plan); remove it")
                 break
-            if not prof.strip().isdigit():
+            if not is_ascii_decimal(prof.strip()):
                 yield path, f"profile '{prof}' must be a non-negative integer such as \"0\""
 
 
