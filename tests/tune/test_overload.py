@@ -20,6 +20,7 @@ from triton_ops.tune.overload import (
     policy_space,
 )
 from triton_ops.tune.overload.choice import qualifies
+from triton_ops.tune.overload.measure import overload_config
 
 SLO = 250_000.0
 OK, FULL, TIMEOUT, LATE, ERROR = (Outcome.OK, Outcome.REJECTED_QUEUE_FULL,
@@ -67,6 +68,29 @@ def test_policy_forms() -> None:
     assert OverloadPolicy().label() == "no policy" and OverloadPolicy().envelope_dict() is None
     with pytest.raises(ValueError):
         OverloadPolicy(timeout_us=-1)
+
+
+def test_overload_config_sets_only_the_batching_settings_and_the_policy() -> None:
+    base = {"name": "m", "max_batch_size": 8, "parameters": {"k": {"string_value": "v"}},
+            "dynamic_batching": {"max_queue_delay_microseconds": "100",
+                                 "default_queue_policy": {"max_queue_size": 3}},
+            "instance_group": [{"count": 1, "kind": "KIND_CPU"}]}
+    cand = Candidate(16, 500, 2)
+    cfg = overload_config(base, cand, OverloadPolicy(timeout_us=50_000))
+    assert cfg["max_batch_size"] == 16 and cfg["instance_group"][0]["count"] == 2
+    assert cfg["dynamic_batching"]["max_queue_delay_microseconds"] == "500"
+    assert cfg["dynamic_batching"]["default_queue_policy"] == {
+        "timeout_action": "REJECT", "default_timeout_microseconds": "50000"}
+    assert cfg["parameters"] == base["parameters"]
+    # the reference removes whatever policy the model had
+    assert "default_queue_policy" not in overload_config(base, cand, OverloadPolicy())[
+        "dynamic_batching"]
+    # a model that does not batch keeps a batcher for the policy alone
+    flat = overload_config(base, Candidate(0, 0, 1), OverloadPolicy(max_queue_size=4))
+    assert flat["dynamic_batching"] == {"default_queue_policy": {"timeout_action": "REJECT",
+                                                                 "max_queue_size": 4}}
+    assert "dynamic_batching" not in overload_config(base, Candidate(0, 0, 1), OverloadPolicy())
+    assert base["dynamic_batching"]["default_queue_policy"] == {"max_queue_size": 3}
 
 
 # -- the figures ------------------------------------------------------------------------------
