@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from enum import Enum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -125,11 +125,18 @@ class TimeoutAction(str, Enum):
     DELAY = "DELAY"
 
 
+# Field widths of ModelQueuePolicy and ModelDynamicBatching in model_config.proto: a value
+# beyond them cannot be rendered into config.pbtxt.
+UINT32_MAX = 2**32 - 1
+UINT64_MAX = 2**64 - 1
+PriorityLevel = Annotated[int, Field(ge=0, le=UINT64_MAX)]
+
+
 class QueuePolicy(Strict):
     timeout_action: TimeoutAction = TimeoutAction.REJECT
-    default_timeout: DurationUs = 0
+    default_timeout: DurationUs = Field(default=0, le=UINT64_MAX)
     allow_timeout_override: bool = False
-    max_queue_size: int = Field(default=0, ge=0)
+    max_queue_size: int = Field(default=0, ge=0, le=UINT32_MAX)
 
     @field_validator("timeout_action", mode="before")
     @classmethod
@@ -141,10 +148,10 @@ class DynamicBatching(Strict):
     preferred_batch_sizes: list[int] = Field(default_factory=list)
     max_queue_delay: DurationUs = 0
     preserve_ordering: bool = False
-    priority_levels: int = Field(default=0, ge=0)
-    default_priority_level: int = Field(default=0, ge=0)
+    priority_levels: PriorityLevel = 0
+    default_priority_level: PriorityLevel = 0
     default_queue_policy: QueuePolicy | None = None
-    priority_queue_policy: dict[int, QueuePolicy] = Field(default_factory=dict)
+    priority_queue_policy: dict[PriorityLevel, QueuePolicy] = Field(default_factory=dict)
 
 
 class Batching(Strict):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Annotated
 
 from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
@@ -21,6 +22,12 @@ _DURATION_UNITS_US = {
 _NUMBER_UNIT = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Zµ]*)\s*$")
 
 
+def _scaled(number: str, factor: int) -> int:
+    """number x factor, rounded to an integer, exactly: a float would lose digits past 2**53
+    (and a config value would not survive a round trip through the envelope)."""
+    return int((Decimal(number) * factor).to_integral_value(rounding=ROUND_HALF_EVEN))
+
+
 def parse_size(value: object) -> int:
     """Bytes from an int or a string such as "16GiB", "512MB", "1024"."""
     if isinstance(value, bool):
@@ -36,7 +43,7 @@ def parse_size(value: object) -> int:
         if match:
             unit = match.group(2).lower()
             if unit in _SIZE_UNITS:
-                return int(round(float(match.group(1)) * _SIZE_UNITS[unit]))
+                return _scaled(match.group(1), _SIZE_UNITS[unit])
         raise ValueError(f"{value!r} is not a size: write e.g. 512MiB, 16GiB or a byte count")
     raise ValueError(f"expected a size such as 16GiB, got {type(value).__name__}")
 
@@ -54,7 +61,7 @@ def parse_duration_us(value: object) -> int:
         if match:
             unit = match.group(2).lower()
             if unit in _DURATION_UNITS_US:
-                return int(round(float(match.group(1)) * _DURATION_UNITS_US[unit]))
+                return _scaled(match.group(1), _DURATION_UNITS_US[unit])
         raise ValueError(
             f"{value!r} is not a duration: write e.g. 500us, 5ms, 1.5s (a bare number means µs)"
         )
