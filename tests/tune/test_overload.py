@@ -19,7 +19,7 @@ from triton_ops.tune.overload import (
     level_figures,
     policy_space,
 )
-from triton_ops.tune.overload.choice import qualifies
+from triton_ops.tune.overload.choice import qualifies, slow_rejections
 from triton_ops.tune.overload.measure import overload_config
 
 SLO = 250_000.0
@@ -222,3 +222,15 @@ def test_result_to_best_json_and_back() -> None:
     assert back.to_dict() == data
     assert back.holds_at(2.0) == 215.0
     assert back.chosen_result() is not None and back.chosen_result().policy == T88
+
+
+def test_slow_rejections_are_named() -> None:
+    quick = result(T88, 0, 800, 800)  # rejections at 100 ms
+    assert slow_rejections(quick, SLO) is None
+    slow = level_figures(3.0, 600.0, 1.0, [50_000.0] * 10 + [520_000.0] * 10,
+                         [OK] * 10 + [TIMEOUT] * 10, SLO)
+    late = PolicyResult(T50, (*quick.levels[:2], slow))
+    note = slow_rejections(late, SLO)
+    assert note is not None and note.startswith("timeout 50ms REJECT: its rejections took 520 ms")
+    assert "at 3x (n=10)" in note
+    assert slow_rejections(result(NONE, 0, 0, 0), SLO) is None  # no rejections at all

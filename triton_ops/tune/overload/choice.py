@@ -152,6 +152,18 @@ def choose_policy(results: Sequence[PolicyResult], rule: ChoiceRule | None = Non
                   _rates(best, rule), ref_rates)
 
 
+def slow_rejections(result: PolicyResult, slo_us: float) -> str | None:
+    """A warning when a policy's rejections came back later than the SLO (p99) at some load:
+    its clients wait that long to be told, and may retry late. None when they did not."""
+    late = [f for f in result.levels if f.rejections_within(slo_us) is False]
+    if not late:
+        return None
+    worst = max(late, key=lambda f: f.p99_rejected.value)
+    return (f"{result.policy.label()}: its rejections took {worst.p99_rejected.value / 1000:.0f} "
+            f"ms at the p99 at {worst.level:g}x (n={worst.p99_rejected.n}), over the SLO of "
+            f"{slo_us / 1000:g} ms: clients wait that long to be told")
+
+
 @dataclass(frozen=True)
 class OverloadResult:
     """The overload stage: what was measured on which config, and the choice."""

@@ -25,6 +25,7 @@ from triton_ops.tune.overload.choice import (
     OverloadResult,
     choose_policy,
     nominal_shed,
+    slow_rejections,
 )
 from triton_ops.tune.overload.figures import LevelFigures, PolicyResult, level_figures
 from triton_ops.tune.overload.policy import OverloadPolicy
@@ -249,15 +250,18 @@ def measure_overload(grpc_url: str, model: str, envelope: Envelope, candidate: C
             if own_loadgen:
                 loadgen.close()
     return OverloadResult(goodput_rps, slo_us, candidate.to_dict(), tuple(results),
-                          *_choice(results, rule))
+                          *_choice(results, rule, slo_us))
 
 
-def _choice(results: Sequence[PolicyResult], rule: ChoiceRule | None
+def _choice(results: Sequence[PolicyResult], rule: ChoiceRule | None, slo_us: float,
             ) -> tuple[Choice | None, ChoiceRule, tuple[str, ...]]:
-    """The choice, or None with a note saying why none could be made."""
+    """The choice and notes on it, or None with a note saying why none could be made."""
     if rule is None:
         return None, ChoiceRule(), ("no choice: measure a nominal and an overload level",)
     try:
-        return choose_policy(results, rule), rule, ()
+        choice = choose_policy(results, rule)
     except ValueError as exc:
         return None, rule, (f"no choice: {exc}",)
+    chosen = next(r for r in results if r.policy == choice.policy)
+    slow = slow_rejections(chosen, slo_us)
+    return choice, rule, (slow,) if slow else ()
