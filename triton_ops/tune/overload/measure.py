@@ -9,7 +9,6 @@ backlog is not charged to the next. The model's original config is put back at t
 
 from __future__ import annotations
 
-import copy
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -92,7 +91,7 @@ def overload_config(base: Mapping[str, Any], candidate: Candidate,
         dyn["default_queue_policy"] = queue_policy
     if dyn or candidate.max_batch_size > 0:
         cfg["dynamic_batching"] = dyn
-    return copy.deepcopy(cfg)
+    return cfg
 
 
 class PolicyTarget:
