@@ -49,6 +49,7 @@ class Case:
     good: str
     line: int | None = None  # line of the expected finding in `bad`, when checked
     triton: bool = False  # run both through a real Triton (Python backend)
+    tag: str = ""  # tells apart two cases of one rule (it names their models)
 
 
 SEQ_START = 'control_input [ { name: "S" control [ { kind: CONTROL_SEQUENCE_START %s } ] } ]'
@@ -220,6 +221,14 @@ CASES: list[Case] = [
          py("dynamic_batching { preserve_ordering: true priority_levels: 2 "
             "default_priority_level: 1 }"),
          py("dynamic_batching { preserve_ordering: true }"), 6, triton=True),
+    Case("config-dynamic-preserve-ordering",
+         py("dynamic_batching { preserve_ordering: true priority_levels: 1 "
+            "default_priority_level: 1 priority_queue_policy { key: 1 value { "
+            "timeout_action: DELAY default_timeout_microseconds: 1000 } } }"),
+         py("dynamic_batching { preserve_ordering: true priority_levels: 1 "
+            "default_priority_level: 1 priority_queue_policy { key: 1 value { "
+            "timeout_action: REJECT default_timeout_microseconds: 1000 } } }"), 6, triton=True,
+         tag="delay"),
     Case("config-dynamic-no-batching", py("dynamic_batching { }", mbs=0),
          py("dynamic_batching { }", mbs=4)),
     Case("config-queue-delay-large",
@@ -229,6 +238,18 @@ CASES: list[Case] = [
          py("dynamic_batching { default_queue_policy { timeout_action: DELAY } }"),
          py("dynamic_batching { default_queue_policy { timeout_action: DELAY "
             "default_timeout_microseconds: 1000 } }"), 6),
+    Case("config-queue-policy-timeout",
+         py("dynamic_batching { default_queue_policy { allow_timeout_override: true } }"),
+         py("dynamic_batching { default_queue_policy { allow_timeout_override: true "
+            "default_timeout_microseconds: 100000 } }"), 6, tag="override"),
+    Case("config-queue-policy-timeout-below-delay",
+         py("dynamic_batching { max_queue_delay_microseconds: 20000 "
+            "default_queue_policy { default_timeout_microseconds: 10000 } }"),
+         py("dynamic_batching { max_queue_delay_microseconds: 20000 "
+            "default_queue_policy { default_timeout_microseconds: 50000 } }"), 6),
+    Case("config-queue-policy-size-below-batch",
+         py("dynamic_batching { default_queue_policy { max_queue_size: 4 } }"),
+         py("dynamic_batching { default_queue_policy { max_queue_size: 8 } }"), 6),
     # sequence batching
     Case("config-sequence-control-name",
          py('sequence_batching { control_input [ { control [ { kind: CONTROL_SEQUENCE_START '

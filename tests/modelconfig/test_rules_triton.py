@@ -55,7 +55,8 @@ def _build_repository(repo: Path) -> dict[str, bool]:
         if not case.triton:
             continue
         for variant, text in (("bad", case.bad), ("good", case.good)):
-            name = f"{case.rule.removeprefix('config-')}-{variant}"
+            tag = f"-{case.tag}" if case.tag else ""
+            name = f"{case.rule.removeprefix('config-')}{tag}-{variant}"
             _add_model(repo, name, text.replace('name: "m"', f'name: "{name}"', 1))
             expected[name] = variant == "good"
     # Layout: config name differs from folder; a specific version without its folder.

@@ -58,15 +58,30 @@ def helm_values(
     chart: Path | None = typer.Option(None, "--chart",  # noqa: B008
                                       help="Chart directory (default: "
                                       "helm/triton of this checkout)"),
+    tune_results: list[Path] = typer.Option(  # noqa: B008
+        [], "--tune-results", metavar="<dir>",
+        help="A tune output folder (repeat for several models): set the stable replica "
+        "count and the HPA bounds from its goodput and the envelope's "
+        "slo.target_throughput (rule: docs/k8s.md)"),
 ) -> None:
     """Derive the triton Helm chart's values from the envelopes."""
     from triton_ops.fileio import atomic_write_text
     from triton_ops.k8s.values_io import dump_values, values_from_dir
+    from triton_ops.tune.capacity import CapacityError, read_tune_result
 
-    derived = values_from_dir(envelopes)
+    tuned = []
+    for folder in tune_results:
+        try:
+            tuned.append(read_tune_result(folder))
+        except CapacityError as exc:
+            raise fail(str(exc)) from None
+    derived = values_from_dir(envelopes, tuned)
     _print_findings(derived.findings)
     if not derived.ok:
         raise typer.Exit(1)
+    for plan in derived.plans:
+        for line in plan.lines():
+            typer.echo(line, err=True)
     if check:
         from triton_ops.k8s import chart as chart_mod
 

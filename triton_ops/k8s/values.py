@@ -3,7 +3,8 @@
 One Triton pod serves every model of the release, so the envelopes must agree on the image;
 GPU requests, node placement, CPU/memory requests and the autoscaling target are combined
 across models. Each model brings its sealed versions and its golden probe, which the chart's
-readiness probe infers for real.
+readiness probe infers for real. Given tune results, the stable replica count and the HPA
+bounds follow the capacity plan (tune/capacity.py).
 """
 
 from __future__ import annotations
@@ -18,6 +19,13 @@ from triton_ops.envelope.probe_check import probe_problems
 from triton_ops.findings import Finding, Severity
 from triton_ops.k8s.names import is_dns_label, rollout_object
 from triton_ops.tensors import wire_type
+from triton_ops.tune.capacity import (
+    CapacityPlan,
+    HeadroomRule,
+    TunedModel,
+    plan_capacity,
+    plan_release,
+)
 
 # The queue may use this share of the p99 latency budget before the HPA adds replicas.
 QUEUE_SHARE_OF_P99 = 0.1
@@ -40,6 +48,7 @@ class SourcedEnvelope:
 class DerivedValues:
     values: dict[str, Any]
     findings: list[Finding] = field(default_factory=list)
+    plans: list[CapacityPlan] = field(default_factory=list)  # from tune results, if given
 
     @property
     def ok(self) -> bool:
@@ -214,3 +223,69 @@ def derive_values(sources: Sequence[SourcedEnvelope]) -> DerivedValues:
         target = max(MIN_QUEUE_TARGET_US, int(min(slos) * QUEUE_SHARE_OF_P99))
         values["autoscaling"] = {"targetQueueTimeUs": target}
     return DerivedValues(values, findings)
+
+
+def capacity_values(sources: Sequence[SourcedEnvelope], tuned: Sequence[TunedModel],
+                    rule: HeadroomRule | None = None,
+                    ) -> tuple[dict[str, Any], list[Finding], list[CapacityPlan]]:
+    """The stable replica count and HPA bounds from tune results (tune/capacity.py's rule).
+
+    Returns the values to merge (empty when nothing can be planned), findings, and the plans:
+    one per model with a tune result and a target throughput, then the release's when the
+    release serves several. Models without either are named in a warning: one pod serves
+    every model, so a replica count that leaves one out is too low by its share.
+    """
+    rule = rule or HeadroomRule()
+    findings: list[Finding] = []
+    by_model = {s.envelope.name: s for s in sources}
+    results: dict[str, TunedModel] = {}
+    for t in tuned:
+        where = f"{t.source}/best.json"
+        if t.model not in by_model:
+            findings.append(Finding(where, 0, 0, "helm-tune-unknown-model", Severity.ERROR,
+                                    f"a tune result for {t.model!r}, which no envelope of this "
+                                    "release describes; drop it or add the model's envelope"))
+        elif t.model in results:
+            findings.append(Finding(where, 0, 0, "helm-tune-duplicate", Severity.ERROR,
+                                    f"a second tune result for {t.model!r} (the other: "
+                                    f"{results[t.model].source}); pass one per model"))
+        else:
+            results[t.model] = t
+    plans: list[CapacityPlan] = []
+    unplanned: list[str] = []
+    for name, src in by_model.items():
+        target = src.envelope.slo.target_throughput if src.envelope.slo else None
+        if name in results and target is None:
+            findings.append(_finding(src, ("slo",) if src.envelope.slo else (),
+                                     "helm-no-target-throughput",
+                                     f"{name} has no slo.target_throughput: there is no load "
+                                     "to plan replicas for; set it (inferences/s)",
+                                     Severity.WARNING))
+        if name in results and target is not None:
+            plans.append(plan_capacity(target, results[name], rule))
+        else:
+            unplanned.append(name)
+    if any(f.severity is Severity.ERROR for f in findings) or not plans:
+        return {}, findings, []
+    for name in unplanned:
+        findings.append(_finding(by_model[name], ("name",), "helm-tune-unplanned",
+                                 f"no capacity plan for {name} (it needs a tune result and "
+                                 "slo.target_throughput): one pod serves every model, so the "
+                                 "replica count leaves out its load", Severity.WARNING))
+    release = plan_release(plans, rule)
+    if len(plans) > 1:
+        plans.append(release)
+    values = {"tracks": {"stable": {"replicas": release.replicas}},
+              "autoscaling": {"minReplicas": release.hpa_min, "maxReplicas": release.hpa_max}}
+    return values, findings, plans
+
+
+def merge_values(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `patch` merged in, mappings key by key (neither is modified)."""
+    out = dict(base)
+    for key, value in patch.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge_values(out[key], value)
+        else:
+            out[key] = value
+    return out

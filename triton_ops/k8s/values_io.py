@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -9,13 +10,23 @@ import yaml
 
 from triton_ops.envelope.loader import load_envelope
 from triton_ops.findings import Finding, Severity
-from triton_ops.k8s.values import DerivedValues, SourcedEnvelope, derive_values
+from triton_ops.k8s.values import (
+    DerivedValues,
+    SourcedEnvelope,
+    capacity_values,
+    derive_values,
+    merge_values,
+)
+from triton_ops.tune.capacity import TunedModel
 
 HEADER = ("# Derived by `triton-ops helm-values` from the envelopes; regenerate rather than edit.\n"
           "# Use with the chart: helm upgrade --install REL helm/triton -f site.yaml -f THIS\n")
 
 
-def values_from_dir(envelopes_dir: Path | str) -> DerivedValues:
+def values_from_dir(envelopes_dir: Path | str, tuned: Sequence[TunedModel] = ()
+                    ) -> DerivedValues:
+    """The values for the envelopes in a directory; with `tuned` (tune results), also the
+    replica count and HPA bounds of the capacity plan."""
     base = Path(envelopes_dir)
     if not base.is_dir():
         return DerivedValues({}, [Finding(str(base), 0, 0, "helm-envelopes-dir", Severity.ERROR,
@@ -35,6 +46,11 @@ def values_from_dir(envelopes_dir: Path | str) -> DerivedValues:
         return DerivedValues({}, findings)
     derived = derive_values(sources) if sources else DerivedValues({})
     derived.findings[:0] = findings
+    if tuned and sources:
+        patch, capacity_findings, plans = capacity_values(sources, tuned)
+        derived.values = merge_values(derived.values, patch)
+        derived.findings.extend(capacity_findings)
+        derived.plans = plans
     return derived
 
 

@@ -38,6 +38,9 @@ class Window:
     sent: np.ndarray
     done: np.ndarray
     ok: np.ndarray
+    # Per request, a loadgen.outcome.Outcome value (None from a source that does not tell
+    # rejections from other errors: then every failure counts as an error).
+    outcome: np.ndarray | None = None
 
     @property
     def seconds(self) -> float:
@@ -71,6 +74,37 @@ class Window:
     def throughput(self) -> float:
         return float(self.ok.sum()) / self.seconds if self.seconds > 0 else 0.0
 
+    def outcomes(self) -> np.ndarray:
+        """Each request's Outcome value (see loadgen.outcome)."""
+        import numpy as np
+
+        from triton_ops.loadgen.outcome import Outcome
+
+        if self.outcome is not None:
+            return self.outcome
+        return np.where(self.ok, int(Outcome.OK), int(Outcome.ERROR)).astype(np.uint8)
+
+    def rejected_mask(self) -> np.ndarray:
+        """Requests Triton's queue policy rejected (queue full or queue timeout)."""
+        import numpy as np
+
+        from triton_ops.loadgen.outcome import REJECTED
+
+        return np.isin(self.outcomes(), REJECTED)
+
+    @property
+    def rejected(self) -> int:
+        return int(self.rejected_mask().sum())
+
+    def count(self, outcome: int) -> int:
+        return int((self.outcomes() == int(outcome)).sum())
+
+    def rejection_latency_us(self) -> np.ndarray:
+        """How long a rejected request took to be told so, from its scheduled send time."""
+        import numpy as np
+
+        return (self.done - np.minimum(self.sched, self.sent))[self.rejected_mask()] * 1e6
+
 
 @dataclass
 class Measurement:
@@ -84,6 +118,7 @@ class Measurement:
 def _merge(index: int, parts: Sequence[dict[str, Any]]) -> Window:
     import numpy as np
 
+    outcomes = [p.get("outcome") for p in parts]
     return Window(
         index=index,
         start=min(p["start"] for p in parts),
@@ -92,6 +127,8 @@ def _merge(index: int, parts: Sequence[dict[str, Any]]) -> Window:
         sent=np.concatenate([p["sent"] for p in parts]),
         done=np.concatenate([p["done"] for p in parts]),
         ok=np.concatenate([p["ok"] for p in parts]).astype(bool),
+        outcome=(np.concatenate(outcomes).astype(np.uint8)
+                 if all(o is not None for o in outcomes) else None),
     )
 
 

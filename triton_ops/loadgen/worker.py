@@ -30,6 +30,7 @@ class _WindowBuf:
     sent: list[float] = field(default_factory=list)
     done: list[float] = field(default_factory=list)
     ok: list[bool] = field(default_factory=list)
+    outcome: list[int] = field(default_factory=list)  # loadgen.outcome.Outcome values
 
 
 class _Worker:
@@ -95,6 +96,9 @@ class _Worker:
 
     async def _run(self, spec: dict[str, Any]) -> None:
         import numpy as np
+        from tritonclient.utils import InferenceServerException
+
+        from triton_ops.loadgen.outcome import Outcome, classify_error
 
         start = float(spec["start_at"])
         warmup = float(spec["warmup_s"])
@@ -121,17 +125,20 @@ class _Worker:
             inputs = self.request_inputs[counter % n_inputs]
             counter += 1
             sent = time.monotonic()
-            ok = True
+            outcome = Outcome.OK
             try:
                 await self.client.infer(self.model, inputs, outputs=self.request_outputs,
                                         client_timeout=timeout)
+            except InferenceServerException as exc:
+                outcome = classify_error(exc.status(), exc.message())
             except Exception:  # noqa: BLE001 - every failure is an error sample
-                ok = False
+                outcome = Outcome.ERROR
             done = time.monotonic()
             buf.sched.append(sched)
             buf.sent.append(sent)
             buf.done.append(done)
-            buf.ok.append(ok)
+            buf.ok.append(outcome is Outcome.OK)
+            buf.outcome.append(int(outcome))
             buf.pending -= 1
             self.flush_event.set()
 
@@ -152,6 +159,7 @@ class _Worker:
                 self.conn.send(("window", k, {
                     "sched": np.asarray(buf.sched), "sent": np.asarray(buf.sent),
                     "done": np.asarray(buf.done), "ok": np.asarray(buf.ok, dtype=bool),
+                    "outcome": np.asarray(buf.outcome, dtype=np.uint8),
                     "start": w_end - window, "end": w_end,
                 }))
                 windows.pop(k, None)

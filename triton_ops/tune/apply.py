@@ -19,10 +19,11 @@ class ApplyError(RuntimeError):
     pass
 
 
-def apply_to_envelope_text(text: str, candidate: Candidate) -> str:
-    """The envelope YAML with the candidate's batching and instance settings."""
+def load_round_trip(text: str) -> tuple[Any, Any]:
+    """The envelope YAML loaded for editing: a ruamel.yaml round-trip instance that writes
+    the file's own indentation style back, and the top-level mapping."""
     from ruamel.yaml import YAML
-    from ruamel.yaml.comments import CommentedMap, CommentedSeq
+    from ruamel.yaml.comments import CommentedMap
     from ruamel.yaml.util import load_yaml_guess_indent
 
     _, indent, block_seq_indent = load_yaml_guess_indent(text)
@@ -34,6 +35,20 @@ def apply_to_envelope_text(text: str, candidate: Candidate) -> str:
     data = yaml.load(text)
     if not isinstance(data, CommentedMap):
         raise ApplyError("the envelope is not a YAML mapping")
+    return yaml, data
+
+
+def dump_round_trip(yaml: Any, data: Any) -> str:
+    out = io.StringIO()
+    yaml.dump(data, out)
+    return out.getvalue()
+
+
+def apply_to_envelope_text(text: str, candidate: Candidate) -> str:
+    """The envelope YAML with the candidate's batching and instance settings."""
+    from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
+    yaml, data = load_round_trip(text)
     batching = data.get("batching")
     if batching is None:
         batching = CommentedMap()
@@ -62,9 +77,7 @@ def apply_to_envelope_text(text: str, candidate: Candidate) -> str:
         instances[0]["count"] = candidate.instance_count
         while len(instances) > 1:  # the tuned count is the model's whole instance count
             del instances[-1]
-    out = io.StringIO()
-    yaml.dump(data, out)
-    return out.getvalue()
+    return dump_round_trip(yaml, data)
 
 
 def apply_to_envelope(envelope_path: Path, candidate: Candidate, repository: Path

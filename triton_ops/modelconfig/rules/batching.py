@@ -8,6 +8,8 @@ from triton_ops.modelconfig.proto import ModelConfig, model_config_pb2
 from triton_ops.modelconfig.rules.registry import E, Issue, W, enum_name, rule
 
 SRC = "core:src/model_config_utils.cc"
+SCHED = "core:src/scheduler_utils.cc"
+DBS = "core:src/dynamic_batch_scheduler.cc"
 DB = "dynamic_batching"
 SB = "sequence_batching"
 ONE_SECOND_US = 1_000_000
@@ -132,21 +134,71 @@ def queue_delay_large(config: ModelConfig) -> Iterator[Issue]:
                          "is microseconds: 5 ms is 5000")
 
 
-@rule("config-queue-policy-timeout", W,
-      "a queue policy's timeout settings have no effect without default_timeout_microseconds",
-      "judgement: ValidateModelConfig does not check it")
-def queue_policy_timeout(config: ModelConfig) -> Iterator[Issue]:
+def _queue_policies(config: ModelConfig) -> Iterator[tuple[tuple, object]]:
+    """The dynamic batcher's queue policies that are set, with their paths: the default one
+    and one per priority level."""
     if not config.HasField(DB):
         return
     db = config.dynamic_batching
-    policies = []
     if db.HasField("default_queue_policy"):
-        policies.append(((DB, "default_queue_policy"), db.default_queue_policy))
-    policies += [((DB, "priority_queue_policy", k), p) for k, p in db.priority_queue_policy.items()]
-    for path, policy in policies:
-        if policy.default_timeout_microseconds == 0 and policy.timeout_action == _DELAY:
+        yield (DB, "default_queue_policy"), db.default_queue_policy
+    for level in sorted(db.priority_queue_policy):
+        yield (DB, "priority_queue_policy", level), db.priority_queue_policy[level]
+
+
+@rule("config-queue-policy-timeout", W,
+      "a queue policy's timeout settings (timeout_action DELAY, allow_timeout_override) have "
+      "no effect without default_timeout_microseconds",
+      f"{SCHED} PriorityQueue::PolicyQueue::Enqueue (a request's own timeout is used only "
+      "when it is shorter than a non-zero default); observed on Triton 2.51")
+def queue_policy_timeout(config: ModelConfig) -> Iterator[Issue]:
+    for path, policy in _queue_policies(config):
+        if policy.default_timeout_microseconds != 0:
+            continue
+        if policy.timeout_action == _DELAY:
             yield (*path, "timeout_action"), ("timeout_action DELAY does nothing without "
                                               "default_timeout_microseconds; set a timeout")
+        if policy.allow_timeout_override:
+            yield (*path, "allow_timeout_override"), (
+                "allow_timeout_override does nothing without default_timeout_microseconds: "
+                "Triton lets a request's timeout shorten a default timeout, never replace "
+                "none; set default_timeout_microseconds to the longest wait you allow")
+
+
+@rule("config-queue-policy-timeout-below-delay", W,
+      "a REJECT queue timeout at or below max_queue_delay_microseconds rejects a request "
+      "that waits for its batch to fill, even with the server idle",
+      f"{DBS} GetDynamicBatch (waits until the closest request timeout); observed on "
+      "Triton 2.51")
+def queue_timeout_below_delay(config: ModelConfig) -> Iterator[Issue]:
+    delay = config.dynamic_batching.max_queue_delay_microseconds
+    if delay == 0:
+        return
+    for path, policy in _queue_policies(config):
+        timeout = policy.default_timeout_microseconds
+        if 0 < timeout <= delay and policy.timeout_action != _DELAY:
+            yield (*path, "default_timeout_microseconds"), (
+                f"default_timeout_microseconds {timeout} is not above "
+                f"max_queue_delay_microseconds {delay}: at light load a request waiting for "
+                "its batch to fill times out first and is rejected; make the timeout longer "
+                "than the delay, or shorten the delay")
+
+
+@rule("config-queue-policy-size-below-batch", W,
+      "a max_queue_size below max_batch_size caps every batch at max_queue_size requests",
+      f"{SCHED} PriorityQueue::PolicyQueue::Enqueue (a batch forms from queued requests); "
+      "observed on Triton 2.51")
+def queue_size_below_batch(config: ModelConfig) -> Iterator[Issue]:
+    mbs = config.max_batch_size
+    if mbs <= 1:
+        return
+    for path, policy in _queue_policies(config):
+        size = policy.max_queue_size
+        if 0 < size < mbs:
+            yield (*path, "max_queue_size"), (
+                f"max_queue_size {size} is below max_batch_size {mbs}: a batch forms from "
+                f"queued requests, so none holds more than {size} and arrivals beyond it are "
+                "rejected while one runs; raise max_queue_size to at least max_batch_size")
 
 
 def _control_inputs(config: ModelConfig) -> Iterator[tuple[tuple, object, int, object]]:

@@ -1,0 +1,236 @@
+"""The overload stage on plain data: the policy space, the figures, the choice, best.json."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from triton_ops.loadgen.outcome import Outcome, classify_error
+from triton_ops.tune.batcher import Candidate
+from triton_ops.tune.overload import (
+    ChoiceRule,
+    LevelFigures,
+    OverloadPolicy,
+    OverloadResult,
+    PolicyResult,
+    choose_policy,
+    level_figures,
+    policy_space,
+)
+from triton_ops.tune.overload.choice import qualifies, slow_rejections
+from triton_ops.tune.overload.measure import overload_config
+
+SLO = 250_000.0
+OK, FULL, TIMEOUT, LATE, ERROR = (Outcome.OK, Outcome.REJECTED_QUEUE_FULL,
+                                  Outcome.REJECTED_TIMEOUT, Outcome.CLIENT_TIMEOUT,
+                                  Outcome.ERROR)
+
+
+# -- the space --------------------------------------------------------------------------------
+
+def test_space_starts_with_no_policy_and_derives_timeouts_and_queue_from_goodput() -> None:
+    space = policy_space(200.0, SLO, max_batch_size=16)
+    assert space[0] == OverloadPolicy() and space[0].is_reference
+    timeouts = [p.timeout_us for p in space if p.timeout_us and not p.max_queue_size]
+    assert timeouts == [50_000, 88_000, 125_000]  # 0.2, 0.35, 0.5 of the SLO, whole ms
+    # 200 req/s x 0.25 s: a queue of 50 drains within the SLO
+    assert OverloadPolicy(max_queue_size=50) in space
+    assert OverloadPolicy(timeout_us=88_000, max_queue_size=50) in space
+    assert OverloadPolicy(timeout_us=125_000, max_queue_size=50) in space
+    assert len(space) == len(set(space)) == 7
+    assert all(p.config_json() is None or p.config_json()["timeout_action"] == "REJECT"
+               for p in space)
+
+
+def test_space_respects_the_batcher() -> None:
+    # A timeout at or under max_queue_delay would reject lone requests at any load: dropped.
+    space = policy_space(200.0, SLO, max_batch_size=16, max_queue_delay_us=88_000)
+    assert {p.timeout_us for p in space} == {0, 125_000}
+    # G x SLO below max_batch_size: the queue is held at max_batch_size (a smaller queue
+    # caps every batch).
+    small = policy_space(20.0, SLO, max_batch_size=16)
+    assert {p.max_queue_size for p in small} == {0, 16}
+    with pytest.raises(ValueError, match="goodput"):
+        policy_space(0.0, SLO, max_batch_size=16)
+
+
+def test_policy_forms() -> None:
+    p = OverloadPolicy(timeout_us=88_000, max_queue_size=50)
+    assert p.key == "timeout88ms+queue50" and p.settings == 2
+    assert p.label() == "timeout 88ms REJECT + max_queue_size 50"
+    assert p.config_json() == {"timeout_action": "REJECT",
+                               "default_timeout_microseconds": "88000", "max_queue_size": 50}
+    assert p.envelope_dict() == {"timeout_action": "REJECT", "default_timeout": "88ms",
+                                 "max_queue_size": 50}
+    assert OverloadPolicy.from_dict(p.to_dict()) == p
+    assert OverloadPolicy().label() == "no policy" and OverloadPolicy().envelope_dict() is None
+    with pytest.raises(ValueError):
+        OverloadPolicy(timeout_us=-1)
+
+
+def test_overload_config_sets_only_the_batching_settings_and_the_policy() -> None:
+    base = {"name": "m", "max_batch_size": 8, "parameters": {"k": {"string_value": "v"}},
+            "dynamic_batching": {"max_queue_delay_microseconds": "100",
+                                 "default_queue_policy": {"max_queue_size": 3}},
+            "instance_group": [{"count": 1, "kind": "KIND_CPU"}]}
+    cand = Candidate(16, 500, 2)
+    cfg = overload_config(base, cand, OverloadPolicy(timeout_us=50_000))
+    assert cfg["max_batch_size"] == 16 and cfg["instance_group"][0]["count"] == 2
+    assert cfg["dynamic_batching"]["max_queue_delay_microseconds"] == "500"
+    assert cfg["dynamic_batching"]["default_queue_policy"] == {
+        "timeout_action": "REJECT", "default_timeout_microseconds": "50000"}
+    assert cfg["parameters"] == base["parameters"]
+    # the reference removes whatever policy the model had
+    assert "default_queue_policy" not in overload_config(base, cand, OverloadPolicy())[
+        "dynamic_batching"]
+    # a model that does not batch keeps a batcher for the policy alone
+    flat = overload_config(base, Candidate(0, 0, 1), OverloadPolicy(max_queue_size=4))
+    assert flat["dynamic_batching"] == {"default_queue_policy": {"timeout_action": "REJECT",
+                                                                 "max_queue_size": 4}}
+    assert "dynamic_batching" not in overload_config(base, Candidate(0, 0, 1), OverloadPolicy())
+    assert base["dynamic_batching"]["default_queue_policy"] == {"max_queue_size": 3}
+
+
+# -- the figures ------------------------------------------------------------------------------
+
+def test_outcomes_are_classified_from_triton_errors() -> None:
+    assert classify_error("StatusCode.UNAVAILABLE",
+                          "[request id: <id_unknown>] Exceeds maximum queue size") is FULL
+    assert classify_error("StatusCode.UNAVAILABLE", "Request timeout expired") is TIMEOUT
+    assert classify_error("StatusCode.DEADLINE_EXCEEDED", "Deadline Exceeded") is LATE
+    assert classify_error("UNAVAILABLE", "Request timeout expired") is TIMEOUT
+    # the same words under another status, or another UNAVAILABLE, are failures
+    assert classify_error("StatusCode.INTERNAL", "Request timeout expired") is ERROR
+    assert classify_error("StatusCode.UNAVAILABLE", "failed to connect") is ERROR
+    assert classify_error(None, None) is ERROR
+    assert FULL.rejected and TIMEOUT.rejected and not LATE.rejected and not OK.rejected
+
+
+def test_level_figures_count_only_timely_answers() -> None:
+    latency = [10_000, 240_000, 260_000, 5_000, 120_000, 900_000, 1_000_000, 30_000]
+    outcomes = [OK, OK, OK, FULL, TIMEOUT, LATE, LATE, ERROR]
+    f = level_figures(2.0, 400.0, 2.0, latency, outcomes, SLO,
+                      lateness_us=[0, 0, 5000, 0, 0, 0, 0, 0])
+    assert (f.requests, f.answered, f.within_slo) == (8, 3, 2)
+    assert (f.rejected_queue_full, f.rejected_timeout, f.client_timeouts, f.errors) == \
+        (1, 1, 2, 1)
+    assert f.within_slo_rps == 1.0 and f.offered_rps == 4.0
+    assert f.rejected == 2 and f.rejected_share == 0.25
+    assert f.p99_answered.value == 260_000 and f.p99_answered.n == 3
+    assert f.p99_rejected.value == 120_000 and f.p99_rejected.n == 2
+    assert f.rejections_within(SLO) is True and f.late_fraction == 1 / 8
+    none = level_figures(0.8, 160.0, 1.0, [1000.0], [OK], SLO)
+    assert none.rejections_within(SLO) is None and math.isnan(none.p99_rejected.value)
+    with pytest.raises(ValueError):
+        level_figures(1.0, 1.0, 1.0, [1.0], [], SLO)
+
+
+# -- the choice -------------------------------------------------------------------------------
+
+def figures(level: float, within: int, *, requests: int = 1000, rejected: int = 0,
+            seconds: float = 4.0) -> LevelFigures:
+    """A level where `within` requests came back within the SLO and `rejected` were shed."""
+    late = requests - within - rejected
+    latency = [50_000.0] * within + [100_000.0] * rejected + [2e6] * late
+    outcomes = [OK] * within + [TIMEOUT] * rejected + [LATE] * late
+    return level_figures(level, 0.0, seconds, latency, outcomes, SLO)
+
+
+def result(policy: OverloadPolicy, nominal_shed: int, at2: int, at3: int) -> PolicyResult:
+    return PolicyResult(policy, (figures(0.8, 640 - nominal_shed, requests=640,
+                                         rejected=nominal_shed),
+                                 figures(2.0, at2, requests=1600, rejected=1600 - at2),
+                                 figures(3.0, at3, requests=2400, rejected=2400 - at3)))
+
+
+NONE = OverloadPolicy()
+T50, T88, T125 = (OverloadPolicy(timeout_us=t) for t in (50_000, 88_000, 125_000))
+Q50 = OverloadPolicy(max_queue_size=50)
+T88Q50 = OverloadPolicy(timeout_us=88_000, max_queue_size=50)
+
+
+def test_choice_takes_the_most_timely_answers_among_policies_that_shed_little_at_nominal() -> None:
+    results = [
+        PolicyResult(NONE, (figures(0.8, 640, requests=640), figures(2.0, 0, requests=1600),
+                            figures(3.0, 0, requests=2400))),
+        result(T50, 150, 880, 900),  # the most under overload, but sheds 23% at 0.8x
+        result(T88, 1, 860, 870),  # 0.16% at 0.8x: over the 0.1% allowed
+        result(T125, 0, 820, 600),
+        result(T88Q50, 0, 800, 800),
+    ]
+    choice = choose_policy(results)
+    assert choice.policy == T88Q50 and choice.helps
+    assert choice.within_slo_rps == {2.0: 200.0, 3.0: 200.0}
+    assert choice.reference_within_slo_rps == {2.0: 0.0, 3.0: 0.0}
+    assert "beats no policy" in choice.reason
+    assert qualifies(results[2], ChoiceRule()) == (
+        False, "rejected 0.16% at 0.8x (at most 0.1% allowed)")
+    # a looser rule admits the 0.16% one
+    assert choose_policy(results, ChoiceRule(max_nominal_rejected=0.002)).policy == T88
+
+
+def test_among_equals_the_simpler_policy_wins() -> None:
+    results = [result(NONE, 0, 100, 50), result(T88Q50, 0, 800, 800), result(T88, 0, 800, 800)]
+    assert choose_policy(results).policy == T88
+
+
+def test_no_policy_helps_when_none_beats_the_reference_beyond_noise() -> None:
+    same = [result(NONE, 0, 800, 790), result(T88, 0, 810, 800), result(Q50, 0, 300, 100)]
+    choice = choose_policy(same)
+    assert choice.policy == NONE and not choice.helps
+    assert choice.reason.startswith("no policy helps: the best, timeout 88ms REJECT")
+    # a large relative gain on a handful of answers is still noise
+    few = [result(NONE, 0, 8, 4), result(T88, 0, 14, 8)]
+    assert not choose_policy(few).helps
+    # none qualifies at the nominal load
+    shedding = [result(NONE, 0, 0, 0), result(T50, 100, 800, 800)]
+    choice = choose_policy(shedding)
+    assert choice.policy == NONE and "none kept its rejections within 0.1%" in choice.reason
+
+
+def test_disqualified_or_failed_policies_are_never_chosen_and_the_reference_is_needed() -> None:
+    disq = PolicyResult(T50, (figures(0.8, 500, requests=640, rejected=140),), "disqualified",
+                        "rejected 21.88% at 0.8x")
+    failed = PolicyResult(Q50, (), "failed", "Triton refused it")
+    results = [result(NONE, 0, 10, 0), disq, failed, result(T125, 0, 700, 650)]
+    assert choose_policy(results).policy == T125
+    assert qualifies(failed, ChoiceRule()) == (False, "Triton refused it")
+    with pytest.raises(ValueError, match="reference"):
+        choose_policy([result(T125, 0, 700, 650)])
+    with pytest.raises(ValueError, match="reference"):
+        choose_policy([PolicyResult(NONE, (figures(0.8, 640, requests=640),))])
+
+
+def test_result_to_best_json_and_back() -> None:
+    results = (result(NONE, 0, 0, 0), result(T88, 0, 860, 870),
+               PolicyResult(Q50, (), "failed", "Triton refused it"))
+    outcome = OverloadResult(200.0, SLO, Candidate(16, 0, 1).to_dict(), results,
+                             choose_policy(results), notes=("a note",))
+    data = outcome.to_dict()
+    text = json.dumps(data, allow_nan=False)  # plain JSON: no NaN or Infinity
+    assert data["chosen"]["policy"]["label"] == "timeout 88ms REJECT"
+    assert data["chosen"]["queue_policy"] == {"timeout_action": "REJECT",
+                                              "default_timeout_microseconds": "88000"}
+    assert data["holds_at_2x_rps"] == 215.0
+    level = data["policies"][1]["levels"][1]
+    assert level["within_slo_rps"] == 215.0 and level["p99_answered"]["n"] == 860
+    assert level["rejected_share"] == pytest.approx(740 / 1600)
+    assert data["policies"][0]["levels"][1]["p99_answered"]["p99_us"] is None  # none answered
+    back = OverloadResult.from_dict(json.loads(text))
+    assert back.to_dict() == data
+    assert back.holds_at(2.0) == 215.0
+    assert back.chosen_result() is not None and back.chosen_result().policy == T88
+
+
+def test_slow_rejections_are_named() -> None:
+    quick = result(T88, 0, 800, 800)  # rejections at 100 ms
+    assert slow_rejections(quick, SLO) is None
+    slow = level_figures(3.0, 600.0, 1.0, [50_000.0] * 10 + [520_000.0] * 10,
+                         [OK] * 10 + [TIMEOUT] * 10, SLO)
+    late = PolicyResult(T50, (*quick.levels[:2], slow))
+    note = slow_rejections(late, SLO)
+    assert note is not None and note.startswith("timeout 50ms REJECT: its rejections took 520 ms")
+    assert "at 3x (n=10)" in note
+    assert slow_rejections(result(NONE, 0, 0, 0), SLO) is None  # no rejections at all

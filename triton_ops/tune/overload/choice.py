@@ -1,0 +1,216 @@
+"""Choosing the queue policy from measured figures, and the stage's result for best.json.
+
+The rule: among the policies that reject at most `max_nominal_rejected` (0.1%) of requests
+at the nominal load (0.8x the goodput), take the one with the most requests answered within
+the SLO per second over the overload levels (2x and 3x, summed). It must beat no policy by
+more than the noise: by `min_gain` (5%) of no policy's answers and by two standard errors
+of the two counts (Poisson); otherwise no policy helps, and none is chosen. Among equals the
+policy with fewer settings, then the one that sheds less at the nominal load, wins.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from triton_ops.tune.overload.figures import LevelFigures, PolicyResult
+from triton_ops.tune.overload.policy import OverloadPolicy
+
+NOMINAL_LEVEL = 0.8
+OVERLOAD_LEVELS = (2.0, 3.0)
+LEVELS = (NOMINAL_LEVEL, *OVERLOAD_LEVELS)
+MAX_NOMINAL_REJECTED = 0.001
+MIN_GAIN = 0.05
+
+
+@dataclass(frozen=True)
+class ChoiceRule:
+    nominal_level: float = NOMINAL_LEVEL
+    overload_levels: tuple[float, ...] = OVERLOAD_LEVELS
+    max_nominal_rejected: float = MAX_NOMINAL_REJECTED
+    min_gain: float = MIN_GAIN
+
+    def describe(self) -> str:
+        levels = " and ".join(f"{x:g}x" for x in self.overload_levels)
+        return (f"most requests answered within the SLO per second at {levels} the goodput, "
+                f"among policies rejecting at most {self.max_nominal_rejected:.1%} at "
+                f"{self.nominal_level:g}x; it must beat no policy by {self.min_gain:.0%} and "
+                "by two standard errors of the counts")
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The chosen policy (the reference when no policy helps) and why."""
+
+    policy: OverloadPolicy
+    helps: bool
+    reason: str
+    within_slo_rps: dict[float, float] = field(default_factory=dict)  # level -> answers/s
+    reference_within_slo_rps: dict[float, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "policy": self.policy.to_dict(), "queue_policy": self.policy.config_json(),
+            "helps": self.helps, "reason": self.reason,
+            "within_slo_rps": [{"level": k, "rps": v} for k, v in self.within_slo_rps.items()],
+            "reference_within_slo_rps": [{"level": k, "rps": v}
+                                         for k, v in self.reference_within_slo_rps.items()],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Choice:
+        return cls(OverloadPolicy.from_dict(data["policy"]), bool(data["helps"]),
+                   str(data.get("reason", "")),
+                   {float(d["level"]): float(d["rps"]) for d in data.get("within_slo_rps", [])},
+                   {float(d["level"]): float(d["rps"])
+                    for d in data.get("reference_within_slo_rps", [])})
+
+
+def _overload_answers(result: PolicyResult, rule: ChoiceRule) -> tuple[int, float] | None:
+    """Within-SLO answers summed over the overload levels, and the seconds they took
+    (None unless every overload level was measured)."""
+    levels = [result.at(level) for level in rule.overload_levels]
+    if any(f is None for f in levels):
+        return None
+    return (sum(f.within_slo for f in levels if f is not None),
+            sum(f.seconds for f in levels if f is not None))
+
+
+def nominal_shed(figures: LevelFigures, rule: ChoiceRule) -> str | None:
+    """Why figures at the nominal load disqualify their policy (None: they do not)."""
+    if not math.isclose(figures.level, rule.nominal_level):
+        return None
+    if figures.rejected_share > rule.max_nominal_rejected:
+        return (f"rejected {figures.rejected_share:.2%} at {rule.nominal_level:g}x "
+                f"(at most {rule.max_nominal_rejected:.1%} allowed)")
+    return None
+
+
+def qualifies(result: PolicyResult, rule: ChoiceRule) -> tuple[bool, str]:
+    """Whether a measured policy may be chosen, and if not, why."""
+    if result.status != "measured":
+        return False, result.reason or result.status
+    nominal = result.at(rule.nominal_level)
+    if nominal is None:
+        return False, f"not measured at {rule.nominal_level:g}x"
+    shed = nominal_shed(nominal, rule)
+    if shed is not None:
+        return False, shed
+    if _overload_answers(result, rule) is None:
+        return False, "not measured at every overload level"
+    return True, ""
+
+
+def _rates(result: PolicyResult, rule: ChoiceRule) -> dict[float, float]:
+    return {lvl: f.within_slo_rps for lvl in rule.overload_levels
+            if (f := result.at(lvl)) is not None}
+
+
+def _describe(result: PolicyResult, rule: ChoiceRule) -> str:
+    rates = ", ".join(f"{r:.0f}/s at {lvl:g}x" for lvl, r in _rates(result, rule).items())
+    return f"{result.policy.label()} ({rates} within the SLO)"
+
+
+def choose_policy(results: Sequence[PolicyResult], rule: ChoiceRule | None = None) -> Choice:
+    """Apply the rule of the module docstring to measured policies."""
+    rule = rule or ChoiceRule()
+    if not rule.overload_levels:
+        raise ValueError("the rule names no overload level")
+    reference = next((r for r in results if r.policy.is_reference), None)
+    if reference is None or _overload_answers(reference, rule) is None:
+        raise ValueError("the reference (no policy) must be measured at every overload level")
+    ref_count, ref_seconds = _overload_answers(reference, rule)  # type: ignore[misc]
+    ref_rates = _rates(reference, rule)
+    ranked = []
+    for r in results:
+        if r.policy.is_reference or not qualifies(r, rule)[0]:
+            continue
+        count, seconds = _overload_answers(r, rule)  # type: ignore[misc]
+        nominal = r.at(rule.nominal_level)
+        shed = nominal.rejected_share if nominal else 0.0
+        ranked.append((-count / seconds, r.policy.settings, shed, r.policy, r, count, seconds))
+    if not ranked:
+        return Choice(OverloadPolicy(), False,
+                      "no policy helps: none kept its rejections within "
+                      f"{rule.max_nominal_rejected:.1%} at {rule.nominal_level:g}x; "
+                      f"{_describe(reference, rule)} stays", ref_rates, ref_rates)
+    ranked.sort(key=lambda t: t[:3])
+    best, count, seconds = ranked[0][4], ranked[0][5], ranked[0][6]
+    # Compare rates per second of window (the levels of two policies may differ in length).
+    ref_per_s, best_per_s = ref_count / ref_seconds, count / seconds
+    noise = 2 * math.sqrt(count / seconds**2 + ref_count / ref_seconds**2)
+    gain = best_per_s - ref_per_s
+    if gain <= rule.min_gain * ref_per_s or gain <= noise:
+        return Choice(OverloadPolicy(), False,
+                      f"no policy helps: the best, {_describe(best, rule)}, does not beat "
+                      f"{_describe(reference, rule)} by more than the noise", ref_rates,
+                      ref_rates)
+    return Choice(best.policy, True,
+                  f"{_describe(best, rule)} beats {_describe(reference, rule)}",
+                  _rates(best, rule), ref_rates)
+
+
+def slow_rejections(result: PolicyResult, slo_us: float) -> str | None:
+    """A warning when a policy's rejections came back later than the SLO (p99) at some load:
+    its clients wait that long to be told, and may retry late. None when they did not."""
+    late = [f for f in result.levels if f.rejections_within(slo_us) is False]
+    if not late:
+        return None
+    worst = max(late, key=lambda f: f.p99_rejected.value)
+    return (f"{result.policy.label()}: its rejections took {worst.p99_rejected.value / 1000:.0f} "
+            f"ms at the p99 at {worst.level:g}x (n={worst.p99_rejected.n}), over the SLO of "
+            f"{slo_us / 1000:g} ms: clients wait that long to be told")
+
+
+@dataclass(frozen=True)
+class OverloadResult:
+    """The overload stage: what was measured on which config, and the choice."""
+
+    goodput_rps: float
+    slo_us: float
+    config: dict[str, Any]  # the batching config measured (Candidate.to_dict())
+    results: tuple[PolicyResult, ...]
+    choice: Choice | None
+    rule: ChoiceRule = ChoiceRule()
+    notes: tuple[str, ...] = ()
+
+    def chosen_result(self) -> PolicyResult | None:
+        if self.choice is None:
+            return None
+        return next((r for r in self.results if r.policy == self.choice.policy), None)
+
+    def holds_at(self, level: float) -> float | None:
+        """Requests one server answers within the SLO per second at `level` x the goodput
+        offered, with the chosen policy (None when not measured)."""
+        chosen = self.chosen_result()
+        figures = chosen.at(level) if chosen else None
+        return figures.within_slo_rps if figures else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """best.json's `overload`."""
+        return {
+            "goodput_rps": self.goodput_rps, "slo_p99_us": self.slo_us, "config": self.config,
+            "levels": [self.rule.nominal_level, *self.rule.overload_levels],
+            "rule": self.rule.describe(),
+            "max_nominal_rejected": self.rule.max_nominal_rejected,
+            "min_gain": self.rule.min_gain,
+            "policies": [r.to_dict() for r in self.results],
+            "chosen": self.choice.to_dict() if self.choice else None,
+            "holds_at_2x_rps": self.holds_at(2.0),
+            "notes": list(self.notes),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> OverloadResult:
+        levels = [float(x) for x in data.get("levels", LEVELS)]
+        rule = ChoiceRule(levels[0], tuple(levels[1:]),
+                          float(data.get("max_nominal_rejected", MAX_NOMINAL_REJECTED)),
+                          float(data.get("min_gain", MIN_GAIN)))
+        chosen = data.get("chosen")
+        return cls(float(data["goodput_rps"]), float(data["slo_p99_us"]),
+                   dict(data.get("config") or {}),
+                   tuple(PolicyResult.from_dict(r) for r in data.get("policies", [])),
+                   Choice.from_dict(chosen) if chosen else None, rule,
+                   tuple(data.get("notes", [])))

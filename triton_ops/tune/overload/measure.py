@@ -1,0 +1,266 @@
+"""The overload stage on a running Triton: load the chosen config with each queue policy,
+offer open-loop Poisson load at multiples of its goodput, and record what came back.
+
+Each policy is applied with the model-control API (`load_model(name, config=json)`: the
+model's own config with the chosen batching settings and the policy put in, no restart).
+Between two loads the server is left to drain what the last one queued, so that one level's
+backlog is not charged to the next. The model's original config is put back at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from triton_ops.envelope.model import Envelope
+from triton_ops.tune.batcher import Candidate
+from triton_ops.tune.overload.choice import (
+    LEVELS,
+    Choice,
+    ChoiceRule,
+    OverloadResult,
+    choose_policy,
+    nominal_shed,
+    slow_rejections,
+)
+from triton_ops.tune.overload.figures import LevelFigures, PolicyResult, level_figures
+from triton_ops.tune.overload.policy import OverloadPolicy
+
+
+@dataclass(frozen=True)
+class OverloadSettings:
+    levels: tuple[float, ...] = LEVELS  # multiples of the goodput; the nominal one first
+    warmup_s: float = 1.0
+    window_s: float = 4.0
+    # The client's deadline; anything later is not within the SLO anyway. None: 4x the SLO,
+    # at least 1 s.
+    client_timeout_s: float | None = None
+    late_threshold_us: float = 2000.0
+    drain_timeout_s: float = 60.0
+    # A policy that sheds too much at the nominal load cannot be chosen: skip its overload
+    # levels (they would only spend time).
+    skip_disqualified: bool = True
+    load_timeout_s: float = 120.0
+    max_inflight: int = 20000
+
+    def timeout_s(self, slo_us: float) -> float:
+        if self.client_timeout_s is not None:
+            return self.client_timeout_s
+        return max(1.0, 4 * slo_us / 1e6)
+
+
+# -- events (for a caller that reports progress) -----------------------------------------
+
+@dataclass(frozen=True)
+class PolicyLoading:
+    policy: OverloadPolicy
+
+
+@dataclass(frozen=True)
+class LevelMeasured:
+    policy: OverloadPolicy
+    figures: LevelFigures
+
+
+@dataclass(frozen=True)
+class PolicyDone:
+    result: PolicyResult
+
+
+OverloadEvent = PolicyLoading | LevelMeasured | PolicyDone
+
+
+def overload_config(base: Mapping[str, Any], candidate: Candidate,
+                    policy: OverloadPolicy) -> dict[str, Any]:
+    """The model's config (protobuf JSON form) with the candidate's batching settings and
+    the policy as the dynamic batcher's default_queue_policy.
+
+    A model that does not batch (max_batch_size 0) keeps a `dynamic_batching {}` for the
+    policy: Triton applies the queue policy whenever the dynamic batcher is on.
+    """
+    from triton_ops.tune.live import candidate_config
+
+    cfg = candidate_config(base, candidate)
+    dyn = dict(cfg.get("dynamic_batching") or {})
+    dyn.pop("default_queue_policy", None)
+    queue_policy = policy.config_json()
+    if queue_policy is not None:
+        dyn["default_queue_policy"] = queue_policy
+    if dyn or candidate.max_batch_size > 0:
+        cfg["dynamic_batching"] = dyn
+    return cfg
+
+
+class PolicyTarget:
+    """The model on a running Triton, loaded with one policy after another."""
+
+    def __init__(self, grpc_url: str, model: str, candidate: Candidate, *,
+                 load_timeout_s: float = 120.0) -> None:
+        import tritonclient.grpc as grpcclient
+
+        self.client = grpcclient.InferenceServerClient(grpc_url)
+        self.model = model
+        self.candidate = candidate
+        self.load_timeout_s = load_timeout_s
+        self.was_loaded = self.client.is_model_ready(model)
+        if not self.was_loaded:
+            self.client.load_model(model)
+        self.original = self.client.get_model_config(model, as_json=True)["config"]
+
+    def load(self, policy: OverloadPolicy) -> str | None:
+        """Load the model with the policy; the server's message when it refuses."""
+        from tritonclient.utils import InferenceServerException
+
+        config = json.dumps(overload_config(self.original, self.candidate, policy))
+        try:
+            self.client.load_model(self.model, config=config)
+        except InferenceServerException as exc:
+            return str(exc.message() or exc)
+        deadline = time.monotonic() + self.load_timeout_s
+        while not self.client.is_model_ready(self.model):
+            if time.monotonic() > deadline:
+                return f"not ready {self.load_timeout_s:.0f} s after loading"
+            time.sleep(0.1)
+        return None
+
+    def completed(self) -> int:
+        """Requests the model finished so far (succeeded or failed)."""
+        stats = self.client.get_inference_statistics(self.model, as_json=True)
+        total = 0
+        for entry in stats.get("model_stats", []):
+            inference = entry.get("inference_stats", {})
+            total += sum(int(inference.get(k, {}).get("count", 0)) for k in ("success", "fail"))
+        return total
+
+    def drain(self, timeout_s: float, *, quiet_s: float = 0.5) -> bool:
+        """Wait until the server stops finishing requests for `quiet_s` (its queue is empty);
+        False when it was still busy after `timeout_s`."""
+        deadline = time.monotonic() + timeout_s
+        last, since = self.completed(), time.monotonic()
+        while time.monotonic() < deadline:
+            time.sleep(0.1)
+            now = self.completed()
+            if now != last:
+                last, since = now, time.monotonic()
+            elif time.monotonic() - since >= quiet_s:
+                return True
+        return False
+
+    def restore(self) -> None:
+        """Put the model back as it was: its original config, or unloaded."""
+        self.client.load_model(self.model, config=json.dumps(self.original))
+        if not self.was_loaded:
+            self.client.unload_model(self.model)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def measure_level(loadgen: Any, level: float, rate: float, slo_us: float,
+                  settings: OverloadSettings) -> LevelFigures:
+    """Open-loop Poisson arrivals at `rate` for one window after a warm-up."""
+    import numpy as np
+
+    m = loadgen.measure(mode="open", rate=rate, warmup_s=settings.warmup_s,
+                        window_s=settings.window_s, max_windows=1,
+                        max_inflight=settings.max_inflight)
+    windows = m.windows
+    if not windows:
+        raise RuntimeError(f"the load generator returned no window at {rate:.0f} req/s")
+    latency = np.concatenate([(w.done - np.minimum(w.sched, w.sent)) * 1e6 for w in windows])
+    outcomes = np.concatenate([w.outcomes() for w in windows])
+    lateness = np.concatenate([w.lateness_us() for w in windows])
+    return level_figures(level, rate, sum(w.seconds for w in windows), latency.tolist(),
+                         outcomes.tolist(), slo_us, lateness_us=lateness.tolist(),
+                         late_threshold_us=settings.late_threshold_us)
+
+
+def measure_policy(target: PolicyTarget, loadgen: Any, policy: OverloadPolicy,
+                   goodput_rps: float, slo_us: float, settings: OverloadSettings,
+                   rule: ChoiceRule | None, on_event: Callable[[OverloadEvent], None],
+                   ) -> PolicyResult:
+    """One policy at every level, in the order of `settings.levels` (the nominal one first)."""
+    on_event(PolicyLoading(policy))
+    target.drain(settings.drain_timeout_s)
+    error = target.load(policy)
+    if error is not None:
+        result = PolicyResult(policy, status="failed", reason=f"Triton refused it: {error}")
+        on_event(PolicyDone(result))
+        return result
+    levels: list[LevelFigures] = []
+    notes: list[str] = []
+    for level in settings.levels:
+        figures = measure_level(loadgen, level, level * goodput_rps, slo_us, settings)
+        levels.append(figures)
+        on_event(LevelMeasured(policy, figures))
+        if not target.drain(settings.drain_timeout_s):
+            notes.append(f"still busy {settings.drain_timeout_s:.0f} s after {level:g}x: the "
+                         "next load started on a backlog")
+        shed = None if policy.is_reference or rule is None else nominal_shed(figures, rule)
+        if shed is not None and settings.skip_disqualified:
+            result = PolicyResult(policy, tuple(levels), "disqualified", shed)
+            on_event(PolicyDone(result))
+            return result
+    result = PolicyResult(policy, tuple(levels), "measured", "; ".join(notes))
+    on_event(PolicyDone(result))
+    return result
+
+
+def measure_overload(grpc_url: str, model: str, envelope: Envelope, candidate: Candidate,
+                     goodput_rps: float, slo_us: float, *,
+                     policies: Sequence[OverloadPolicy] | None = None,
+                     settings: OverloadSettings | None = None, rule: ChoiceRule | None = None,
+                     loadgen: Any = None, workers: int = 1,
+                     on_event: Callable[[OverloadEvent], None] = lambda e: None,
+                     ) -> OverloadResult:
+    """Measure `policies` (default: policy_space from the goodput and SLO) on `candidate`,
+    choose one, and put the model back as it was."""
+    from triton_ops.loadgen.engine import LoadGenerator
+    from triton_ops.tune.overload.policy import policy_space
+
+    settings = settings or OverloadSettings()
+    if rule is None and len(settings.levels) >= 2:
+        rule = ChoiceRule(settings.levels[0], tuple(settings.levels[1:]))
+    if policies is None:
+        policies = policy_space(goodput_rps, slo_us, max_batch_size=candidate.max_batch_size,
+                                max_queue_delay_us=candidate.max_queue_delay_us)
+    own_loadgen = loadgen is None
+    if own_loadgen:
+        loadgen = LoadGenerator(grpc_url, model, envelope.inputs,
+                                outputs=[o.name for o in envelope.outputs],
+                                batching=candidate.max_batch_size > 0, workers=workers,
+                                timeout_s=settings.timeout_s(slo_us))
+        loadgen.start()
+    target = PolicyTarget(grpc_url, model, candidate, load_timeout_s=settings.load_timeout_s)
+    results: list[PolicyResult] = []
+    try:
+        for policy in policies:
+            results.append(measure_policy(target, loadgen, policy, goodput_rps, slo_us,
+                                          settings, rule, on_event))
+    finally:
+        try:
+            target.drain(settings.drain_timeout_s)
+            target.restore()
+        finally:
+            target.close()
+            if own_loadgen:
+                loadgen.close()
+    return OverloadResult(goodput_rps, slo_us, candidate.to_dict(), tuple(results),
+                          *_choice(results, rule, slo_us))
+
+
+def _choice(results: Sequence[PolicyResult], rule: ChoiceRule | None, slo_us: float,
+            ) -> tuple[Choice | None, ChoiceRule, tuple[str, ...]]:
+    """The choice and notes on it, or None with a note saying why none could be made."""
+    if rule is None:
+        return None, ChoiceRule(), ("no choice: measure a nominal and an overload level",)
+    try:
+        choice = choose_policy(results, rule)
+    except ValueError as exc:
+        return None, rule, (f"no choice: {exc}",)
+    chosen = next(r for r in results if r.policy == choice.policy)
+    slow = slow_rejections(chosen, slo_us)
+    return choice, rule, (slow,) if slow else ()
