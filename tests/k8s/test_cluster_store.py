@@ -120,6 +120,35 @@ def test_state_audit_commands_known_good_round_trip(cluster: Cluster,
     assert "error-rate: canary 3/20" in events[0]["message"]
 
 
+@pytest.mark.parametrize("key, text, message", [
+    ("state.json", "{not json", r"state\.json: not a valid rollout state"),
+    ("audit.jsonl", '{"event": "a"}\n[1, 2]\n', r"audit\.jsonl:2: not a JSON object"),
+    ("audit.jsonl", '"x"\n', r"audit\.jsonl:1: not a JSON object"),
+    ("known_good.json", '{"a": 1}', r"known_good\.json: not a list of version lists"),
+    ("known_good.json", '[[1, "x"]]', r"known_good\.json: not a list of version lists"),
+    ("known_good.json", '[["²"]]', r"known_good\.json: not a list of version lists"),
+    ("known_good.json", "[[1.5]]", r"known_good\.json: not a list of version lists"),
+    ("known_good.json", "[" * 100_000, r"known_good\.json: not a list of version lists"),
+    ("target.json", "[1]", r"target\.json: not a JSON object"),
+])
+def test_configmap_keys_that_are_not_what_triton_ops_writes_are_store_errors(
+        cluster: Cluster, tmp_path: Path, key: str, text: str, message: str) -> None:
+    from triton_ops.rollout.store import StoreError
+
+    store = ConfigMapStateStore(cluster, "affine")
+    store.save(new_state(spec(), 1000.0))
+    cluster.patch_configmap(store.name, {key: text},
+                            cluster.get_configmap(store.name)["metadata"]["resourceVersion"])
+    read = {"state.json": store.load, "audit.jsonl": store.read_audit,
+            "known_good.json": store.known_good, "target.json": store.target_options}[key]
+    with pytest.raises(StoreError, match=rf"configmap/{NS}/triton-ops-rollout-affine {message}"):
+        read()
+    if key == "known_good.json":
+        with pytest.raises(StoreError, match=message):
+            store.record_known_good([3])
+        assert cluster.get_configmap(store.name)["data"][key] == text  # never overwritten
+
+
 def test_a_command_from_another_machine_survives_concurrent_state_writes(
         cluster: Cluster) -> None:
     # Two stores = two machines. The driver keeps saving state while another machine sends
