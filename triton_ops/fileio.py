@@ -22,17 +22,20 @@ class WriteError(OSError):
         return str(self.strerror)
 
 
-def write_error(path: Path | str, exc: OSError) -> WriteError:
-    """The WriteError for `exc`, raised while writing `path`: it names `path` (not the
-    temporary file or the folder the OS names) and, when a file stands where a folder of
-    the path should be, that file."""
-    path = Path(path)
-    reason = exc.strerror or str(exc)
+def os_error_reason(path: Path | str, exc: OSError) -> str:
+    """Why reading or writing `path` failed, for people: the OS's reason, or, when a file
+    stands where a folder of the path should be, which file that is."""
     if isinstance(exc, (FileExistsError, NotADirectoryError)):
-        blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+        blocker = next((p for p in Path(path).parents if p.exists() and not p.is_dir()), None)
         if blocker is not None:
-            reason = f"{blocker} is not a folder"
-    return WriteError(exc.errno, f"cannot write {path}: {reason}")
+            return f"{blocker} is not a folder"
+    return exc.strerror or str(exc)
+
+
+def write_error(path: Path | str, exc: OSError) -> WriteError:
+    """The WriteError for `exc`, raised while writing `path`: it names `path`, not the
+    temporary file or the folder the OS names."""
+    return WriteError(exc.errno, f"cannot write {path}: {os_error_reason(path, exc)}")
 
 
 def _umask_mode() -> int:

@@ -234,8 +234,9 @@ class ConfigMapStateStore(StateStore):
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first.get("loc", ()))
+            detail = f"{where}: {first['msg']}" if where else first["msg"]
             raise StoreError(f"{self._where(STATE_KEY)}: not a valid rollout state "
-                             f"({where}: {first['msg']}); written by another triton-ops "
+                             f"({detail}); written by another triton-ops "
                              "version or edited by hand: delete the ConfigMap's state.json "
                              "key and set the served versions with `triton-ops rollback`"
                              ) from None

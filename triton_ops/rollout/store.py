@@ -29,7 +29,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from triton_ops.fileio import atomic_write_text
+from triton_ops.fileio import WriteError, atomic_write_text, os_error_reason, write_error
 from triton_ops.rollout.state import AuditRecord, Command, RolloutState
 
 # Version numbers as Triton's version folders name them (int64, from 1).
@@ -136,7 +136,13 @@ class StateStore:
         except FileNotFoundError:
             return None
         except OSError as exc:
-            raise StoreError(f"{path}: cannot read: {exc.strerror or exc}") from None
+            raise StoreError(f"{path}: cannot read: {os_error_reason(path, exc)}") from None
+
+    def _write(self, path: Path, text: str) -> None:
+        try:
+            atomic_write_text(path, text)
+        except WriteError as exc:
+            raise StoreError(str(exc)) from None
 
     def _read_text(self, path: Path) -> str | None:
         data = self._read_bytes(path)
@@ -159,30 +165,34 @@ class StateStore:
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first.get("loc", ()))
+            detail = f"{where}: {first['msg']}" if where else first["msg"]
             raise StoreError(
-                f"{self.state_path}: not a valid rollout state ({where}: {first['msg']}); "
+                f"{self.state_path}: not a valid rollout state ({detail}); "
                 "it was written by another triton-ops version or edited by hand: move it "
                 "away and use `triton-ops rollback` to set the served versions"
             ) from None
 
     def save(self, state: RolloutState) -> None:
-        atomic_write_text(self.state_path, state.model_dump_json(indent=2) + "\n")
+        self._write(self.state_path, state.model_dump_json(indent=2) + "\n")
 
     # -- audit log ---------------------------------------------------------------------
     def append_audit(self, record: AuditRecord | dict[str, Any]) -> None:
         data = record.model_dump(mode="json") if isinstance(record, AuditRecord) else record
         line = json.dumps(data, sort_keys=True, default=str) + "\n"
-        self.directory.mkdir(parents=True, exist_ok=True)
-        # One write() of one line in append mode: concurrent appenders never interleave.
-        fd = os.open(self.audit_path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            size = os.fstat(fd).st_size
-            if size and os.pread(fd, 1, size - 1) != b"\n":
-                line = "\n" + line  # after a torn record: never join it
-            os.write(fd, line.encode("utf-8"))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+            self.directory.mkdir(parents=True, exist_ok=True)
+            # One write() of one line in append mode: concurrent appenders never interleave.
+            fd = os.open(self.audit_path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                size = os.fstat(fd).st_size
+                if size and os.pread(fd, 1, size - 1) != b"\n":
+                    line = "\n" + line  # after a torn record: never join it
+                os.write(fd, line.encode("utf-8"))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise StoreError(str(write_error(self.audit_path, exc))) from None
 
     def read_audit(self) -> list[dict[str, Any]]:
         data = self._read_bytes(self.audit_path)
@@ -194,17 +204,19 @@ class StateStore:
         """Hold the model's rollout lock, or raise RolloutLocked naming the holder."""
         from filelock import FileLock, Timeout
 
-        self.directory.mkdir(parents=True, exist_ok=True)
         lock = FileLock(str(self.lock_path), timeout=0)
         try:
+            self.directory.mkdir(parents=True, exist_ok=True)
             lock.acquire()
         except Timeout:
             raise RolloutLocked(
                 f"another triton-ops process drives this rollout ({self.owner()}); use "
                 "`triton-ops rollout status|promote|abort` or stop that process first"
             ) from None
+        except OSError as exc:
+            raise StoreError(str(write_error(self.lock_path, exc))) from None
         try:
-            atomic_write_text(self.owner_path, json.dumps(
+            self._write(self.owner_path, json.dumps(
                 {"pid": os.getpid(), "host": socket.gethostname()}) + "\n")
             yield
         finally:
@@ -213,12 +225,20 @@ class StateStore:
             lock.release()
 
     def is_locked(self) -> bool:
-        """Whether a live process holds the lock right now."""
+        """Whether a live process holds the lock right now (nothing is written)."""
+        from filelock import FileLock, Timeout
+
+        if not self.lock_path.exists():
+            return False  # a holder creates it
+        probe = FileLock(str(self.lock_path), timeout=0)
         try:
-            with self.lock():
-                return False
-        except RolloutLocked:
+            probe.acquire()
+        except Timeout:
             return True
+        except OSError as exc:
+            raise StoreError(f"{self.lock_path}: cannot open: {exc.strerror or exc}") from None
+        probe.release()
+        return False
 
     def owner(self) -> str:
         try:
@@ -229,20 +249,19 @@ class StateStore:
 
     # -- commands from other shells ----------------------------------------------------
     def send_command(self, command: Command) -> None:
-        atomic_write_text(self.command_path, command.model_dump_json() + "\n")
+        self._write(self.command_path, command.model_dump_json() + "\n")
 
     def take_command(self) -> Command | None:
         """The pending command, removed from the store; None when there is none."""
-        try:
-            text = self.command_path.read_text(encoding="utf-8")
-        except FileNotFoundError:
+        data = self._read_bytes(self.command_path)
+        if data is None:
             return None
         with contextlib.suppress(FileNotFoundError):
             self.command_path.unlink()
         try:
-            return Command.model_validate_json(text)
+            return Command.model_validate_json(data)
         except ValidationError:
-            return None
+            return None  # not a command triton-ops wrote: dropped
 
     def pending_command(self) -> bool:
         return self.command_path.exists()
@@ -258,12 +277,12 @@ class StateStore:
         if history and history[-1] == sorted(versions):
             return
         history.append(sorted(versions))
-        atomic_write_text(self.known_good_path, json.dumps(history[-50:]) + "\n")
+        self._write(self.known_good_path, json.dumps(history[-50:]) + "\n")
 
     # -- how to reach the target again -------------------------------------------------
     def save_target_options(self, options: dict[str, Any]) -> None:
         """Record the options the target was built with, for `resume` from another shell."""
-        atomic_write_text(self.target_path, json.dumps(options, indent=2) + "\n")
+        self._write(self.target_path, json.dumps(options, indent=2) + "\n")
 
     def target_options(self) -> dict[str, Any]:
         """The recorded target options; empty when none were recorded."""
