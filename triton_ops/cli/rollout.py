@@ -311,7 +311,8 @@ def _command(model: str, repo: Path, url: str | None, action: str, output_format
                            err=True)
             printer.final(state, EXIT_OK)
             raise typer.Exit(EXIT_OK)
-        with _resume_target(model, repo, url) as target:
+        with _resume_target(model, repo, url) as target, \
+                targets.interrupted(model, target.store, targets.COMMANDS["single"]):
             state, _ = Engine(target, listener=printer).command(action, by=who())
     except (RolloutRefused, StoreError) as exc:
         raise fail(str(exc)) from None
@@ -363,11 +364,17 @@ def rollback(
     import time
 
     from triton_ops.repository.seal import verify_version
-    from triton_ops.rollout.store import RolloutLocked
+    from triton_ops.rollout.store import StoreError
     from triton_ops.rollout.target import TargetError
 
     store = targets.open_store("single", model, repo=repo)
-    state = store.load()
+    try:
+        state = store.load()
+        # Read before a server is started or reached: a history that could not be
+        # extended afterwards is refused before anything changes.
+        history = store.known_good()
+    except StoreError as exc:
+        raise fail(str(exc)) from None
     if state is not None and not state.phase.terminal:
         # A rollout is open: rolling back IS aborting it (stable is the known-good).
         if to is not None and to not in state.spec.stable:
@@ -383,8 +390,7 @@ def rollback(
         except TargetError as exc:
             raise fail(str(exc)) from None
         if to is None:
-            candidates = [versions for versions in reversed(store.known_good())
-                          if versions != serving]
+            candidates = [versions for versions in reversed(history) if versions != serving]
             if not candidates:
                 raise fail(f"no known-good version of {model} other than {serving} is "
                            "recorded; give --to N")
@@ -400,12 +406,16 @@ def rollback(
         except TargetError as exc:
             raise fail(f"rollback failed, {serving} still serve: {exc}", EXIT_FAILED) \
                 from None
-        except RolloutLocked as exc:
+        except StoreError as exc:  # the lock is held, or cannot be taken
             raise fail(str(exc)) from None
-    store.append_audit({"event": "rollback", "model": model, "from": serving,
-                        "to": versions, "by": who(), "time": time.time(),
-                        "reason": f"manual rollback {serving} -> {versions}"})
-    store.record_known_good(versions)
+    try:
+        store.append_audit({"event": "rollback", "model": model, "from": serving,
+                            "to": versions, "by": who(), "time": time.time(),
+                            "reason": f"manual rollback {serving} -> {versions}"})
+        store.record_known_good(versions)
+    except StoreError as exc:
+        raise fail(f"{model}: serving {versions} (was {serving}), but recording it failed: "
+                   f"{exc}", EXIT_FAILED) from None
     typer.echo(f"{model}: serving {versions} (was {serving})")
 
 

@@ -251,6 +251,21 @@ def start_rollout(kind: str, model: str, canary: int, stable: str | None,
 
     stable_given = parse_int_list(stable, "--stable") if stable else None
     printer = RolloutPrinter(output_format)
+
+    def refused(reason: str) -> typer.Exit:
+        if printer.json:
+            typer.echo(json.dumps({"model": model, "canary": canary, "phase": "Refused",
+                                   "reason": reason, "exit_code": EXIT_USAGE}, indent=2))
+        return fail(f"refused: {reason}")
+
+    # The store's documents are read before a server is started or reached.
+    repo = Path(options["repo"]) if options.get("repo") else None
+    try:
+        store = open_store(kind, model, repo=repo, cluster=cluster)
+        store.load()
+        store.known_good()
+    except StoreError as exc:
+        raise refused(str(exc)) from None
     with open_target(kind, model, envelope, options, cluster) as target:
         try:
             stable_list = stable_given or target.serving_versions()
@@ -271,14 +286,9 @@ def start_rollout(kind: str, model: str, canary: int, stable: str | None,
                        f"{max(stable_list)} by number during the rollout", err=True)
         with interrupted(model, target.store, COMMANDS[kind]):
             try:
-                target.store.save_target_options(options)
-                state = Engine(target, listener=printer).start(spec)
-            except (RolloutRefused, StoreError) as exc:
-                if printer.json:
-                    typer.echo(json.dumps({"model": model, "canary": canary,
-                                           "phase": "Refused", "reason": str(exc),
-                                           "exit_code": EXIT_USAGE}, indent=2))
-                raise fail(f"refused: {exc}") from None
+                state = Engine(target, listener=printer).start(spec, target_options=options)
+            except RolloutRefused as exc:
+                raise refused(str(exc)) from None
     code = exit_code(state)
     printer.final(state, code)
     raise typer.Exit(code)
@@ -288,12 +298,16 @@ def start_rollout(kind: str, model: str, canary: int, stable: str | None,
 def interrupted(model: str, store: Any, commands: str) -> Iterator[None]:
     """Ctrl-C or an unexpected error leaves the persisted state as it is: say how to go on
     (with `commands`, how the target's follow-up commands are spelled)."""
+    from triton_ops.rollout.store import StoreError
+
     try:
         yield
     except typer.Exit:
         raise
     except KeyboardInterrupt:
         raise fail(_left_in(model, store, "interrupted", commands), 130) from None
+    except StoreError as exc:  # e.g. the disk filled up: the message names the file
+        raise fail(_left_in(model, store, str(exc), commands), EXIT_FAILED) from None
     except Exception as exc:  # noqa: BLE001 - report, never a traceback
         raise fail(_left_in(model, store, f"unexpected error: {type(exc).__name__}: {exc}",
                             commands), EXIT_FAILED) from None

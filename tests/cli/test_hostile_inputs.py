@@ -1,0 +1,153 @@
+"""Hostile inputs to the commands that keep a rollout's files, take ports and server URLs,
+replay recorded requests or write files: each one is answered with a message naming the
+file (and line) or the option, and exit 1 or 2, never a traceback; the user's files are
+left as they were.
+
+The corpus holds what a hand edit, another program or a broken disk leaves behind: rollout
+documents (state.json, audit.jsonl, known_good.json, target.json) that are not JSON, not
+UTF-8, of the wrong shape or nested beyond what a JSON parser can follow; seals whose
+`files` entries are not objects; ports and HOST:PORT URLs out of range or unreadable;
+request lines nested 100,000 deep; outputs whose folder is a file (a write that fails for
+root too).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from triton_ops.cli.main import app
+from triton_ops.rollout.analysis import AnalysisPolicy
+from triton_ops.rollout.state import Phase, RolloutSpec, new_state
+from triton_ops.rollout.store import StateStore
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+MODEL = "dense_mlp"
+STORE = Path("model_repository") / MODEL / ".triton-ops" / "rollout"
+SEALS = Path("model_repository") / MODEL / ".triton-ops" / "seals"
+DEEP = b"[" * 100_000
+
+# No case may start a server: were an input accepted by mistake, a command could wait for one.
+pytestmark = pytest.mark.timeout(60)
+runner = CliRunner()
+
+
+@pytest.fixture()
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """envelopes/dense_mlp.yaml and model_repository/dense_mlp with versions 1 and 2."""
+    (tmp_path / "envelopes").mkdir()
+    shutil.copy(REPO_ROOT / "envelopes" / f"{MODEL}.yaml", tmp_path / "envelopes")
+    model = tmp_path / "model_repository" / MODEL
+    shutil.copytree(REPO_ROOT / "model_repository" / MODEL, model,
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    if not (model / "2").exists():
+        shutil.copytree(model / "1", model / "2")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    return tmp_path
+
+
+def invoke(*args: str) -> tuple[int, str]:
+    """Run a command; fail the test on a traceback or an exit code other than 1 or 2."""
+    result = runner.invoke(app, list(args))
+    assert result.exception is None or isinstance(result.exception, SystemExit), \
+        f"{' '.join(args)}: {result.exception!r}\n{result.output}"
+    assert "Traceback" not in result.output
+    assert result.exit_code in (1, 2), f"{' '.join(args)}: exit {result.exit_code}\n" \
+        f"{result.output}"
+    return result.exit_code, result.output
+
+
+def save_state(phase: Phase) -> None:
+    spec = RolloutSpec(model=MODEL, stable=[1], canary=2, policy=AnalysisPolicy())
+    StateStore(STORE).save(new_state(spec, 1000.0).model_copy(update={"phase": phase}))
+
+
+# -- rollout documents -------------------------------------------------------------------
+
+# case -> (file of the store, content, where the message points)
+STORE_DOCUMENTS: dict[str, tuple[str, bytes, str]] = {
+    "state_not_json": ("state.json", b"{not json", "state.json"),
+    "state_not_utf8": ("state.json", b'\xff\xfe{"spec": {}}', "state.json"),
+    "state_deeply_nested": ("state.json", DEEP, "state.json"),
+    "state_wrong_shape": ("state.json", b'{"spec": {"model": "dense_mlp"}}', "state.json"),
+    "audit_not_utf8": ("audit.jsonl", b'{"event": "a"}\n\xff\xfe\n', "audit.jsonl:2"),
+    "audit_not_an_object": ("audit.jsonl", b'{"event": "a"}\n[1, 2]\n', "audit.jsonl:2"),
+    "audit_string_line": ("audit.jsonl", b'"x"\n', "audit.jsonl:1"),
+    "audit_deeply_nested": ("audit.jsonl", DEEP + b"\n", "audit.jsonl:1"),
+    "known_good_object": ("known_good.json", b'{"a": 1}', "known_good.json"),
+    "known_good_string_version": ("known_good.json", b'[[1, "x"]]', "known_good.json"),
+    "known_good_unicode_digit": ("known_good.json", '[["²"]]'.encode(), "known_good.json"),
+    "known_good_fraction": ("known_good.json", b"[[1.5]]", "known_good.json"),
+    "known_good_deeply_nested": ("known_good.json", DEEP, "known_good.json"),
+    "known_good_not_utf8": ("known_good.json", b"[[\xff]]", "known_good.json"),
+    "target_not_an_object": ("target.json", b"[1, 2]", "target.json"),
+    "target_deeply_nested": ("target.json", b"{" * 100_000, "target.json"),
+}
+
+
+def store_commands(name: str) -> list[list[str]]:
+    """The commands that read `name` (file of the store) for a rollout in a terminal phase
+    (state.json: in any phase)."""
+    if name == "audit.jsonl":
+        return [["rollout", "status", MODEL]]
+    if name == "known_good.json":
+        return [["rollback", MODEL], ["rollback", MODEL, "--url", "127.0.0.1:1"]]
+    if name == "target.json":
+        return [["rollout", "resume", MODEL], ["rollout", "abort", MODEL]]
+    return [["rollout", "status", MODEL], ["rollback", MODEL], ["rollout", "resume", MODEL],
+            ["rollout", "abort", MODEL], ["rollout", "promote", MODEL],
+            ["rollout", MODEL, "--canary", "2"]]
+
+
+@pytest.mark.parametrize("case", STORE_DOCUMENTS)
+def test_rollout_documents_that_are_not_what_triton_ops_writes(project: Path, case: str
+                                                               ) -> None:
+    name, content, where = STORE_DOCUMENTS[case]
+    # Audit and history are read whatever the phase; target.json only to go on.
+    save_state(Phase.PROGRESSING if name == "target.json" else Phase.ROLLED_BACK)
+    path = STORE / name
+    path.write_bytes(content)
+    before = {p.name: p.read_bytes() for p in STORE.iterdir()}
+    for args in store_commands(name):
+        code, output = invoke(*args)
+        assert code == 2, f"{args}: {output}"
+        assert f"{STORE}/{where}" in output.replace("\n", ""), f"{args}: {output}"
+    assert {p.name: p.read_bytes() for p in STORE.iterdir()} == before
+
+
+def test_a_torn_last_audit_record_is_still_shown_around(project: Path) -> None:
+    save_state(Phase.ROLLED_BACK)
+    (STORE / "audit.jsonl").write_bytes(b'{"event": "started", "reason": "go"}\n{"ev')
+    result = runner.invoke(app, ["rollout", "status", MODEL])
+    assert result.exit_code == 0, result.output
+    assert "phase     RolledBack" in result.output and "go" in result.output
+
+
+# -- writes that fail name the file -------------------------------------------------------
+
+def test_rollout_commands_name_the_store_they_cannot_use(project: Path) -> None:
+    for version in ("1", "2"):
+        assert runner.invoke(app, ["publish", MODEL, version]).exit_code == 0
+    (project / STORE).write_text("")  # a file where the store's folder goes
+    for args in (["rollout", MODEL, "--canary", "2", "--stable", "1", "--url", "127.0.0.1:1"],
+                 ["rollout", "status", MODEL], ["rollout", "abort", MODEL],
+                 ["rollout", "resume", MODEL],
+                 ["rollback", MODEL, "--to", "1", "--url", "127.0.0.1:1"]):
+        code, output = invoke(*args)
+        assert code == 2, output
+        assert re.search(rf"{STORE}/\w+\.json: cannot read: {STORE} is not a folder", output)
+    assert (project / STORE).read_text() == ""
+
+
+def test_abort_names_the_audit_log_it_cannot_write(project: Path) -> None:
+    save_state(Phase.PROGRESSING)
+    StateStore(STORE).save_target_options({"url": "127.0.0.1:1", "repo": "model_repository"})
+    (project / STORE / "audit.jsonl").mkdir()  # a write that fails for root too
+    code, output = invoke("rollout", "abort", MODEL)
+    assert code == 1
+    assert f"cannot write {STORE}/audit.jsonl: Is a directory" in output.replace("\n", "")
