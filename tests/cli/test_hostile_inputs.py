@@ -13,6 +13,7 @@ root too).
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -120,7 +121,7 @@ def test_rollout_documents_that_are_not_what_triton_ops_writes(project: Path, ca
     assert {p.name: p.read_bytes() for p in STORE.iterdir()} == before
 
 
-def test_a_torn_last_audit_record_is_still_shown_around(project: Path) -> None:
+def test_a_torn_last_audit_record_is_tolerated(project: Path) -> None:
     save_state(Phase.ROLLED_BACK)
     (STORE / "audit.jsonl").write_bytes(b'{"event": "started", "reason": "go"}\n{"ev')
     result = runner.invoke(app, ["rollout", "status", MODEL])
@@ -128,7 +129,7 @@ def test_a_torn_last_audit_record_is_still_shown_around(project: Path) -> None:
     assert "phase     RolledBack" in result.output and "go" in result.output
 
 
-# -- writes that fail name the file -------------------------------------------------------
+# -- a store that cannot be used ---------------------------------------------------------
 
 def test_rollout_commands_name_the_store_they_cannot_use(project: Path) -> None:
     for version in ("1", "2"):
@@ -151,3 +152,39 @@ def test_abort_names_the_audit_log_it_cannot_write(project: Path) -> None:
     code, output = invoke("rollout", "abort", MODEL)
     assert code == 1
     assert f"cannot write {STORE}/audit.jsonl: Is a directory" in output.replace("\n", "")
+
+
+# -- seals --------------------------------------------------------------------------------
+
+SEAL = {"schema": "triton-ops/seal-v1", "model": MODEL, "version": 2, "config": None,
+        "envelope": None}
+SEALS_CORPUS: dict[str, bytes] = {
+    "files_entry_number": json.dumps({**SEAL, "files": {"model.py": 1}}).encode(),
+    "files_entry_list": json.dumps({**SEAL, "files": {"model.py": ["x"]}}).encode(),
+    "files_entry_null": json.dumps({**SEAL, "files": {"model.py": None}}).encode(),
+    "files_entry_no_hash": json.dumps({**SEAL, "files": {"model.py": {"size": 1}}}).encode(),
+    "files_entry_hash_number": json.dumps(
+        {**SEAL, "files": {"model.py": {"sha256": 5, "size": 1}}}).encode(),
+    "deeply_nested": b'{"files": ' + DEEP,
+    "not_utf8": b'{"schema": "\xff"}',
+}
+
+
+@pytest.mark.parametrize("case", SEALS_CORPUS)
+def test_seals_that_are_not_what_publish_writes(project: Path, case: str) -> None:
+    SEALS.mkdir(parents=True)
+    seal = SEALS / "2.json"
+    seal.write_bytes(SEALS_CORPUS[case])
+    code, output = invoke("publish", MODEL, "2")
+    assert code == 2 and str(seal) in output.replace("\n", "")
+    # A rollout refuses the canary before it is loaded (--stable given: no server is asked).
+    code, output = invoke("rollout", MODEL, "--canary", "2", "--stable", "1", "--url",
+                          "127.0.0.1:1")
+    assert code == 2 and str(seal) in output.replace("\n", "")
+    result = runner.invoke(app, ["validate", "model_repository"])
+    assert result.exception is None or isinstance(result.exception, SystemExit), \
+        repr(result.exception)
+    assert result.exit_code == 1 and str(seal) in result.output.replace("\n", "")
+    assert seal.read_bytes() == SEALS_CORPUS[case]
+
+

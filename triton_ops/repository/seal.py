@@ -106,14 +106,20 @@ def load_manifest(model_dir: Path, version: int) -> dict[str, Any] | None:
     path = manifest_path(model_dir, version)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # no seals folder: nothing was sealed
         return None
+    except RecursionError:
+        raise SealError(f"{path}: unreadable seal (nested too deeply); restore it from "
+                        "version control (seals are never edited by hand)") from None
     except (OSError, ValueError) as exc:
         raise SealError(f"{path}: unreadable seal ({exc}); restore it from version control "
                         "(seals are never edited by hand)") from None
+    files = data.get("files") if isinstance(data, dict) else None
     if not isinstance(data, dict) or data.get("schema") != SEAL_SCHEMA or not isinstance(
-            data.get("files"), dict):
-        raise SealError(f"{path}: not a {SEAL_SCHEMA} seal; restore it from version control")
+            files, dict) or not all(isinstance(entry, dict) and isinstance(
+                entry.get("sha256"), str) for entry in files.values()):
+        raise SealError(f"{path}: not a {SEAL_SCHEMA} seal (each entry of `files` is an "
+                        "object with the file's sha256); restore it from version control")
     return data
 
 
