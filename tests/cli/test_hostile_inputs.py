@@ -188,3 +188,35 @@ def test_seals_that_are_not_what_publish_writes(project: Path, case: str) -> Non
     assert seal.read_bytes() == SEALS_CORPUS[case]
 
 
+# -- writes that fail name the file -------------------------------------------------------
+
+def test_generate_names_the_config_it_cannot_write(project: Path) -> None:
+    shutil.rmtree(project / "model_repository" / MODEL)
+    (project / "model_repository" / MODEL).write_text("")  # a file where the folder goes
+    code, output = invoke("generate")
+    assert code == 1
+    assert f"cannot write model_repository/{MODEL}/config.pbtxt: model_repository/{MODEL} " \
+        "is not a folder" in output
+
+
+def test_import_names_the_envelope_it_cannot_write(project: Path) -> None:
+    (project / "blocker").write_text("")
+    code, output = invoke("import", f"model_repository/{MODEL}", "-o", "blocker/m.yaml")
+    assert code == 1
+    assert "cannot write blocker/m.yaml: blocker is not a folder" in output
+    assert output.count("cannot write") == 1
+
+
+def test_helm_values_names_the_file_it_cannot_write(project: Path) -> None:
+    (project / "blocker").write_text("")
+    code, output = invoke("helm-values", "-o", "blocker/values.yaml")
+    assert code == 1
+    assert "cannot write blocker/values.yaml: blocker is not a folder" in output
+
+
+def test_publish_names_the_seal_it_cannot_write(project: Path) -> None:
+    (project / SEALS.parent).mkdir(parents=True)
+    (project / SEALS).write_text("")
+    code, output = invoke("publish", MODEL, "1")
+    assert code == 1
+    assert f"cannot write {SEALS}/1.json: {SEALS} is not a folder" in output

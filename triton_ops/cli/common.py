@@ -65,6 +65,18 @@ def check_output_format(output_format: str) -> None:
         raise fail(f"unknown format {output_format!r}; use rich or json")
 
 
+# -- files the commands write ----------------------------------------------------------------
+
+def write_output(path: Path, text: str) -> None:
+    """Write a file the user asked for (atomically); exit 1 naming it when that fails."""
+    from triton_ops.fileio import WriteError, atomic_write_text
+
+    try:
+        atomic_write_text(path, text)
+    except WriteError as exc:
+        raise fail(str(exc), EXIT_FAILED) from None
+
+
 # -- envelopes -------------------------------------------------------------------------------
 
 def findings_lines(findings: Iterable[Any]) -> str:

@@ -25,6 +25,7 @@ from triton_ops.cli.common import (
     parse_int_list,
     show_status,
     who,
+    write_output,
 )
 from triton_ops.cli.targets import (
     COMMANDS,
@@ -60,7 +61,6 @@ def helm_values(
                                       "helm/triton of this checkout)"),
 ) -> None:
     """Derive the triton Helm chart's values from the envelopes."""
-    from triton_ops.fileio import atomic_write_text
     from triton_ops.k8s.values_io import dump_values, values_from_dir
 
     derived = values_from_dir(envelopes)
@@ -87,7 +87,7 @@ def helm_values(
     if output is None:
         typer.echo(text, nl=False)
     else:
-        atomic_write_text(output, text)
+        write_output(output, text)
         typer.echo(f"wrote {output}", err=True)
 
 

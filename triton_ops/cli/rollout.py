@@ -111,6 +111,7 @@ def publish(
     """Seal version N of MODEL: a sha256 manifest of every file under MODEL/N/ plus the config
     and envelope, in MODEL/.triton-ops/seals/N.json. Publishing N again with other content is
     refused."""
+    from triton_ops.fileio import WriteError
     from triton_ops.repository.seal import SealError
     from triton_ops.repository.seal import publish as seal_version
 
@@ -119,6 +120,8 @@ def publish(
         result = seal_version(model_dir, version, envelope_file(model, envelope, envelopes))
     except SealError as exc:
         raise fail(str(exc)) from None
+    except WriteError as exc:  # it names the seal
+        raise fail(str(exc), EXIT_FAILED) from None
     if result.created:
         typer.echo(f"sealed {model} version {version}: {result.files} files -> "
                    f"{result.manifest_path}")

@@ -13,6 +13,7 @@ writes them next to model.py when it loads the model.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -21,6 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from triton_ops.fileio import write_error
 from triton_ops.findings import Finding, Severity
 
 SEAL_FOLDER = ".triton-ops"
@@ -86,19 +88,25 @@ def _read_optional(path: Path | None) -> str | None:
 
 
 def _write_once(path: Path, text: str) -> None:
-    """Create `path` atomically; never replace an existing seal."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Create `path` atomically; never replace an existing seal. WriteError (naming `path`)
+    when it cannot be written."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tmp.open("w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
         os.link(tmp, path)  # fails if a seal appeared meanwhile: sealing is first-wins
-    except FileExistsError:
-        raise SealError(f"{path} already exists (published concurrently?)") from None
+    except FileExistsError as exc:
+        if path.exists() or path.is_symlink():
+            raise SealError(f"{path} already exists (published concurrently?)") from None
+        raise write_error(path, exc) from None  # a file where the seals folder goes
+    except OSError as exc:
+        raise write_error(path, exc) from None
     finally:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink()
 
 
 def load_manifest(model_dir: Path, version: int) -> dict[str, Any] | None:
