@@ -188,6 +188,42 @@ def test_seals_that_are_not_what_publish_writes(project: Path, case: str) -> Non
     assert seal.read_bytes() == SEALS_CORPUS[case]
 
 
+# -- ports and server URLs ----------------------------------------------------------------
+
+BAD_PORTS = ["99999", "-1", "0", "65536", "http"]
+
+
+@pytest.mark.parametrize("option", ["--grpc-port", "--http-port", "--metrics-port"])
+@pytest.mark.parametrize("port", BAD_PORTS)
+def test_serve_refuses_a_port_out_of_range(project: Path, option: str, port: str) -> None:
+    # --repo missing: were the port accepted, serve would stop there instead of serving.
+    code, output = invoke("serve", "--repo", "missing", option, port)
+    assert code == 2 and option in output
+    if port.lstrip("-").isdigit():
+        assert f"port {port} is not a TCP port: use 1-65535" in output
+    else:
+        assert "valid integer" in output
+
+
+BAD_URLS = ["127.0.0.1:99999", ":abc", "[::1", "127.0.0.1:abc", "127.0.0.1:-1",
+            "127.0.0.1:0", "http://", "a b:8001", "host:8001/v2/models", "[::1]:8001x",
+            "[not-an-address]:8001", "user@host:8001"]
+URL_COMMANDS = [
+    ["probe", MODEL], ["rollout", MODEL, "--canary", "2"], ["rollout", "resume", MODEL],
+    ["rollout", "abort", MODEL], ["rollout", "promote", MODEL], ["rollback", MODEL],
+]
+
+
+@pytest.mark.parametrize("url", BAD_URLS)
+@pytest.mark.parametrize("command", URL_COMMANDS, ids=lambda c: " ".join(c[:2]))
+def test_bad_server_urls_are_refused_before_anything_starts(project: Path, url: str,
+                                                            command: list[str]) -> None:
+    code, output = invoke(*command, "--url", url)
+    assert code == 2
+    assert "--url" in output and url in output and "HOST:PORT" in output
+    assert not STORE.exists()
+
+
 # -- writes that fail name the file -------------------------------------------------------
 
 def test_generate_names_the_config_it_cannot_write(project: Path) -> None:

@@ -60,6 +60,31 @@ def parse_int_list(text: str, option: str) -> list[int]:
     return values
 
 
+def server_url(value: str | None) -> str | None:
+    """Callback of the --url options: the server's gRPC address as HOST:PORT; a usage error
+    (exit 2) saying what is wrong before anything is started or reached."""
+    from triton_ops.server.endpoints import DEFAULT_GRPC_PORT, normalise_host_port
+
+    if value is None:
+        return None
+    try:
+        return normalise_host_port(value, DEFAULT_GRPC_PORT)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+def port_number(value: int | None) -> int | None:
+    """Callback of the port options: a TCP port (1-65535); a usage error (exit 2) else."""
+    from triton_ops.server.endpoints import check_port
+
+    if value is None:
+        return None
+    try:
+        return check_port(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
 def check_output_format(output_format: str) -> None:
     if output_format not in OUTPUT_FORMATS:
         raise fail(f"unknown format {output_format!r}; use rich or json")

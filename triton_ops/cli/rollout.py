@@ -34,6 +34,7 @@ from triton_ops.cli.common import (
     option_default,
     option_groups,
     option_names,
+    server_url,
     show_status,
     who,
 )
@@ -162,7 +163,8 @@ def start(
     requests_file: Path = typer.Option(None, "--requests",  # noqa: B008
                                        help="JSON lines of recorded requests to replay."),
     url: str = typer.Option(None, "--url", help="gRPC HOST:PORT of a running Triton "
-                            "(explicit model control). Default: start an embedded one."),
+                            "(explicit model control). Default: start an embedded one.",
+                            callback=server_url),
     repo: RepositoryOption = REPOSITORY,
     envelope: Path = typer.Option(None, "--envelope", help="Envelope file."),  # noqa: B008
     envelopes: Path = typer.Option(Path("envelopes"), "--envelopes",  # noqa: B008
@@ -253,7 +255,7 @@ def resume(
     model: str = typer.Argument(..., help="Model name."),
     repo: RepositoryOption = REPOSITORY,
     url: str = typer.Option(None, "--url", help="gRPC HOST:PORT (default: the one the "
-                            "rollout was started with)."),
+                            "rollout was started with).", callback=server_url),
     output_format: str = typer.Option("rich", "--format", help="rich or json."),
     target: TargetOption = "single",
     *,
@@ -332,7 +334,8 @@ def _register_command(action: str, summary: str) -> None:
     def command(
         model: str = typer.Argument(..., help="Model name."),
         repo: RepositoryOption = REPOSITORY,
-        url: str = typer.Option(None, "--url", help="gRPC HOST:PORT (default: as started)."),
+        url: str = typer.Option(None, "--url", help="gRPC HOST:PORT (default: as started).",
+                                callback=server_url),
         output_format: str = typer.Option("rich", "--format", help="rich or json."),
         wait: float = typer.Option(30.0, "--wait",
                                    help="Seconds to wait for a driving process."),
@@ -358,7 +361,8 @@ def rollback(
     to: int = typer.Option(None, "--to", help="Version to serve (default: the last "
                            "known-good sealed version before the current one)."),
     repo: RepositoryOption = REPOSITORY,
-    url: str = typer.Option(None, "--url", help="gRPC HOST:PORT of the running Triton."),
+    url: str = typer.Option(None, "--url", help="gRPC HOST:PORT of the running Triton.",
+                            callback=server_url),
     envelope: Path = typer.Option(None, "--envelope", help="Envelope file."),  # noqa: B008
     envelopes: Path = typer.Option(Path("envelopes"), "--envelopes",  # noqa: B008
                                    help="Folder of envelopes."),
