@@ -224,6 +224,21 @@ def test_bad_server_urls_are_refused_before_anything_starts(project: Path, url: 
     assert not STORE.exists()
 
 
+# -- recorded requests --------------------------------------------------------------------
+
+@pytest.mark.parametrize("line", [
+    b'{"INPUT__0": ' + DEEP + b"}",
+    DEEP,
+    b'{"a": ' * 100_000,
+])
+def test_requests_nested_too_deeply_name_the_file_and_line(project: Path, line: bytes
+                                                           ) -> None:
+    requests = project / "requests.jsonl"
+    requests.write_bytes(b"\n" + line + b"\n")
+    code, output = invoke("rollout", MODEL, "--canary", "2", "--requests", str(requests))
+    assert code == 2 and f"{requests}:2" in output.replace("\n", "")
+
+
 # -- writes that fail name the file -------------------------------------------------------
 
 def test_generate_names_the_config_it_cannot_write(project: Path) -> None:
