@@ -280,6 +280,16 @@ def test_window_event_outside_progressing_is_ignored():
     assert new.phase is Phase.INITIALIZING and "ignored" in record.reason
 
 
+@pytest.mark.parametrize("phase, needed", [
+    (Phase.INITIALIZING, [1, 3]), (Phase.PROGRESSING, [1, 2, 3]), (Phase.PAUSED, [1, 2, 3]),
+    (Phase.PROMOTING, [2]), (Phase.ROLLING_BACK, []), (Phase.ROLLED_BACK, []),
+    (Phase.SUCCEEDED, []), (Phase.FAILED, []),
+])
+def test_versions_a_phase_needs_ready_to_go_on(phase, needed):
+    state = new_state(spec(stable=[3, 1]), 0.0).model_copy(update={"phase": phase})
+    assert state.needs_ready == needed
+
+
 def test_state_round_trips_through_json(target):
     st = new_state(spec(), 5.0)
     target.store.save(st)

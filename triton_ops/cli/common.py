@@ -354,10 +354,11 @@ class RolloutPrinter:
 
 
 def show_status(model: str, store: Any, *, last: int, output_format: str,
-                commands: str) -> None:
+                commands: str, go_on: str | None = None) -> None:
     """Print the rollout of `model` recorded in `store`: phase, step, weight, last verdict,
     who drives it, the last audit records. `commands` is how the follow-up commands are
-    spelled for this target (e.g. `triton-ops rollout`). Exit 1 when none is recorded."""
+    spelled for this target (e.g. `triton-ops rollout`), `go_on` what to do when nothing
+    drives it (default: resume). Exit 1 when none is recorded."""
     from triton_ops.rollout.store import StoreError
 
     try:
@@ -381,8 +382,9 @@ def show_status(model: str, store: Any, *, last: int, output_format: str,
     spec = state.spec
     console.print(f"[bold]{model}[/]: version {spec.canary} over stable {spec.stable} "
                   f"({escape(str(store.directory))})")
+    go_on = go_on or f"run `{commands} resume {model}`"
     drive = ("" if state.phase.terminal else f" (driven by {owner})" if driven else
-             f" (NOT DRIVEN: run `{commands} resume {model}`)")
+             f" (NOT DRIVEN: {go_on})")
     console.print(f"  phase     {state.phase.value}{escape(drive)}")
     console.print(f"  step      {state.step + 1}/{len(spec.steps)} at weight {state.weight}%"
                   f" (steps {spec.steps}, {spec.interval_s:g}s windows)")
