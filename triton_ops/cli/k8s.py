@@ -35,6 +35,7 @@ from triton_ops.cli.targets import (
     K8sPacing,
     K8sRelease,
     PrometheusOverride,
+    interrupted,
     k8s_options,
     open_store,
     open_target,
@@ -191,7 +192,8 @@ def drive(model: str, action: str, cluster: ClusterOptions, prometheus: str | No
     from triton_ops.rollout.engine import Engine, RolloutRefused, exit_code
 
     printer = RolloutPrinter(output_format)
-    with _recorded_target(model, cluster, prometheus) as target:
+    with _recorded_target(model, cluster, prometheus) as target, \
+            interrupted(model, target.store, "k8s"):
         engine = Engine(target, listener=printer)
         try:
             if action == "resume":
