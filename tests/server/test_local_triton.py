@@ -316,6 +316,7 @@ def test_remote_endpoints_overrides_and_errors() -> None:
     ("[::1]:8001x", "bad port '8001x'"),
     ("127.0.0.1:", "no port after ':'"),
     ("127.0.0.1:٨٠٠١", "bad port"),  # Arabic-Indic digits: int() takes them
+    ("127.0.0.1:+1", "bad port '+1'"), ("127.0.0.1:1_000", "bad port '1_000'"),
     (":abc", "no host"),
     ("http://", "no host"),
     ("[::1", "Invalid IPv6 URL"),

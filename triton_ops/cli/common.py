@@ -75,7 +75,7 @@ def server_url(value: str | None) -> str | None:
 
 def port_number(value: int | None) -> int | None:
     """Callback of the port options: a TCP port (1-65535); a usage error (exit 2) else."""
-    from triton_ops.server.endpoints import check_port
+    from triton_ops.server.ports import check_port
 
     if value is None:
         return None

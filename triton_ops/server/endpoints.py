@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from triton_ops.server.ports import PORT_MAX, PORT_MIN, check_port
+
 if TYPE_CHECKING:
     from triton_ops.server.local import LocalTriton
 
@@ -38,14 +40,6 @@ class TritonEndpoints:
 # Host names and IPv4 addresses as DNS and gRPC resolve them (IPv6 goes in brackets).
 _HOST_NAME = re.compile(r"[A-Za-z0-9._-]+")
 _USE = "use HOST:PORT, e.g. 127.0.0.1:8001"
-
-
-def check_port(port: int, what: str = "port") -> int:
-    """`port` when a server can listen on it (1-65535); ValueError naming `what` otherwise.
-    The one check of every port triton-ops is given (`serve`, LocalTriton, server URLs)."""
-    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
-        raise ValueError(f"{what} {port!r} is not a TCP port: use 1-65535")
-    return port
 
 
 def normalise_host_port(url: str, default_port: int) -> str:
@@ -90,9 +84,12 @@ def normalise_host_port(url: str, default_port: int) -> str:
         raise bad("no port after ':'")
     port = default_port
     if port_text:
-        if not (port_text.isascii() and port_text.isdigit()) or not 1 <= int(port_text) <= 65535:
-            raise bad(f"bad port {port_text!r} (a TCP port is 1-65535)")
-        port = int(port_text)
+        digits = port_text.isascii() and port_text.isdigit()  # int() takes " 1", "+1", "1_0"
+        try:
+            port = check_port(int(port_text) if digits else -1)
+        except ValueError:
+            raise bad(f"bad port {port_text!r} (a TCP port is {PORT_MIN}-{PORT_MAX})") \
+                from None
     return f"{host.lower()}:{port}"
 
 

@@ -37,7 +37,7 @@ from pathlib import Path
 from types import TracebackType
 
 from triton_ops.server import _watchdog
-from triton_ops.server.endpoints import check_port
+from triton_ops.server.ports import check_port
 
 DEFAULT_CACHE_DIR = Path(os.environ.get("TRITON_OPS_CACHE_DIR", "~/.cache/triton-ops")).expanduser()
 _STUB_NAME = "triton_python_backend_stub"
