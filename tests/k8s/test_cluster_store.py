@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -132,7 +133,8 @@ def test_state_audit_commands_known_good_round_trip(cluster: Cluster,
     ("target.json", "[1]", r"target\.json: not a JSON object"),
 ])
 def test_configmap_keys_that_are_not_what_triton_ops_writes_are_store_errors(
-        cluster: Cluster, tmp_path: Path, key: str, text: str, message: str) -> None:
+        cluster: Cluster, server: RunningApiServer, tmp_path: Path, key: str, text: str,
+        message: str) -> None:
     from triton_ops.rollout.store import StoreError
 
     store = ConfigMapStateStore(cluster, "affine")
@@ -147,6 +149,15 @@ def test_configmap_keys_that_are_not_what_triton_ops_writes_are_store_errors(
         with pytest.raises(StoreError, match=message):
             store.record_known_good([3])
         assert cluster.get_configmap(store.name)["data"][key] == text  # never overwritten
+    # The commands that read the key say the same, with exit 2 and no traceback.
+    command = {"target.json": "resume", "known_good.json": None}.get(key, "status")
+    if command is not None:
+        kubeconfig = str(server.kubeconfig(tmp_path / "kc", NS))
+        result = CliRunner().invoke(app, ["k8s", command, "affine", "--kubeconfig", kubeconfig])
+        assert result.exception is None or isinstance(result.exception, SystemExit), \
+            repr(result.exception)
+        assert result.exit_code == 2, result.output
+        assert re.search(message, result.output.replace("\n", "")), result.output
 
 
 def test_a_command_from_another_machine_survives_concurrent_state_writes(
