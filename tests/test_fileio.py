@@ -46,3 +46,13 @@ def test_failure_names_the_file_not_the_folder(tmp_path: Path) -> None:
     with pytest.raises(WriteError) as err:
         atomic_write_text(blocker / "values.yaml", "x: 1\n")
     assert str(blocker / "values.yaml") in str(err.value)
+
+
+def test_failure_says_which_folder_is_not_a_folder(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    for target in (blocker / "values.yaml", blocker / "deeper" / "values.yaml"):
+        with pytest.raises(WriteError) as err:
+            atomic_write_text(target, "x: 1\n")
+        assert str(err.value) == f"cannot write {target}: {blocker} is not a folder"
+    assert blocker.read_text() == ""

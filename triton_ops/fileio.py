@@ -22,6 +22,22 @@ class WriteError(OSError):
         return str(self.strerror)
 
 
+def os_error_reason(path: Path | str, exc: OSError) -> str:
+    """Why reading or writing `path` failed, for people: the OS's reason, or, when a file
+    stands where a folder of the path should be, which file that is."""
+    if isinstance(exc, (FileExistsError, NotADirectoryError)):
+        blocker = next((p for p in Path(path).parents if p.exists() and not p.is_dir()), None)
+        if blocker is not None:
+            return f"{blocker} is not a folder"
+    return exc.strerror or str(exc)
+
+
+def write_error(path: Path | str, exc: OSError) -> WriteError:
+    """The WriteError for `exc`, raised while writing `path`: it names `path`, not the
+    temporary file or the folder the OS names."""
+    return WriteError(exc.errno, f"cannot write {path}: {os_error_reason(path, exc)}")
+
+
 def _umask_mode() -> int:
     # os.umask can only be read by setting it; set it back at once.
     mask = os.umask(0)
@@ -57,7 +73,7 @@ def atomic_write_text(path: Path | str, text: str) -> None:
         mode = _target_mode(path)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
-        raise WriteError(exc.errno, f"cannot write {path}: {exc.strerror or exc}") from exc
+        raise write_error(path, exc) from exc
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
             handle.write(text)
@@ -69,6 +85,6 @@ def atomic_write_text(path: Path | str, text: str) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         if isinstance(exc, OSError) and not isinstance(exc, WriteError):
-            raise WriteError(exc.errno, f"cannot write {path}: {exc.strerror or exc}") from exc
+            raise write_error(path, exc) from exc
         raise
     _fsync_dir(path.parent)

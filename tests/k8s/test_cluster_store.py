@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -118,6 +119,45 @@ def test_state_audit_commands_known_good_round_trip(cluster: Cluster,
     assert events[0]["involvedObject"] == {"apiVersion": "v1", "kind": "ConfigMap",
                                            "name": "triton-ops-rollout-affine", "namespace": NS}
     assert "error-rate: canary 3/20" in events[0]["message"]
+
+
+@pytest.mark.parametrize("key, text, message", [
+    ("state.json", "{not json", r"state\.json: not a valid rollout state"),
+    ("audit.jsonl", '{"event": "a"}\n[1, 2]\n', r"audit\.jsonl:2: not a JSON object"),
+    ("audit.jsonl", '"x"\n', r"audit\.jsonl:1: not a JSON object"),
+    ("known_good.json", '{"a": 1}', r"known_good\.json: not a list of version lists"),
+    ("known_good.json", '[[1, "x"]]', r"known_good\.json: not a list of version lists"),
+    ("known_good.json", '[["²"]]', r"known_good\.json: not a list of version lists"),
+    ("known_good.json", "[[1.5]]", r"known_good\.json: not a list of version lists"),
+    ("known_good.json", "[" * 100_000, r"known_good\.json: not a list of version lists"),
+    ("target.json", "[1]", r"target\.json: not a JSON object"),
+])
+def test_configmap_keys_that_are_not_what_triton_ops_writes_are_store_errors(
+        cluster: Cluster, server: RunningApiServer, tmp_path: Path, key: str, text: str,
+        message: str) -> None:
+    from triton_ops.rollout.store import StoreError
+
+    store = ConfigMapStateStore(cluster, "affine")
+    store.save(new_state(spec(), 1000.0))
+    cluster.patch_configmap(store.name, {key: text},
+                            cluster.get_configmap(store.name)["metadata"]["resourceVersion"])
+    read = {"state.json": store.load, "audit.jsonl": store.read_audit,
+            "known_good.json": store.known_good, "target.json": store.target_options}[key]
+    with pytest.raises(StoreError, match=rf"configmap/{NS}/triton-ops-rollout-affine {message}"):
+        read()
+    if key == "known_good.json":
+        with pytest.raises(StoreError, match=message):
+            store.record_known_good([3])
+        assert cluster.get_configmap(store.name)["data"][key] == text  # never overwritten
+    # The commands that read the key say the same, with exit 2 and no traceback.
+    command = {"target.json": "resume", "known_good.json": None}.get(key, "status")
+    if command is not None:
+        kubeconfig = str(server.kubeconfig(tmp_path / "kc", NS))
+        result = CliRunner().invoke(app, ["k8s", command, "affine", "--kubeconfig", kubeconfig])
+        assert result.exception is None or isinstance(result.exception, SystemExit), \
+            repr(result.exception)
+        assert result.exit_code == 2, result.output
+        assert re.search(message, result.output.replace("\n", "")), result.output
 
 
 def test_a_command_from_another_machine_survives_concurrent_state_writes(

@@ -142,3 +142,32 @@ def test_target_option(project):
     assert single.exit_code == 1 and "no rollout of scaler" in single.output
     k8s = run("rollout", "status", MODEL, "--target", "k8s", "--help")
     assert k8s.exit_code == 0 and "triton-ops k8s" in k8s.output
+
+
+@pytest.mark.parametrize("recorded, why", [
+    (None, "how it reached its Triton server is not recorded"),
+    ({"url": None, "repo": "model_repository"},
+     "it ran on an embedded Triton server, which stopped with the process that drove it"),
+])
+def test_resume_and_promote_without_url_refuse_when_no_server_is_recorded(project, recorded,
+                                                                          why):
+    from triton_ops.rollout.analysis import AnalysisPolicy
+    from triton_ops.rollout.single import store_for
+    from triton_ops.rollout.state import Phase, RolloutSpec, new_state
+
+    store = store_for(project / "model_repository", MODEL)
+    spec = RolloutSpec(model=MODEL, stable=[1], canary=2, policy=AnalysisPolicy())
+    store.save(new_state(spec, 1.0).model_copy(update={"phase": Phase.PAUSED, "weight": 100}))
+    if recorded is not None:
+        store.save_target_options(recorded)
+    before = {p.name: p.read_bytes() for p in store.directory.iterdir()}
+    for action in ("resume", "promote"):
+        result = run("rollout", action, MODEL)
+        assert result.exit_code == 2, result.output
+        message = " ".join(result.output.split())
+        assert f"cannot {action} without --url: {why}" in message
+        assert "serves versions [1, 2] of scaler" in message
+        assert "`triton-ops rollout abort scaler`" in message
+    status = run("rollout", "status", MODEL)
+    assert "NOT DRIVEN" in status.output
+    assert {p.name: p.read_bytes() for p in store.directory.iterdir()} == before

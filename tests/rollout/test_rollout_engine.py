@@ -206,6 +206,36 @@ def test_resume_after_crash_continues_from_persisted_step(target):
     assert "resumed" in [r["event"] for r in target.store.read_audit()]
 
 
+def test_a_store_that_cannot_be_written_refuses_before_anything_changes(tmp_path):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("")
+    target = MemoryTarget(model="m", store=StateStore(blocker / "store"))
+    with pytest.raises(RolloutRefused, match=rf"cannot write {blocker}/store/\S+: {blocker} "
+                       "is not a folder"):
+        engine(target).start(spec())
+    assert target.calls == [] and target.serving == [1]
+    with pytest.raises(RolloutRefused, match="is not a folder"):
+        engine(target).resume()
+
+
+def test_a_write_that_fails_mid_rollout_is_a_store_error_not_a_refusal(target):
+    from triton_ops.rollout.store import StoreError
+
+    folder = target.store.directory
+
+    def window(weight, i):
+        folder.rename(folder.with_name("moved"))  # the disk goes away under the driver
+        folder.write_text("")
+        return good_window(weight)
+
+    target.window = window
+    with pytest.raises(StoreError, match=rf"cannot write {folder}/state.json: {folder} is "
+                       "not a folder"):
+        engine(target).start(spec())
+    moved = StateStore(folder.with_name("moved")).load()
+    assert moved.phase is Phase.PROGRESSING and target.serving == [1, 2]
+
+
 def test_command_without_a_driver_acts_itself(target):
     store = target.store
     st = new_state(spec(), 1.0).model_copy(update={"phase": Phase.PAUSED, "step": 2,
@@ -248,6 +278,16 @@ def test_window_event_outside_progressing_is_ignored():
     event = WindowAnalyzed(metrics=WindowMetrics(), verdict=Verdict(result=Result.PASS))
     new, record = transition(st, event, 1.0)
     assert new.phase is Phase.INITIALIZING and "ignored" in record.reason
+
+
+@pytest.mark.parametrize("phase, needed", [
+    (Phase.INITIALIZING, [1, 3]), (Phase.PROGRESSING, [1, 2, 3]), (Phase.PAUSED, [1, 2, 3]),
+    (Phase.PROMOTING, [2]), (Phase.ROLLING_BACK, []), (Phase.ROLLED_BACK, []),
+    (Phase.SUCCEEDED, []), (Phase.FAILED, []),
+])
+def test_versions_a_phase_needs_ready_to_go_on(phase, needed):
+    state = new_state(spec(stable=[3, 1]), 0.0).model_copy(update={"phase": phase})
+    assert state.needs_ready == needed
 
 
 def test_state_round_trips_through_json(target):

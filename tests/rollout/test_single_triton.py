@@ -7,8 +7,12 @@ fully rolled back); and the model must never be without a ready version.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -211,6 +215,81 @@ def test_killed_mid_rollout_then_resumed_from_another_shell(tmp_path, start_trit
     assert unversioned.failures == [] and unversioned.not_ready == 0
     events = [r["event"] for r in store.read_audit()]
     assert "resumed" in events and events[-1] == "promoted"
+
+
+def port_open(port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+        return True
+    return False
+
+
+def test_killed_on_the_embedded_server_resumes_only_where_the_versions_serve(
+        tmp_path, start_triton):
+    """The driver ran on an embedded Triton and was SIGKILLed: that server stopped with it.
+    `resume` (and `promote`) without --url refuse with exit 2 and change nothing; with the
+    --url of a server that lacks the canary too; with a server that serves both versions
+    the rollout goes on and is promoted, with no failure of its own making."""
+    repo = make_repo(tmp_path, {1: "good", 2: "good"})
+    publish(repo / MODEL, 1)
+    publish(repo / MODEL, 2)
+    store = store_for(repo, MODEL)
+    common = ["--repo", str(repo)]
+    driver = subprocess.Popen(
+        [*CLI, "rollout", MODEL, "--canary", "2", "--steps", "50,100", "--interval", "2s",
+         "--rate", "50", "--envelopes", str(tmp_path / "envelopes"), "--max-p99-ratio", "3",
+         "--p99-slack", "30ms", "--failure-limit", "3", *common],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(lambda: any(r.get("event") == "canary-loaded" for r in store.read_audit()),
+                 timeout_s=150)
+        time.sleep(0.7)  # in the middle of the first analysis window
+    finally:
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.communicate(timeout=30)
+    started = next(r for r in store.read_audit() if r.get("event") == "started")
+    embedded = re.search(r"Triton 127\.0\.0\.1:(\d+)", started["reason"])
+    assert embedded, started["reason"]
+    wait_for(lambda: not port_open(int(embedded.group(1))), timeout_s=60)  # its watchdog
+
+    def files() -> dict[str, bytes]:
+        return {p.name: p.read_bytes() for p in sorted(store.directory.iterdir())}
+
+    persisted = files()
+    assert store.load().phase is Phase.PROGRESSING
+    for action in ("resume", "promote"):
+        refused = cli("rollout", action, MODEL, *common)
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        message = " ".join(refused.stderr.split())
+        assert "embedded Triton server, which stopped with the process that drove it" in message
+        assert "--url HOST:PORT" in message and "versions [1, 2] of scaler" in message
+        assert "Traceback" not in refused.stderr
+        assert files() == persisted
+    status = cli("rollout", "status", MODEL, *common)
+    assert f"rollout resume {MODEL} --url HOST:PORT" in " ".join(status.stdout.split())
+
+    server = start_triton(repo, models=[MODEL])  # serves version 1 only (its config)
+    lacking = cli("rollout", "resume", MODEL, "--url", server.grpc_url, *common)
+    assert lacking.returncode == 2, lacking.stdout + lacking.stderr
+    assert "versions [2] of scaler are not ready" in " ".join(lacking.stderr.split())
+    assert files() == persisted
+    loader = SingleTritonTarget(grpc_url=server.grpc_url, repository=repo, model=MODEL,
+                                envelope=envelope(), requests=envelope_requests(envelope(), 4))
+    try:
+        loader.load_canary([1], 2)  # now it serves both, as the embedded one did
+    finally:
+        loader.close()
+    with PathClient(server.grpc_url) as unversioned:
+        resumed = cli("rollout", "resume", MODEL, "--url", server.grpc_url, "--format", "json",
+                      *common)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert json.loads(resumed.stdout)["phase"] == "Succeeded"
+    assert unversioned.failures == [] and unversioned.not_ready == 0
+    audit = store.read_audit()
+    events = [r["event"] for r in audit]
+    assert events.count("resumed") == 1 and events[-1] == "promoted"
+    after = audit[events.index("resumed"):]
+    assert [r["verdict"] for r in after if r["event"] == "window-analyzed"] == ["PASS", "PASS"]
+    assert not any("not found" in str(r.get("reason")) for r in audit)
 
 
 def test_abort_and_confirm_from_another_shell(tmp_path, start_triton):

@@ -319,6 +319,53 @@ def test_remote_endpoints_overrides_and_errors() -> None:
         remote_endpoints(" ")
 
 
+@pytest.mark.parametrize(("url", "why"), [
+    ("127.0.0.1:99999", "bad port '99999'"),
+    ("127.0.0.1:0", "bad port '0'"),  # was taken for the default port 8001
+    ("127.0.0.1:-1", "bad port '-1'"),
+    ("127.0.0.1:abc", "bad port 'abc'"),
+    ("[::1]:8001x", "bad port '8001x'"),
+    ("127.0.0.1:", "no port after ':'"),
+    ("127.0.0.1:٨٠٠١", "bad port"),  # Arabic-Indic digits: int() takes them
+    ("127.0.0.1:+1", "bad port '+1'"), ("127.0.0.1:1_000", "bad port '1_000'"),
+    (":abc", "no host"),
+    ("http://", "no host"),
+    ("[::1", "Invalid IPv6 URL"),
+    ("[not-an-address]:8001", "not-an-address"),
+    ("::1", "put an IPv6 address in brackets"),
+    ("a b:8001", "not a host name"),
+    ("host:8001/v2/models", "a server URL has no path"),
+    ("host:8001?x=1", "a server URL has no path"),
+    ("user@host:8001", "no user name"),
+])
+def test_server_urls_that_name_no_server_say_why(url: str, why: str) -> None:
+    from triton_ops.server.endpoints import normalise_host_port
+
+    with pytest.raises(ValueError) as err:
+        normalise_host_port(url, 8001)
+    assert f"server URL {url!r}: " in str(err.value) and why in str(err.value)
+    assert "use HOST:PORT" in str(err.value)
+
+
+@pytest.mark.parametrize(("url", "normalised"), [
+    ("Triton.Example:9001", "triton.example:9001"), ("grpc://10.0.0.5/", "10.0.0.5:8001"),
+    ("[::1]", "[::1]:8001"), ("[2001:db8::1]:1", "[2001:db8::1]:1"), (" h:65535 ", "h:65535"),
+    ("my_host-1.svc", "my_host-1.svc:8001"),
+])
+def test_server_urls_are_normalised(url: str, normalised: str) -> None:
+    from triton_ops.server.endpoints import normalise_host_port
+
+    assert normalise_host_port(url, 8001) == normalised
+
+
+@pytest.mark.parametrize("port", [0, -1, 65536, 99999, True])
+@pytest.mark.parametrize("name", ["grpc_port", "http_port", "metrics_port"])
+def test_fixed_ports_out_of_range_are_refused_before_anything_starts(
+        tmp_path: Path, name: str, port: int) -> None:
+    with pytest.raises(ValueError, match=rf"{name} {port!r} is not a TCP port: use 1-65535"):
+        LocalTriton(tmp_path, **{name: port})  # type: ignore[arg-type]
+
+
 
 @pytest.mark.parametrize(("url", "loopback"), [
     ("127.0.0.1:8001", True), ("localhost:1", True), ("[::1]:8001", True), ("::1", True),

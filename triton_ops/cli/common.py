@@ -60,9 +60,46 @@ def parse_int_list(text: str, option: str) -> list[int]:
     return values
 
 
+def server_url(value: str | None) -> str | None:
+    """Callback of the --url options: the server's gRPC address as HOST:PORT; a usage error
+    (exit 2) saying what is wrong before anything is started or reached."""
+    from triton_ops.server.endpoints import DEFAULT_GRPC_PORT, normalise_host_port
+
+    if value is None:
+        return None
+    try:
+        return normalise_host_port(value, DEFAULT_GRPC_PORT)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+def port_number(value: int | None) -> int | None:
+    """Callback of the port options: a TCP port (1-65535); a usage error (exit 2) else."""
+    from triton_ops.server.ports import check_port
+
+    if value is None:
+        return None
+    try:
+        return check_port(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
 def check_output_format(output_format: str) -> None:
     if output_format not in OUTPUT_FORMATS:
         raise fail(f"unknown format {output_format!r}; use rich or json")
+
+
+# -- files the commands write ----------------------------------------------------------------
+
+def write_output(path: Path, text: str) -> None:
+    """Write a file the user asked for (atomically); exit 1 naming it when that fails."""
+    from triton_ops.fileio import WriteError, atomic_write_text
+
+    try:
+        atomic_write_text(path, text)
+    except WriteError as exc:
+        raise fail(str(exc), EXIT_FAILED) from None
 
 
 # -- envelopes -------------------------------------------------------------------------------
@@ -317,10 +354,11 @@ class RolloutPrinter:
 
 
 def show_status(model: str, store: Any, *, last: int, output_format: str,
-                commands: str) -> None:
+                commands: str, go_on: str | None = None) -> None:
     """Print the rollout of `model` recorded in `store`: phase, step, weight, last verdict,
     who drives it, the last audit records. `commands` is how the follow-up commands are
-    spelled for this target (e.g. `triton-ops rollout`). Exit 1 when none is recorded."""
+    spelled for this target (e.g. `triton-ops rollout`), `go_on` what to do when nothing
+    drives it (default: resume). Exit 1 when none is recorded."""
     from triton_ops.rollout.store import StoreError
 
     try:
@@ -344,8 +382,9 @@ def show_status(model: str, store: Any, *, last: int, output_format: str,
     spec = state.spec
     console.print(f"[bold]{model}[/]: version {spec.canary} over stable {spec.stable} "
                   f"({escape(str(store.directory))})")
+    go_on = go_on or f"run `{commands} resume {model}`"
     drive = ("" if state.phase.terminal else f" (driven by {owner})" if driven else
-             f" (NOT DRIVEN: run `{commands} resume {model}`)")
+             f" (NOT DRIVEN: {go_on})")
     console.print(f"  phase     {state.phase.value}{escape(drive)}")
     console.print(f"  step      {state.step + 1}/{len(spec.steps)} at weight {state.weight}%"
                   f" (steps {spec.steps}, {spec.interval_s:g}s windows)")

@@ -25,6 +25,7 @@ from triton_ops.cli.common import (
     parse_int_list,
     show_status,
     who,
+    write_output,
 )
 from triton_ops.cli.targets import (
     COMMANDS,
@@ -34,6 +35,7 @@ from triton_ops.cli.targets import (
     K8sPacing,
     K8sRelease,
     PrometheusOverride,
+    interrupted,
     k8s_options,
     open_store,
     open_target,
@@ -65,7 +67,6 @@ def helm_values(
         "slo.target_throughput (rule: docs/k8s.md)"),
 ) -> None:
     """Derive the triton Helm chart's values from the envelopes."""
-    from triton_ops.fileio import atomic_write_text
     from triton_ops.k8s.values_io import dump_values, values_from_dir
     from triton_ops.tune.capacity import CapacityError, read_tune_result
 
@@ -102,7 +103,7 @@ def helm_values(
     if output is None:
         typer.echo(text, nl=False)
     else:
-        atomic_write_text(output, text)
+        write_output(output, text)
         typer.echo(f"wrote {output}", err=True)
 
 
@@ -206,7 +207,8 @@ def drive(model: str, action: str, cluster: ClusterOptions, prometheus: str | No
     from triton_ops.rollout.engine import Engine, RolloutRefused, exit_code
 
     printer = RolloutPrinter(output_format)
-    with _recorded_target(model, cluster, prometheus) as target:
+    with _recorded_target(model, cluster, prometheus) as target, \
+            interrupted(model, target.store, "k8s"):
         engine = Engine(target, listener=printer)
         try:
             if action == "resume":

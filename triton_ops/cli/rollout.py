@@ -34,6 +34,7 @@ from triton_ops.cli.common import (
     option_default,
     option_groups,
     option_names,
+    server_url,
     show_status,
     who,
 )
@@ -111,6 +112,7 @@ def publish(
     """Seal version N of MODEL: a sha256 manifest of every file under MODEL/N/ plus the config
     and envelope, in MODEL/.triton-ops/seals/N.json. Publishing N again with other content is
     refused."""
+    from triton_ops.fileio import WriteError
     from triton_ops.repository.seal import SealError
     from triton_ops.repository.seal import publish as seal_version
 
@@ -119,6 +121,8 @@ def publish(
         result = seal_version(model_dir, version, envelope_file(model, envelope, envelopes))
     except SealError as exc:
         raise fail(str(exc)) from None
+    except WriteError as exc:  # it names the seal
+        raise fail(str(exc), EXIT_FAILED) from None
     if result.created:
         typer.echo(f"sealed {model} version {version}: {result.files} files -> "
                    f"{result.manifest_path}")
@@ -159,7 +163,8 @@ def start(
     requests_file: Path = typer.Option(None, "--requests",  # noqa: B008
                                        help="JSON lines of recorded requests to replay."),
     url: str = typer.Option(None, "--url", help="gRPC HOST:PORT of a running Triton "
-                            "(explicit model control). Default: start an embedded one."),
+                            "(explicit model control). Default: start an embedded one.",
+                            callback=server_url),
     repo: RepositoryOption = REPOSITORY,
     envelope: Path = typer.Option(None, "--envelope", help="Envelope file."),  # noqa: B008
     envelopes: Path = typer.Option(Path("envelopes"), "--envelopes",  # noqa: B008
@@ -212,12 +217,21 @@ def status(
     ctx: typer.Context,
 ) -> None:
     """Show the rollout of MODEL: phase, step, weight, last verdict, who drives it."""
+    from triton_ops.rollout.store import StoreError
+
     targets.choose_target(ctx, target, single_only=SINGLE_FOLLOW_UP_OPTIONS,
                           k8s_only=K8S_FOLLOW_UP_OPTIONS)
-    store = (targets.open_store("k8s", model, cluster=cluster.connect()) if target == "k8s"
-             else targets.open_store("single", model, repo=repo))
+    if target == "k8s":
+        show_status(model, targets.open_store("k8s", model, cluster=cluster.connect()),
+                    last=last, output_format=output_format, commands=targets.COMMANDS[target])
+        return
+    store = targets.open_store("single", model, repo=repo)
+    try:
+        go_on = targets.how_to_go_on("single", model, store.target_options())
+    except StoreError as exc:
+        raise fail(str(exc)) from None
     show_status(model, store, last=last, output_format=output_format,
-                commands=targets.COMMANDS[target])
+                commands=targets.COMMANDS[target], go_on=go_on)
 
 
 def _on_kubernetes(ctx: typer.Context, target: str, model: str, action: str,
@@ -232,16 +246,68 @@ def _on_kubernetes(ctx: typer.Context, target: str, model: str, action: str,
     return True
 
 
-def _resume_target(model: str, repo: Path, url: str | None) -> Any:
-    store = targets.open_store("single", model, repo=repo)
-    options = store.target_options()
-    state = store.load()
+def _server_to_go_on(model: str, state: Any, options: dict[str, Any], url: str | None,
+                     action: str) -> str | None:
+    """The server on which to `action` (resume, promote, abort) the open rollout of `model`:
+    --url, else the one it was started with. An embedded server stops with the process that
+    started it (its watchdog stops it even when that process is killed), so a rollout that
+    ran on one is refused without --url: a new embedded server would lack its canary, and
+    the missing version would be judged a failure of the canary. Only abort goes on there
+    (None: a new embedded server), since rolling back serves stable wherever it runs."""
+    if url or options.get("url"):
+        return url or options.get("url")
+    if action == "abort":
+        return None
+    how = ("it ran on an embedded Triton server, which stopped with the process that drove "
+           "it" if options else "how it reached its Triton server is not recorded")
+    raise fail(f"refused: the rollout of {model} to version {state.spec.canary} "
+               f"({state.phase.value} at {state.weight}%) cannot {action} without --url: "
+               f"{how}. Pass --url HOST:PORT of a running Triton (explicit model control) "
+               f"that serves versions {state.needs_ready} of {model}, or roll back with "
+               f"`triton-ops rollout abort {model}`")
+
+
+def _recorded_target(model: str, repo: Path, state: Any, options: dict[str, Any],
+                     server: str | None) -> Any:
+    """The single-Triton target of the open rollout: its recorded options, on `server`."""
     envelope = Path(options["envelope"]) if options.get("envelope") else None
     envelopes = Path(options.get("envelopes") or "envelopes")
-    envelope_obj = _load_envelope(model, repo / model, envelope, envelopes,
-                                  state.spec.canary if state else None)
+    envelope_obj = _load_envelope(model, repo / model, envelope, envelopes, state.spec.canary)
     return targets.open_target("single", model, envelope_obj,
-                               {**options, "repo": str(repo), "url": url or options.get("url")})
+                               {**options, "repo": str(repo), "url": server})
+
+
+def _require_ready(target: Any, state: Any, model: str) -> None:
+    """Refuse (exit 2, nothing changed) when the server lacks a version the rollout's phase
+    needs ready: it is not the server the rollout ran on, or that server restarted."""
+    from triton_ops.rollout.target import TargetError
+
+    try:
+        ready = target.serving_versions()
+    except TargetError as exc:
+        raise fail(f"refused: {exc}") from None
+    missing = [v for v in state.needs_ready if v not in ready]
+    if missing:
+        raise fail(f"refused: versions {missing} of {model} are not ready on "
+                   f"{target.describe()} (ready: {ready}); the rollout ({state.phase.value} "
+                   f"at {state.weight}%) needs {state.needs_ready} there. It ran on another "
+                   "server, or this one restarted: pass the --url of a Triton that serves "
+                   f"versions {state.needs_ready}, or roll back with `triton-ops rollout "
+                   f"abort {model}`")
+
+
+def _open_rollout(store: Any, model: str) -> tuple[Any, dict[str, Any], bool]:
+    """The persisted state (None when no rollout ran), the recorded target options, and
+    whether a live process drives it; exit 2 naming the file that cannot be read."""
+    from triton_ops.rollout.store import StoreError
+
+    try:
+        state = store.load()
+        if state is None or state.phase.terminal:
+            return state, {}, False
+        return state, store.target_options(), store.is_locked()
+    except StoreError as exc:
+        raise fail(str(exc)) from None
 
 
 @rollout_app.command("resume")
@@ -250,7 +316,8 @@ def resume(
     model: str = typer.Argument(..., help="Model name."),
     repo: RepositoryOption = REPOSITORY,
     url: str = typer.Option(None, "--url", help="gRPC HOST:PORT (default: the one the "
-                            "rollout was started with)."),
+                            "rollout was started with; required after the embedded one).",
+                            callback=server_url),
     output_format: str = typer.Option("rich", "--format", help="rich or json."),
     target: TargetOption = "single",
     *,
@@ -260,17 +327,26 @@ def resume(
 ) -> None:
     """Take over a rollout whose driving process died, from its persisted state."""
     from triton_ops.rollout.engine import Engine, RolloutRefused, exit_code
-    from triton_ops.rollout.store import StoreError
 
     if _on_kubernetes(ctx, target, model, "resume", cluster, prometheus, output_format):
         return
+    store = targets.open_store("single", model, repo=repo)
     printer = RolloutPrinter(output_format)
-    try:
-        with _resume_target(model, repo, url) as rollout_target, \
-                targets.interrupted(model, rollout_target.store, targets.COMMANDS["single"]):
-            state = Engine(rollout_target, listener=printer).resume()
-    except (RolloutRefused, StoreError) as exc:
-        raise fail(f"refused: {exc}") from None
+    state, options, driven = _open_rollout(store, model)
+    if state is None:
+        raise fail(f"refused: no rollout of {model} to resume")
+    if driven:
+        raise fail(f"refused: another triton-ops process drives this rollout "
+                   f"({store.owner()}); follow it with `triton-ops rollout status {model}`")
+    if not state.phase.terminal:
+        server = _server_to_go_on(model, state, options, url, "resume")
+        with _recorded_target(model, repo, state, options, server) as rollout_target, \
+                targets.interrupted(model, rollout_target.store, "single"):
+            _require_ready(rollout_target, state, model)
+            try:
+                state = Engine(rollout_target, listener=printer).resume()
+            except RolloutRefused as exc:
+                raise fail(f"refused: {exc}") from None
     code = exit_code(state)
     printer.final(state, code)
     raise typer.Exit(code)
@@ -278,46 +354,58 @@ def resume(
 
 def _command(model: str, repo: Path, url: str | None, action: str, output_format: str,
              wait_s: float) -> None:
-    import time
-
     from triton_ops.rollout.engine import Engine, RolloutRefused, exit_code
-    from triton_ops.rollout.store import StoreError
 
     store = targets.open_store("single", model, repo=repo)
     printer = RolloutPrinter(output_format)
-    try:
-        state = store.load()
-        if state is None:
-            raise fail(f"no rollout of {model}")
-        if state.phase.terminal:
-            # Nothing left to do: abort is satisfied, promote reports whether it promoted.
-            code = exit_code(state) if action == "promote" else EXIT_OK
-            printer.final(state, code)
-            raise typer.Exit(code)
-        if store.is_locked():
-            # The driving process acts on it between two windows.
-            from triton_ops.rollout.state import Command
-
-            store.send_command(Command(action=action, by=who()))  # type: ignore[arg-type]
-            typer.echo(f"{action} sent to the process driving the rollout "
-                       f"({store.owner()}); waiting for it to act", err=True)
-            deadline = time.monotonic() + wait_s
-            while time.monotonic() < deadline and store.pending_command():
-                time.sleep(0.2)
-            state = store.load() or state
-            if store.pending_command():
-                typer.echo("the driving process has not picked it up yet; it will at the "
-                           "end of the current window (`rollout status` shows progress)",
-                           err=True)
-            printer.final(state, EXIT_OK)
-            raise typer.Exit(EXIT_OK)
-        with _resume_target(model, repo, url) as target:
+    state, options, driven = _open_rollout(store, model)
+    if state is None:
+        raise fail(f"no rollout of {model}")
+    if state.phase.terminal:
+        # Nothing left to do: abort is satisfied, promote reports whether it promoted.
+        code = exit_code(state) if action == "promote" else EXIT_OK
+        printer.final(state, code)
+        raise typer.Exit(code)
+    if driven:
+        _send_to_driver(store, state, action, printer, wait_s)
+    server = _server_to_go_on(model, state, options, url, action)
+    with _recorded_target(model, repo, state, options, server) as target, \
+            targets.interrupted(model, target.store, "single"):
+        if action == "promote":
+            _require_ready(target, state, model)
+        try:
             state, _ = Engine(target, listener=printer).command(action, by=who())
-    except (RolloutRefused, StoreError) as exc:
-        raise fail(str(exc)) from None
+        except RolloutRefused as exc:
+            raise fail(str(exc)) from None
     code = exit_code(state)
     printer.final(state, code)
     raise typer.Exit(code if action == "promote" else EXIT_OK)
+
+
+def _send_to_driver(store: Any, state: Any, action: str, printer: RolloutPrinter,
+                    wait_s: float) -> None:
+    """Leave `action` to the live process driving the rollout, wait up to `wait_s` for it
+    to pick it up, and exit 0."""
+    import time
+
+    from triton_ops.rollout.state import Command
+    from triton_ops.rollout.store import StoreError
+
+    try:
+        store.send_command(Command(action=action, by=who()))  # type: ignore[arg-type]
+        typer.echo(f"{action} sent to the process driving the rollout ({store.owner()}); "
+                   "waiting for it to act", err=True)
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline and store.pending_command():
+            time.sleep(0.2)
+        state = store.load() or state
+        if store.pending_command():
+            typer.echo("the driving process has not picked it up yet; it will at the end "
+                       "of the current window (`rollout status` shows progress)", err=True)
+    except StoreError as exc:
+        raise fail(str(exc)) from None
+    printer.final(state, EXIT_OK)
+    raise typer.Exit(EXIT_OK)
 
 
 def _register_command(action: str, summary: str) -> None:
@@ -328,7 +416,8 @@ def _register_command(action: str, summary: str) -> None:
     def command(
         model: str = typer.Argument(..., help="Model name."),
         repo: RepositoryOption = REPOSITORY,
-        url: str = typer.Option(None, "--url", help="gRPC HOST:PORT (default: as started)."),
+        url: str = typer.Option(None, "--url", help="gRPC HOST:PORT (default: as started).",
+                                callback=server_url),
         output_format: str = typer.Option("rich", "--format", help="rich or json."),
         wait: float = typer.Option(30.0, "--wait",
                                    help="Seconds to wait for a driving process."),
@@ -354,7 +443,8 @@ def rollback(
     to: int = typer.Option(None, "--to", help="Version to serve (default: the last "
                            "known-good sealed version before the current one)."),
     repo: RepositoryOption = REPOSITORY,
-    url: str = typer.Option(None, "--url", help="gRPC HOST:PORT of the running Triton."),
+    url: str = typer.Option(None, "--url", help="gRPC HOST:PORT of the running Triton.",
+                            callback=server_url),
     envelope: Path = typer.Option(None, "--envelope", help="Envelope file."),  # noqa: B008
     envelopes: Path = typer.Option(Path("envelopes"), "--envelopes",  # noqa: B008
                                    help="Folder of envelopes."),
@@ -363,11 +453,17 @@ def rollback(
     import time
 
     from triton_ops.repository.seal import verify_version
-    from triton_ops.rollout.store import RolloutLocked
+    from triton_ops.rollout.store import StoreError
     from triton_ops.rollout.target import TargetError
 
     store = targets.open_store("single", model, repo=repo)
-    state = store.load()
+    try:
+        state = store.load()
+        # Read before a server is started or reached: a history that could not be
+        # extended afterwards is refused before anything changes.
+        history = store.known_good()
+    except StoreError as exc:
+        raise fail(str(exc)) from None
     if state is not None and not state.phase.terminal:
         # A rollout is open: rolling back IS aborting it (stable is the known-good).
         if to is not None and to not in state.spec.stable:
@@ -383,8 +479,7 @@ def rollback(
         except TargetError as exc:
             raise fail(str(exc)) from None
         if to is None:
-            candidates = [versions for versions in reversed(store.known_good())
-                          if versions != serving]
+            candidates = [versions for versions in reversed(history) if versions != serving]
             if not candidates:
                 raise fail(f"no known-good version of {model} other than {serving} is "
                            "recorded; give --to N")
@@ -400,12 +495,16 @@ def rollback(
         except TargetError as exc:
             raise fail(f"rollback failed, {serving} still serve: {exc}", EXIT_FAILED) \
                 from None
-        except RolloutLocked as exc:
+        except StoreError as exc:  # the lock is held, or cannot be taken
             raise fail(str(exc)) from None
-    store.append_audit({"event": "rollback", "model": model, "from": serving,
-                        "to": versions, "by": who(), "time": time.time(),
-                        "reason": f"manual rollback {serving} -> {versions}"})
-    store.record_known_good(versions)
+    try:
+        store.append_audit({"event": "rollback", "model": model, "from": serving,
+                            "to": versions, "by": who(), "time": time.time(),
+                            "reason": f"manual rollback {serving} -> {versions}"})
+        store.record_known_good(versions)
+    except StoreError as exc:
+        raise fail(f"{model}: serving {versions} (was {serving}), but recording it failed: "
+                   f"{exc}", EXIT_FAILED) from None
     typer.echo(f"{model}: serving {versions} (was {serving})")
 
 

@@ -8,7 +8,15 @@ from typing import Annotated
 
 import typer
 
-from triton_ops.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, fail, read_envelope
+from triton_ops.cli.common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    fail,
+    port_number,
+    read_envelope,
+    server_url,
+)
 
 
 def _split_models(models: str | None) -> list[str]:
@@ -25,10 +33,12 @@ def serve(
     models: Annotated[str | None, typer.Option(
         help="Comma-separated models to load (default: every model in the repository; "
         "models that fail to load are reported and the rest are served).")] = None,
-    grpc_port: Annotated[int | None, typer.Option(help="gRPC port (default: a free one).")] = None,
-    http_port: Annotated[int | None, typer.Option(help="HTTP port (default: a free one).")] = None,
+    grpc_port: Annotated[int | None, typer.Option(
+        help="gRPC port (default: a free one).", callback=port_number)] = None,
+    http_port: Annotated[int | None, typer.Option(
+        help="HTTP port (default: a free one).", callback=port_number)] = None,
     metrics_port: Annotated[int | None, typer.Option(
-        help="Metrics port (default: a free one).")] = None,
+        help="Metrics port (default: a free one).", callback=port_number)] = None,
     log_file: Annotated[Path | None, typer.Option(
         help="Server log file (default: a new file under the temp folder).")] = None,
     startup_timeout: Annotated[float, typer.Option(
@@ -102,7 +112,7 @@ def probe(
     model: Annotated[str, typer.Argument(help="Model to probe (its envelope holds the probe).")],
     url: Annotated[str | None, typer.Option(
         help="gRPC address HOST:PORT of a running Triton (default: start the embedded server "
-        "with this model).")] = None,
+        "with this model).", callback=server_url)] = None,
     envelopes: Annotated[Path, typer.Option(help="Envelope folder.")] = Path("envelopes"),
     repo: Annotated[Path, typer.Option(
         help="Model repository for the embedded server.")] = Path("model_repository"),

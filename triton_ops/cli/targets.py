@@ -251,6 +251,21 @@ def start_rollout(kind: str, model: str, canary: int, stable: str | None,
 
     stable_given = parse_int_list(stable, "--stable") if stable else None
     printer = RolloutPrinter(output_format)
+
+    def refused(reason: str) -> typer.Exit:
+        if printer.json:
+            typer.echo(json.dumps({"model": model, "canary": canary, "phase": "Refused",
+                                   "reason": reason, "exit_code": EXIT_USAGE}, indent=2))
+        return fail(f"refused: {reason}")
+
+    # The store's documents are read before a server is started or reached.
+    repo = Path(options["repo"]) if options.get("repo") else None
+    try:
+        store = open_store(kind, model, repo=repo, cluster=cluster)
+        store.load()
+        store.known_good()
+    except StoreError as exc:
+        raise refused(str(exc)) from None
     with open_target(kind, model, envelope, options, cluster) as target:
         try:
             stable_list = stable_given or target.serving_versions()
@@ -269,43 +284,54 @@ def start_rollout(kind: str, model: str, canary: int, stable: str | None,
             typer.echo(f"note: while version {canary} is loaded, requests that name no "
                        f"version go to it; clients should address version "
                        f"{max(stable_list)} by number during the rollout", err=True)
-        with interrupted(model, target.store, COMMANDS[kind]):
+        with interrupted(model, target.store, kind):
             try:
-                target.store.save_target_options(options)
-                state = Engine(target, listener=printer).start(spec)
-            except (RolloutRefused, StoreError) as exc:
-                if printer.json:
-                    typer.echo(json.dumps({"model": model, "canary": canary,
-                                           "phase": "Refused", "reason": str(exc),
-                                           "exit_code": EXIT_USAGE}, indent=2))
-                raise fail(f"refused: {exc}") from None
+                state = Engine(target, listener=printer).start(spec, target_options=options)
+            except RolloutRefused as exc:
+                raise refused(str(exc)) from None
     code = exit_code(state)
     printer.final(state, code)
     raise typer.Exit(code)
 
 
 @contextmanager
-def interrupted(model: str, store: Any, commands: str) -> Iterator[None]:
+def interrupted(model: str, store: Any, kind: str) -> Iterator[None]:
     """Ctrl-C or an unexpected error leaves the persisted state as it is: say how to go on
-    (with `commands`, how the target's follow-up commands are spelled)."""
+    with the rollout on target `kind`."""
+    from triton_ops.rollout.store import StoreError
+
     try:
         yield
     except typer.Exit:
         raise
     except KeyboardInterrupt:
-        raise fail(_left_in(model, store, "interrupted", commands), 130) from None
+        raise fail(_left_in(model, store, "interrupted", kind), 130) from None
+    except StoreError as exc:  # e.g. the disk filled up: the message names the file
+        raise fail(_left_in(model, store, str(exc), kind), EXIT_FAILED) from None
     except Exception as exc:  # noqa: BLE001 - report, never a traceback
         raise fail(_left_in(model, store, f"unexpected error: {type(exc).__name__}: {exc}",
-                            commands), EXIT_FAILED) from None
+                            kind), EXIT_FAILED) from None
 
 
-def _left_in(model: str, store: Any, what: str, commands: str) -> str:
+def how_to_go_on(kind: str, model: str, options: dict[str, Any]) -> str:
+    """What to run to go on with an undriven rollout of `model` on target `kind`, started
+    with `options`. An embedded Triton stops with the process that started it, so a rollout
+    that ran on one is resumed only on a server given with --url."""
+    commands = COMMANDS[kind]
+    if kind == "single" and not options.get("url"):
+        return (f"it ran on an embedded Triton, which stopped with the process that drove it: "
+                f"run `{commands} resume {model} --url HOST:PORT` with a Triton that serves "
+                f"its versions, or `{commands} abort {model}` to roll back")
+    return f"run `{commands} resume {model}` to go on or `{commands} abort {model}` to roll back"
+
+
+def _left_in(model: str, store: Any, what: str, kind: str) -> str:
     try:
         state = store.load()
-    except Exception:  # noqa: BLE001
-        state = None
+        options = store.target_options()
+    except Exception:  # noqa: BLE001 - already failing: say what is known
+        state, options = None, {}
     if state is None or state.phase.terminal:
         return what
     return (f"{what}; the rollout is left in phase {state.phase.value} at weight "
-            f"{state.weight}% (serving {state.serving}): run `{commands} resume "
-            f"{model}` to go on or `{commands} abort {model}` to roll back")
+            f"{state.weight}%: {how_to_go_on(kind, model, options)}")

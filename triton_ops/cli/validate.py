@@ -11,7 +11,7 @@ from pathlib import Path
 
 import typer
 
-from triton_ops.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, fail
+from triton_ops.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, fail, write_output
 
 
 def validate(
@@ -64,6 +64,7 @@ def generate(
                                "when a committed config.pbtxt differs from its envelope."),
 ) -> None:
     """Render config.pbtxt for every envelope (only files whose content changes are written)."""
+    from triton_ops.fileio import WriteError
     from triton_ops.modelconfig.render import generate as run_generate
     from triton_ops.validate.gate import ENVELOPE_SUFFIXES
 
@@ -78,9 +79,10 @@ def generate(
         raise fail(f"{repo} is not a folder", EXIT_USAGE)
     try:
         outcomes = run_generate(files, repo, check=check)
+    except WriteError as exc:  # it names the config.pbtxt
+        raise fail(str(exc), EXIT_FAILED) from None
     except OSError as exc:
-        raise fail(f"cannot write {exc.filename or repo}: {exc.strerror or exc}",
-                   EXIT_FAILED) from None
+        raise fail(f"{exc.filename or repo}: {exc.strerror or exc}", EXIT_FAILED) from None
     failed = False
     for outcome in outcomes:
         if outcome.status == "invalid":
@@ -109,7 +111,6 @@ def import_model(
     force: bool = typer.Option(False, "--force", help="Overwrite an existing envelope."),
 ) -> None:
     """Write an envelope for an existing model so that `generate` reproduces its config."""
-    from triton_ops.fileio import atomic_write_text
     from triton_ops.modelconfig.importer import ImportRefused, envelope_yaml, import_model_dir
 
     if not model_dir.exists():
@@ -130,11 +131,7 @@ def import_model(
         raise fail(f"{target} is a folder; give the envelope file to write", EXIT_USAGE)
     if (target.exists() or target.is_symlink()) and not force:
         raise fail(f"{target} exists; pass --force to overwrite it", EXIT_FAILED)
-    try:
-        atomic_write_text(target, text)
-    except OSError as exc:
-        raise fail(f"cannot write {target}: {exc.strerror or exc}", EXIT_FAILED
-                    ) from None
+    write_output(target, text)
     typer.echo(f"{target}: written from {source}")
 
 

@@ -31,7 +31,14 @@ from pydantic import ValidationError
 from triton_ops.k8s.cluster import Cluster, Conflict, K8sError, micro_time, now_utc
 from triton_ops.k8s.names import rollout_object
 from triton_ops.rollout.state import AuditRecord, Command, Phase, RolloutState
-from triton_ops.rollout.store import RolloutLocked, StateStore, StoreError
+from triton_ops.rollout.store import (
+    RolloutLocked,
+    StateStore,
+    StoreError,
+    parse_audit,
+    parse_known_good,
+    parse_target_options,
+)
 
 STATE_KEY = "state.json"
 AUDIT_KEY = "audit.jsonl"
@@ -227,8 +234,9 @@ class ConfigMapStateStore(StateStore):
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first.get("loc", ()))
-            raise StoreError(f"{self.directory} {STATE_KEY}: not a valid rollout state "
-                             f"({where}: {first['msg']}); written by another triton-ops "
+            detail = f"{where}: {first['msg']}" if where else first["msg"]
+            raise StoreError(f"{self._where(STATE_KEY)}: not a valid rollout state "
+                             f"({detail}); written by another triton-ops "
                              "version or edited by hand: delete the ConfigMap's state.json "
                              "key and set the served versions with `triton-ops rollback`"
                              ) from None
@@ -265,12 +273,11 @@ class ConfigMapStateStore(StateStore):
 
     def read_audit(self) -> list[dict[str, Any]]:
         data, _ = self._wrap(self._read)
-        records = []
-        for line in data.get(AUDIT_KEY, "").splitlines():
-            if line.strip():
-                with contextlib.suppress(json.JSONDecodeError):
-                    records.append(json.loads(line))
-        return records
+        return parse_audit(data.get(AUDIT_KEY, ""), self._where(AUDIT_KEY))
+
+    def _where(self, key: str) -> str:
+        """How messages name one key of the ConfigMap."""
+        return f"{self.directory} {key}"
 
     # -- lock ----------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -322,22 +329,12 @@ class ConfigMapStateStore(StateStore):
     # -- known good ----------------------------------------------------------------------
     def known_good(self) -> list[list[int]]:
         data, _ = self._wrap(self._read)
-        try:
-            history = json.loads(data.get(KNOWN_GOOD_KEY, "[]"))
-        except ValueError:
-            return []
-        if not isinstance(history, list):
-            return []
-        return [[int(v) for v in item] for item in history if isinstance(item, list)]
+        return parse_known_good(data.get(KNOWN_GOOD_KEY, "[]"), self._where(KNOWN_GOOD_KEY))
 
     def record_known_good(self, versions: list[int]) -> None:
         def change(current: dict[str, str]) -> dict[str, str | None]:
-            try:
-                history = json.loads(current.get(KNOWN_GOOD_KEY, "[]"))
-            except ValueError:
-                history = []
-            if not isinstance(history, list):
-                history = []
+            history = parse_known_good(current.get(KNOWN_GOOD_KEY, "[]"),
+                                       self._where(KNOWN_GOOD_KEY))
             if history and history[-1] == sorted(versions):
                 return {}
             history.append(sorted(versions))
@@ -352,8 +349,4 @@ class ConfigMapStateStore(StateStore):
 
     def target_options(self) -> dict[str, Any]:
         data, _ = self._wrap(self._read)
-        try:
-            options = json.loads(data.get(TARGET_KEY, "{}"))
-        except ValueError:
-            return {}
-        return options if isinstance(options, dict) else {}
+        return parse_target_options(data.get(TARGET_KEY, "{}"), self._where(TARGET_KEY))

@@ -21,6 +21,7 @@ What a seal covers is everything Triton or Python could load for the version:
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import importlib.machinery
@@ -38,6 +39,7 @@ from types import CodeType
 from typing import Any
 
 from triton_ops.digits import is_ascii_decimal
+from triton_ops.fileio import write_error
 from triton_ops.findings import Finding, Severity
 
 SEAL_FOLDER = ".triton-ops"
@@ -281,19 +283,25 @@ def _read_optional(path: Path | None) -> str | None:
 
 
 def _write_once(path: Path, text: str) -> None:
-    """Create `path` atomically; never replace an existing seal."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Create `path` atomically; never replace an existing seal. WriteError (naming `path`)
+    when it cannot be written."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tmp.open("w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
         os.link(tmp, path)  # fails if a seal appeared meanwhile: sealing is first-wins
-    except FileExistsError:
-        raise SealError(f"{path} already exists (published concurrently?)") from None
+    except FileExistsError as exc:
+        if path.exists() or path.is_symlink():
+            raise SealError(f"{path} already exists (published concurrently?)") from None
+        raise write_error(path, exc) from None  # a file where the seals folder goes
+    except OSError as exc:
+        raise write_error(path, exc) from None
     finally:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink()
 
 
 def load_manifest(model_dir: Path, version: int) -> dict[str, Any] | None:
@@ -301,14 +309,20 @@ def load_manifest(model_dir: Path, version: int) -> dict[str, Any] | None:
     path = manifest_path(model_dir, version)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # no seals folder: nothing was sealed
         return None
+    except RecursionError:
+        raise SealError(f"{path}: unreadable seal (nested too deeply); restore it from "
+                        "version control (seals are never edited by hand)") from None
     except (OSError, ValueError) as exc:
         raise SealError(f"{path}: unreadable seal ({exc}); restore it from version control "
                         "(seals are never edited by hand)") from None
+    files = data.get("files") if isinstance(data, dict) else None
     if not isinstance(data, dict) or data.get("schema") != SEAL_SCHEMA or not isinstance(
-            data.get("files"), dict):
-        raise SealError(f"{path}: not a {SEAL_SCHEMA} seal; restore it from version control")
+            files, dict) or not all(isinstance(entry, dict) and isinstance(
+                entry.get("sha256"), str) for entry in files.values()):
+        raise SealError(f"{path}: not a {SEAL_SCHEMA} seal (each entry of `files` is an "
+                        "object with the file's sha256); restore it from version control")
     return data
 
 

@@ -9,9 +9,11 @@ runs in unit tests with an in-memory target.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from triton_ops.rollout.analysis import analyze
 from triton_ops.rollout.state import (
@@ -33,14 +35,18 @@ from triton_ops.rollout.state import (
     next_action,
     transition,
 )
-from triton_ops.rollout.store import RolloutLocked, StateStore
+from triton_ops.rollout.store import RolloutLocked, StateStore, StoreError
 from triton_ops.rollout.target import RolloutTarget, TargetError
 
 Listener = Callable[[RolloutState, AuditRecord], None]
 
 
 class RolloutRefused(Exception):
-    """The rollout cannot start (exit code 2): nothing was changed on the target."""
+    """The rollout cannot start (exit code 2): nothing was changed on the target.
+
+    A StoreError before the target is touched (the lock is held, a store file cannot be
+    read or written) is a refusal too; once the rollout acts, a StoreError escapes as it is:
+    the persisted state is the last one written, and `resume` goes on from it."""
 
 
 @dataclass
@@ -92,11 +98,26 @@ class Engine:
                                  f"serves now {serving}")
 
     # -- running -------------------------------------------------------------------------
-    def start(self, spec: RolloutSpec) -> RolloutState:
-        """Preflight, take the lock, and drive a new rollout to its end."""
-        try:
-            with self.store.lock():
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """The model's rollout lock for the block; RolloutRefused when another process
+        holds it or it cannot be taken."""
+        with contextlib.ExitStack() as held:
+            try:
+                held.enter_context(self.store.lock())
+            except StoreError as exc:
+                raise RolloutRefused(str(exc)) from None
+            yield
+
+    def start(self, spec: RolloutSpec, target_options: dict[str, Any] | None = None
+              ) -> RolloutState:
+        """Preflight, take the lock, and drive a new rollout to its end. `target_options`
+        (how the target was reached) are recorded with it, for `resume` from another shell."""
+        with self._locked():
+            try:
                 self.preflight(spec)
+                if target_options is not None:
+                    self.store.save_target_options(target_options)
                 self.store.record_known_good(spec.stable)
                 state = new_state(spec, self.clock())
                 self.store.save(state)
@@ -105,15 +126,15 @@ class Engine:
                     event="started", from_phase=state.phase, phase=state.phase, step=0,
                     weight=0, reason=f"rollout of {spec.model} version {spec.canary} started "
                     f"on {self.target.describe()}; steps {spec.steps}"))
-                self._notify(state, None)
-                return self._drive(state)
-        except RolloutLocked as exc:
-            raise RolloutRefused(str(exc)) from None
+            except StoreError as exc:  # nothing was done on the target yet
+                raise RolloutRefused(str(exc)) from None
+            self._notify(state, None)
+            return self._drive(state)
 
     def resume(self) -> RolloutState:
         """Take over a persisted rollout (the CLI that drove it died) and drive it to its end."""
-        try:
-            with self.store.lock():
+        with self._locked():
+            try:
                 state = self.store.load()
                 if state is None:
                     raise RolloutRefused(f"no rollout of {self.target.model} to resume")
@@ -123,9 +144,9 @@ class Engine:
                         event="resumed", from_phase=state.phase, phase=state.phase,
                         step=state.step, weight=state.weight,
                         reason=f"resumed in phase {state.phase.value}"))
-                return self._drive(state)
-        except RolloutLocked as exc:
-            raise RolloutRefused(str(exc)) from None
+            except StoreError as exc:  # nothing was done on the target yet
+                raise RolloutRefused(str(exc)) from None
+            return self._drive(state)
 
     def command(self, action: str, by: str = "") -> tuple[RolloutState, bool]:
         """Promote or abort from another shell. When a process drives the rollout, leave it

@@ -118,6 +118,21 @@ class RolloutState(_Data):
             return list(self.spec.stable)
         return sorted({*self.spec.stable, self.spec.canary})
 
+    @property
+    def needs_ready(self) -> list[int]:
+        """The versions that must be ready on the target before the driver goes on from
+        this phase (resume, promote): stable before the canary is loaded, stable and the
+        canary while they are compared, the canary while it is promoted. None while rolling
+        back (that serves stable alone wherever it runs) or once the rollout ended. Going on
+        without them would judge the absence of a version as the canary's failure."""
+        if self.phase is Phase.INITIALIZING:
+            return sorted(self.spec.stable)
+        if self.phase in (Phase.PROGRESSING, Phase.PAUSED):
+            return sorted({*self.spec.stable, self.spec.canary})
+        if self.phase is Phase.PROMOTING:
+            return [self.spec.canary]
+        return []
+
 
 # Events: what happened, reported by the driver after asking the target to act.
 

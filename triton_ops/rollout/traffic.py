@@ -84,6 +84,10 @@ def load_requests_file(path: Path, envelope: Envelope) -> list[dict[str, Any]]:
         except json.JSONDecodeError as exc:
             raise RequestsError(f"{where}: not JSON ({exc.msg}); each line is one request "
                                 '{"INPUT": [[...]]}') from None
+        except RecursionError:
+            raise RequestsError(f"{where}: nested too deeply to read (a tensor has at most "
+                                "32 dimensions); each line is one request "
+                                '{"INPUT": [[...]]}') from None
         if not isinstance(data, dict) or not data:
             raise RequestsError(f"{where}: a request is a JSON object input name -> array")
         unknown = sorted(set(data) - set(known))

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
+
+from triton_ops.server.ports import PORT_MAX, PORT_MIN, check_port
 
 if TYPE_CHECKING:
     from triton_ops.server.local import LocalTriton
@@ -33,20 +37,60 @@ class TritonEndpoints:
     local: LocalTriton | None = field(default=None, repr=False, compare=False)
 
 
+# Host names and IPv4 addresses as DNS and gRPC resolve them (IPv6 goes in brackets).
+_HOST_NAME = re.compile(r"[A-Za-z0-9._-]+")
+_USE = "use HOST:PORT, e.g. 127.0.0.1:8001"
+
+
 def normalise_host_port(url: str, default_port: int) -> str:
-    """'grpc://host:port', 'http://host', 'host:port' or 'host' -> 'host:port'."""
+    """'grpc://host:port', 'http://host', 'host:port', '[::1]:port' or 'host' -> 'host:port'.
+
+    ValueError saying what is wrong for anything that names no server: a port outside
+    1-65535 or not a number, no host, a host that is neither a name nor an IP address, an
+    IPv6 address without brackets, a path, query or user name.
+    """
     text = url.strip()
     if not text:
-        raise ValueError("empty server URL")
-    parts = urlsplit(text if "://" in text else f"//{text}")
-    if not parts.hostname:
-        raise ValueError(f"cannot read a host from server URL {url!r}; use HOST:PORT")
+        raise ValueError(f"empty server URL; {_USE}")
+
+    def bad(why: str) -> ValueError:
+        return ValueError(f"server URL {url!r}: {why}; {_USE}")
+
     try:
-        port = parts.port or default_port
-    except ValueError as exc:
-        raise ValueError(f"bad port in server URL {url!r}: {exc}") from None
-    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-    return f"{host}:{port}"
+        parts = urlsplit(text if "://" in text else f"//{text}")
+    except ValueError as exc:  # an unclosed [
+        raise bad(str(exc)) from None
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise bad("a server URL has no path")
+    netloc = parts.netloc
+    if "@" in netloc:
+        raise bad("no user name")
+    if netloc.count(":") > 1 and not netloc.startswith("["):
+        raise bad("put an IPv6 address in brackets, e.g. [::1]:8001")
+    if netloc.endswith("]") or ":" not in netloc:
+        host, colon, port_text = netloc, "", ""
+    else:
+        host, colon, port_text = netloc.rpartition(":")
+    if not host:
+        raise bad("no host")
+    if host.startswith("["):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            raise bad(f"{host} is not an IPv6 address") from None
+    elif not _HOST_NAME.fullmatch(host):
+        raise bad(f"{host!r} is not a host name or IP address")
+    if colon and not port_text:
+        raise bad("no port after ':'")
+    port = default_port
+    if port_text:
+        digits = port_text.isascii() and port_text.isdigit()  # int() takes " 1", "+1", "1_0"
+        try:
+            port = check_port(int(port_text) if digits else -1)
+        except ValueError:
+            raise bad(f"bad port {port_text!r} (a TCP port is {PORT_MIN}-{PORT_MAX})") \
+                from None
+    return f"{host.lower()}:{port}"
 
 
 def remote_endpoints(

@@ -37,6 +37,7 @@ from pathlib import Path
 from types import TracebackType
 
 from triton_ops.server import _watchdog
+from triton_ops.server.ports import check_port
 
 DEFAULT_CACHE_DIR = Path(os.environ.get("TRITON_OPS_CACHE_DIR", "~/.cache/triton-ops")).expanduser()
 _STUB_NAME = "triton_python_backend_stub"
@@ -242,6 +243,10 @@ class LocalTriton:
         self.startup_timeout_s = startup_timeout_s
         self.extra_args = list(extra_args)
         self.exit_timeout_s = exit_timeout_s
+        for name, port in (("grpc_port", grpc_port), ("http_port", http_port),
+                           ("metrics_port", metrics_port)):
+            if port is not None:
+                check_port(port, name)  # ValueError before anything is started
         self._fixed_ports = (grpc_port, http_port, metrics_port)
         self._install = install
         self._cache_dir = cache_dir
