@@ -2,7 +2,7 @@ import pytest
 
 from triton_ops.rollout.analysis import AnalysisPolicy
 from triton_ops.rollout.state import Command, RolloutSpec, new_state
-from triton_ops.rollout.store import RolloutLocked, StateStore, StoreError
+from triton_ops.rollout.store import RolloutLocked, StateStore, StoreError, parse_state
 
 
 def spec() -> RolloutSpec:
@@ -127,3 +127,14 @@ def test_target_options_that_are_not_an_object_are_a_clear_error(tmp_path, conte
     store.target_path.write_text(content)
     with pytest.raises(StoreError, match=r"target\.json: "):
         store.target_options()
+
+
+@pytest.mark.parametrize(("text", "detail"), [
+    ("{not json", "(Invalid JSON: key must be a string at line 1 column 2)"),
+    ('{"spec": {}}', "(spec.model: Field required)"),
+])
+def test_a_state_that_is_not_valid_is_refused_naming_the_first_bad_field_and_the_remedy(
+        text, detail):
+    with pytest.raises(StoreError) as raised:
+        parse_state(text, "cm/state.json", "delete the key")
+    assert str(raised.value) == f"cm/state.json: not a valid rollout state {detail}; delete the key"

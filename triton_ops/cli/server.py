@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -17,6 +18,9 @@ from triton_ops.cli.common import (
     read_envelope,
     server_url,
 )
+
+if TYPE_CHECKING:
+    from triton_ops.server.local import LocalTriton
 
 
 def _split_models(models: str | None) -> list[str]:
@@ -45,21 +49,13 @@ def serve(
         help="Seconds to wait for the server and its models.")] = 120.0,
 ) -> None:
     """Run the embedded Triton server in the foreground on 127.0.0.1 until Ctrl-C or SIGTERM."""
-    import signal
-    import time
-
-    from triton_ops.server.endpoints import model_states
-    from triton_ops.server.local import LocalTriton, ServerError
+    from triton_ops.server.local import LocalTriton
 
     if not repo.is_dir():
         raise fail(f"model repository {repo} does not exist or is not a folder", EXIT_USAGE)
     requested = _split_models(models)
     available = _repository_models(repo)
-    unknown = [m for m in requested if m not in available]
-    if unknown:
-        raise fail(
-            f"no model {', '.join(unknown)} in {repo}/ (models there: "
-            f"{', '.join(available) or 'none'})", EXIT_USAGE)
+    _refuse_unknown_models(repo, requested, available)
     to_load = requested or available
     server = LocalTriton(
         repo, models=to_load, log_path=log_file, startup_timeout_s=startup_timeout,
@@ -67,45 +63,86 @@ def serve(
         # Keep serving the models that load; which ones failed is reported below.
         extra_args=[] if requested else ["--exit-on-error=false", "--strict-readiness=false"],
     )
-
-    stopping = False
-
-    def on_signal(signum: int, _frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    previous = signal.signal(signal.SIGTERM, on_signal)
     try:
-        try:
-            server.start()
-        except ServerError as exc:
-            raise fail(str(exc), EXIT_FAILED) from None
-        states = model_states(server.http_url)
-        failed = [s for s in states if s.get("name") in to_load and s.get("state") != "READY"]
-        typer.echo(f"tritonserver running (pid {server.pid}), repository {server.repository}")
-        typer.echo(f"  grpc:    {server.grpc_url}")
-        typer.echo(f"  http:    {server.http_url}")
-        typer.echo(f"  metrics: {server.metrics_url}")
-        typer.echo(f"  log:     {server.log_path}")
-        ready = [s["name"] for s in states if s.get("state") == "READY"]
-        typer.echo(f"  models:  {', '.join(ready) or 'none loaded'}")
-        for state in failed:
-            typer.echo(
-                f"  NOT LOADED {state.get('name')}: {state.get('reason') or state.get('state')}",
-                err=True)
-        typer.echo("Press Ctrl-C to stop.")
-        try:
-            while not stopping:
-                server.check_alive()
-                time.sleep(0.5)
-        except KeyboardInterrupt:
-            pass
-        except ServerError as exc:
-            raise fail(str(exc), EXIT_FAILED) from None
+        with _SigtermFlag() as sigterm:
+            _start(server)
+            _print_started(server, to_load)
+            _serve_until_stopped(server, sigterm)
     finally:
-        signal.signal(signal.SIGTERM, previous)
         server.stop()
     typer.echo("tritonserver stopped")
+
+
+def _refuse_unknown_models(repo: Path, requested: list[str], available: list[str]) -> None:
+    unknown = [m for m in requested if m not in available]
+    if unknown:
+        raise fail(
+            f"no model {', '.join(unknown)} in {repo}/ (models there: "
+            f"{', '.join(available) or 'none'})", EXIT_USAGE)
+
+
+class _SigtermFlag:
+    """While entered, SIGTERM sets `received` (the serving loop then stops cleanly) instead
+    of ending the process; the previous handler is restored on exit."""
+
+    def __init__(self) -> None:
+        self.received = False
+        self._previous: Any = None
+
+    def __enter__(self) -> _SigtermFlag:
+        self._previous = signal.signal(signal.SIGTERM, self._on_signal)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        signal.signal(signal.SIGTERM, self._previous)
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        self.received = True
+
+
+def _start(server: LocalTriton) -> None:
+    from triton_ops.server.local import ServerError
+
+    try:
+        server.start()
+    except ServerError as exc:
+        raise fail(str(exc), EXIT_FAILED) from None
+
+
+def _print_started(server: LocalTriton, to_load: list[str]) -> None:
+    """Where the server listens, the models it serves, and the ones that did not load."""
+    from triton_ops.server.endpoints import model_states
+
+    states = model_states(server.http_url)
+    failed = [s for s in states if s.get("name") in to_load and s.get("state") != "READY"]
+    typer.echo(f"tritonserver running (pid {server.pid}), repository {server.repository}")
+    typer.echo(f"  grpc:    {server.grpc_url}")
+    typer.echo(f"  http:    {server.http_url}")
+    typer.echo(f"  metrics: {server.metrics_url}")
+    typer.echo(f"  log:     {server.log_path}")
+    ready = [s["name"] for s in states if s.get("state") == "READY"]
+    typer.echo(f"  models:  {', '.join(ready) or 'none loaded'}")
+    for state in failed:
+        typer.echo(
+            f"  NOT LOADED {state.get('name')}: {state.get('reason') or state.get('state')}",
+            err=True)
+    typer.echo("Press Ctrl-C to stop.")
+
+
+def _serve_until_stopped(server: LocalTriton, sigterm: _SigtermFlag) -> None:
+    """Watch the server until Ctrl-C or SIGTERM; exit 1 if it dies on its own."""
+    import time
+
+    from triton_ops.server.local import ServerError
+
+    try:
+        while not sigterm.received:
+            server.check_alive()
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    except ServerError as exc:
+        raise fail(str(exc), EXIT_FAILED) from None
 
 
 def probe(

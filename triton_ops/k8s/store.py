@@ -37,6 +37,7 @@ from triton_ops.rollout.store import (
     StoreError,
     parse_audit,
     parse_known_good,
+    parse_state,
     parse_target_options,
 )
 
@@ -229,17 +230,10 @@ class ConfigMapStateStore(StateStore):
         text = data.get(STATE_KEY)
         if not text:
             return None
-        try:
-            return RolloutState.model_validate_json(text)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first.get("loc", ()))
-            detail = f"{where}: {first['msg']}" if where else first["msg"]
-            raise StoreError(f"{self._where(STATE_KEY)}: not a valid rollout state "
-                             f"({detail}); written by another triton-ops "
-                             "version or edited by hand: delete the ConfigMap's state.json "
-                             "key and set the served versions with `triton-ops rollback`"
-                             ) from None
+        return parse_state(text, self._where(STATE_KEY),
+                           "written by another triton-ops version or edited by hand: delete "
+                           "the ConfigMap's state.json key and set the served versions with "
+                           "`triton-ops rollback`")
 
     def save(self, state: RolloutState) -> None:
         text = state.model_dump_json(indent=2) + "\n"

@@ -123,32 +123,56 @@ def _uses_gpu(envelope: Envelope) -> bool:
 
 def derive_values(sources: Sequence[SourcedEnvelope]) -> DerivedValues:
     """The chart values for a release serving these envelopes' models."""
-    findings: list[Finding] = []
-    values: dict[str, Any] = {}
     if not sources:
         return DerivedValues({}, [Finding("<envelopes>", 0, 0, "helm-no-envelopes",
                                           Severity.ERROR, "no envelopes given")])
+    values: dict[str, Any] = {}
+    image, image_findings = _image_values(sources)
+    if image is not None:
+        values["image"] = image
+    values["models"], model_findings = _model_values(sources)
+    gpu_sources = [s for s in sources if _uses_gpu(s.envelope)]
+    values["resources"] = _resource_values(sources, gpu_sources)
+    expressions, placement_findings = _gpu_node_expressions(gpu_sources)
+    values["nodeSelector"] = {}
+    values["affinity"] = ({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+        "nodeSelectorTerms": [{"matchExpressions": expressions}]}}} if expressions else {})
+    if not gpu_sources:
+        values["tolerations"] = []
+    target = _queue_time_target_us(sources)
+    if target is not None:
+        values["autoscaling"] = {"targetQueueTimeUs": target}
+    return DerivedValues(values, [*image_findings, *model_findings, *placement_findings])
 
-    # Image: one pod serves every model, so all pinned images must be the same.
+
+def _image_values(sources: Sequence[SourcedEnvelope],
+                  ) -> tuple[dict[str, str] | None, list[Finding]]:
+    """The image values, None for the chart's default; one pod serves every model, so all
+    pinned images must be the same."""
     images = {s.envelope.runtime.image: s for s in sources if s.envelope.runtime.image}
     if len(images) > 1:
-        for image, src in images.items():
-            findings.append(_finding(src, ("runtime", "image"), "helm-image-mismatch",
-                                     f"image {image} differs from the other envelopes'; one "
-                                     "Triton pod serves all models of a release: use one image "
-                                     "or one release per image"))
-    elif not images:
-        findings.append(Finding(sources[0].file, 1, 1, "helm-image-default", Severity.WARNING,
-                                "no envelope sets runtime.image: the chart's default image "
-                                "(a tag, not a digest) is used; pin one in runtime.image"))
-    else:
-        image, src = next(iter(images.items()))
-        values["image"] = split_image(image)
-        if not values["image"]["digest"] and not src.envelope.runtime.allow_unpinned_image:
-            findings.append(_finding(src, ("runtime", "image"), "helm-image-unpinned",
-                                     f"image {image} is not pinned by digest; write it as "
-                                     "repository@sha256:... so every pod runs the same bits"))
+        return None, [_finding(src, ("runtime", "image"), "helm-image-mismatch",
+                               f"image {image} differs from the other envelopes'; one Triton "
+                               "pod serves all models of a release: use one image or one "
+                               "release per image")
+                      for image, src in images.items()]
+    if not images:
+        return None, [Finding(sources[0].file, 1, 1, "helm-image-default", Severity.WARNING,
+                              "no envelope sets runtime.image: the chart's default image "
+                              "(a tag, not a digest) is used; pin one in runtime.image")]
+    image, src = next(iter(images.items()))
+    values = split_image(image)
+    if not values["digest"] and not src.envelope.runtime.allow_unpinned_image:
+        return values, [_finding(src, ("runtime", "image"), "helm-image-unpinned",
+                                 f"image {image} is not pinned by digest; write it as "
+                                 "repository@sha256:... so every pod runs the same bits")]
+    return values, []
 
+
+def _model_values(sources: Sequence[SourcedEnvelope],
+                  ) -> tuple[list[dict[str, Any]], list[Finding]]:
+    """Each model's name, versions and golden probe, with what stops the chart serving it."""
+    findings: list[Finding] = []
     models = []
     seen: dict[str, str] = {}
     for src in sources:
@@ -176,9 +200,12 @@ def derive_values(sources: Sequence[SourcedEnvelope]) -> DerivedValues:
             "versions": {"stable": list(env.versions), "canary": list(env.versions)},
             "probe": None if probe_issues else probe_values(env),
         })
-    values["models"] = models
+    return models, findings
 
-    gpu_sources = [s for s in sources if _uses_gpu(s.envelope)]
+
+def _resource_values(sources: Sequence[SourcedEnvelope],
+                     gpu_sources: Sequence[SourcedEnvelope]) -> dict[str, Any]:
+    """The pod's GPUs, and CPU and memory summed over the models."""
     resources: dict[str, Any] = {"gpus": 0, "requests": {}, "limits": {}}
     if gpu_sources:
         gpu_ids = {i for s in gpu_sources for g in s.envelope.instances for i in g.gpus}
@@ -191,14 +218,19 @@ def derive_values(sources: Sequence[SourcedEnvelope]) -> DerivedValues:
     if host:
         resources["requests"]["memory"] = _quantity_mib(sum(host))
         resources["limits"]["memory"] = _quantity_mib(sum(host))
-    values["resources"] = resources
+    return resources
 
-    # Placement: GPU Feature Discovery labels for memory and compute capability.
+
+def _gpu_node_expressions(gpu_sources: Sequence[SourcedEnvelope],
+                          ) -> tuple[list[dict[str, Any]], list[Finding]]:
+    """Node affinity match expressions on GPU Feature Discovery labels: enough GPU memory
+    and a high enough compute capability for every model."""
     expressions = []
     memories = [m for s in gpu_sources if (m := s.envelope.hardware.smallest_gpu_memory())]
     if memories:
         mib = max(memories) // 1024**2
         expressions.append({"key": GPU_MEMORY_LABEL, "operator": "Gt", "values": [str(mib - 1)]})
+    findings = []
     majors = []
     for s in gpu_sources:
         cc = s.envelope.hardware.min_compute_capability
@@ -212,17 +244,15 @@ def derive_values(sources: Sequence[SourcedEnvelope]) -> DerivedValues:
     if majors:
         expressions.append({"key": GPU_COMPUTE_MAJOR_LABEL, "operator": "Gt",
                             "values": [str(max(majors) - 1)]})
-    values["nodeSelector"] = {}
-    values["affinity"] = ({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
-        "nodeSelectorTerms": [{"matchExpressions": expressions}]}}} if expressions else {})
-    if not gpu_sources:
-        values["tolerations"] = []
+    return expressions, findings
 
+
+def _queue_time_target_us(sources: Sequence[SourcedEnvelope]) -> int | None:
+    """The HPA's queue-time target: a share of the tightest p99 SLO, None without an SLO."""
     slos = [s.envelope.slo.p99_latency for s in sources if s.envelope.slo]
-    if slos:
-        target = max(MIN_QUEUE_TARGET_US, int(min(slos) * QUEUE_SHARE_OF_P99))
-        values["autoscaling"] = {"targetQueueTimeUs": target}
-    return DerivedValues(values, findings)
+    if not slos:
+        return None
+    return max(MIN_QUEUE_TARGET_US, int(min(slos) * QUEUE_SHARE_OF_P99))
 
 
 def capacity_values(sources: Sequence[SourcedEnvelope], tuned: Sequence[TunedModel],

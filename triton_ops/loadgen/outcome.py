@@ -47,3 +47,13 @@ def classify_error(status: str | None, message: str | None) -> Outcome:
     if code == DEADLINE_EXCEEDED:
         return Outcome.CLIENT_TIMEOUT
     return Outcome.ERROR
+
+
+def outcome_of(exc: Exception) -> Outcome:
+    """The outcome of a request whose client call raised `exc`: Triton's errors by their
+    status and message, anything else (a broken connection, a bug) a failure."""
+    from tritonclient.utils import InferenceServerException
+
+    if isinstance(exc, InferenceServerException):
+        return classify_error(exc.status(), exc.message())
+    return Outcome.ERROR

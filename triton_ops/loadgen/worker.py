@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
+from triton_ops.loadgen.outcome import Outcome, outcome_of
+
 _WAKE_EARLY_S = 0.0005
 
 
@@ -31,6 +33,53 @@ class _WindowBuf:
     done: list[float] = field(default_factory=list)
     ok: list[bool] = field(default_factory=list)
     outcome: list[int] = field(default_factory=list)  # loadgen.outcome.Outcome values
+
+    def record(self, sched: float, sent: float, done: float, outcome: Outcome) -> None:
+        self.sched.append(sched)
+        self.sent.append(sent)
+        self.done.append(done)
+        self.ok.append(outcome is Outcome.OK)
+        self.outcome.append(int(outcome))
+
+    def samples(self, start: float, end: float) -> dict[str, Any]:
+        """The window's samples as the parent merges them (engine._merge)."""
+        import numpy as np
+
+        return {
+            "sched": np.asarray(self.sched), "sent": np.asarray(self.sent),
+            "done": np.asarray(self.done), "ok": np.asarray(self.ok, dtype=bool),
+            "outcome": np.asarray(self.outcome, dtype=np.uint8),
+            "start": start, "end": end,
+        }
+
+
+@dataclass(frozen=True)
+class RunSchedule:
+    """When a run's warm-up and windows begin and end (time.monotonic seconds)."""
+
+    start: float
+    warmup: float
+    window: float
+    max_windows: int
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any]) -> RunSchedule:
+        return cls(float(spec["start_at"]), float(spec["warmup_s"]), float(spec["window_s"]),
+                   int(spec["max_windows"]))
+
+    @property
+    def end(self) -> float:
+        """When the last window ends: no request is scheduled from then on."""
+        return self.start + self.warmup + self.window * self.max_windows
+
+    def index_of(self, t: float) -> int:
+        """The window a request scheduled at `t` belongs to; -1 during the warm-up."""
+        if t < self.start + self.warmup:
+            return -1
+        return int((t - self.start - self.warmup) // self.window)
+
+    def window_end(self, k: int) -> float:
+        return self.start + self.warmup + (k + 1) * self.window
 
 
 class _Worker:
@@ -69,9 +118,9 @@ class _Worker:
                     break
                 if cmd[0] == "run":
                     self.stop_flag = False
-                    await self._run(cmd[1])
+                    await _Run(self, cmd[1]).execute()
                     self.conn.send(("stopped",))
-                # a "stop" with nothing running needs no answer beyond the one _run sends
+                # a "stop" with nothing running needs no answer beyond the one sent after each run
         finally:
             loop.remove_reader(self.conn.fileno())
             await self.client.close()
@@ -94,130 +143,130 @@ class _Worker:
             else:
                 self.commands.put_nowait(cmd)
 
-    async def _run(self, spec: dict[str, Any]) -> None:
+
+class _Run:
+    """One "run" command: schedule requests, record each in the window it was scheduled in,
+    and send each window to the parent once every request scheduled in it has finished.
+
+    The worker's stop_flag (set by a "stop" from the parent) ends it early; the windows not
+    yet sent are then dropped.
+    """
+
+    def __init__(self, worker: _Worker, spec: dict[str, Any]) -> None:
         import numpy as np
-        from tritonclient.utils import InferenceServerException
 
-        from triton_ops.loadgen.outcome import Outcome, classify_error
+        self.worker = worker
+        self.spec = spec
+        self.schedule = RunSchedule.from_spec(spec)
+        self.timeout = float(spec["timeout_s"])
+        self.rng = np.random.default_rng(int(spec["seed"]))
+        self.windows: dict[int, _WindowBuf] = {}
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.requests_sent = 0  # picks the next input set, round robin
+        self.next_to_send = 0  # next window index to report
+        self.request_done = asyncio.Event()
 
-        start = float(spec["start_at"])
-        warmup = float(spec["warmup_s"])
-        window = float(spec["window_s"])
-        max_windows = int(spec["max_windows"])
-        timeout = float(spec["timeout_s"])
-        end = start + warmup + window * max_windows
-        rng = np.random.default_rng(int(spec["seed"]))
-        windows: dict[int, _WindowBuf] = {}
-        tasks: set[asyncio.Task[None]] = set()
-        n_inputs = len(self.request_inputs)
-        counter = 0
-        next_to_send = 0  # next window index to report
-        self.flush_event = asyncio.Event()
+    @property
+    def stopping(self) -> bool:
+        return self.worker.stop_flag
 
-        def index_of(t: float) -> int:
-            return -1 if t < start + warmup else int((t - start - warmup) // window)
-
-        async def one(sched: float) -> None:
-            nonlocal counter
-            k = index_of(sched)
-            buf = windows.setdefault(k, _WindowBuf())
-            buf.pending += 1
-            inputs = self.request_inputs[counter % n_inputs]
-            counter += 1
-            sent = time.monotonic()
-            outcome = Outcome.OK
-            try:
-                await self.client.infer(self.model, inputs, outputs=self.request_outputs,
-                                        client_timeout=timeout)
-            except InferenceServerException as exc:
-                outcome = classify_error(exc.status(), exc.message())
-            except Exception:  # noqa: BLE001 - every failure is an error sample
-                outcome = Outcome.ERROR
-            done = time.monotonic()
-            buf.sched.append(sched)
-            buf.sent.append(sent)
-            buf.done.append(done)
-            buf.ok.append(outcome is Outcome.OK)
-            buf.outcome.append(int(outcome))
-            buf.pending -= 1
-            self.flush_event.set()
-
-        def spawn(sched: float) -> None:
-            task = asyncio.ensure_future(one(sched))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-
-        def flush(final: bool = False) -> None:
-            nonlocal next_to_send
-            now = time.monotonic()
-            while next_to_send < max_windows:
-                k = next_to_send
-                w_end = start + warmup + (k + 1) * window
-                buf = windows.get(k, _WindowBuf())
-                if not final and (now < w_end or buf.pending > 0):
-                    return
-                self.conn.send(("window", k, {
-                    "sched": np.asarray(buf.sched), "sent": np.asarray(buf.sent),
-                    "done": np.asarray(buf.done), "ok": np.asarray(buf.ok, dtype=bool),
-                    "outcome": np.asarray(buf.outcome, dtype=np.uint8),
-                    "start": w_end - window, "end": w_end,
-                }))
-                windows.pop(k, None)
-                next_to_send += 1
-
-        async def flusher() -> None:
-            while next_to_send < max_windows and not self.stop_flag:
-                try:
-                    await asyncio.wait_for(self.flush_event.wait(), timeout=0.05)
-                except asyncio.TimeoutError:
-                    pass
-                self.flush_event.clear()
-                flush()
-
-        flush_task = asyncio.ensure_future(flusher())
-        await asyncio.sleep(max(0.0, start - time.monotonic()))
-        if spec["mode"] == "open":
-            rate = float(spec["rate"])
-            max_inflight = int(spec["max_inflight"])
-            t = start
-            while not self.stop_flag:
-                t += float(rng.exponential(1.0 / rate))
-                if t >= end:
-                    break
-                delay = t - time.monotonic()
-                if delay > _WAKE_EARLY_S:
-                    # epoll rounds timeouts UP to whole milliseconds: aim half a millisecond
-                    # early so sends land within about +-0.5 ms of their schedule.
-                    await asyncio.sleep(delay - _WAKE_EARLY_S)
-                else:
-                    # Behind schedule: still yield, so responses are processed between sends.
-                    await asyncio.sleep(0)
-                while len(tasks) >= max_inflight and not self.stop_flag:
-                    # Server far behind: holding back shows up as late sends.
-                    await asyncio.sleep(0.001)
-                spawn(t)
+    async def execute(self) -> None:
+        flush_task = asyncio.ensure_future(self._flush_while_running())
+        await asyncio.sleep(max(0.0, self.schedule.start - time.monotonic()))
+        if self.spec["mode"] == "open":
+            await self._open_loop(float(self.spec["rate"]), int(self.spec["max_inflight"]))
         else:
-            concurrency = int(spec["concurrency"])
-
-            async def closed_loop() -> None:
-                while not self.stop_flag:
-                    now = time.monotonic()
-                    if now >= end:
-                        return
-                    await one(now)
-
-            await asyncio.gather(*(closed_loop() for _ in range(concurrency)))
-        # Let in-flight requests finish (bounded by the request timeout), then report.
-        deadline = time.monotonic() + timeout + 1.0
-        while tasks and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
-            if not self.stop_flag:
-                flush()
-        for task in list(tasks):
-            task.cancel()
+            await asyncio.gather(*(self._closed_loop()
+                                   for _ in range(int(self.spec["concurrency"]))))
+        await self._finish_in_flight()
         flush_task.cancel()
-        if not self.stop_flag:
-            flush(final=True)
+        if not self.stopping:
+            self._flush(final=True)
+
+    async def _open_loop(self, rate: float, max_inflight: int) -> None:
+        """Poisson arrivals at `rate`, each request a task of its own."""
+        t = self.schedule.start
+        while not self.stopping:
+            t += float(self.rng.exponential(1.0 / rate))
+            if t >= self.schedule.end:
+                break
+            delay = t - time.monotonic()
+            if delay > _WAKE_EARLY_S:
+                # epoll rounds timeouts UP to whole milliseconds: aim half a millisecond
+                # early so sends land within about +-0.5 ms of their schedule.
+                await asyncio.sleep(delay - _WAKE_EARLY_S)
+            else:
+                # Behind schedule: still yield, so responses are processed between sends.
+                await asyncio.sleep(0)
+            while len(self.tasks) >= max_inflight and not self.stopping:
+                # Server far behind: holding back shows up as late sends.
+                await asyncio.sleep(0.001)
+            self._spawn(t)
+
+    async def _closed_loop(self) -> None:
+        """One client: the next request as soon as the previous one is answered."""
+        while not self.stopping:
+            now = time.monotonic()
+            if now >= self.schedule.end:
+                return
+            await self._request(now)
+
+    def _spawn(self, sched: float) -> None:
+        task = asyncio.ensure_future(self._request(sched))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _request(self, sched: float) -> None:
+        worker = self.worker
+        buf = self.windows.setdefault(self.schedule.index_of(sched), _WindowBuf())
+        buf.pending += 1
+        inputs = worker.request_inputs[self.requests_sent % len(worker.request_inputs)]
+        self.requests_sent += 1
+        sent = time.monotonic()
+        outcome = Outcome.OK
+        try:
+            await worker.client.infer(worker.model, inputs, outputs=worker.request_outputs,
+                                      client_timeout=self.timeout)
+        except Exception as exc:  # noqa: BLE001 - every failure is an error sample
+            outcome = outcome_of(exc)
+        buf.record(sched, sent, time.monotonic(), outcome)
+        buf.pending -= 1
+        self.request_done.set()
+
+    async def _flush_while_running(self) -> None:
+        while self.next_to_send < self.schedule.max_windows and not self.stopping:
+            try:
+                await asyncio.wait_for(self.request_done.wait(), timeout=0.05)
+            except asyncio.TimeoutError:
+                pass
+            self.request_done.clear()
+            self._flush()
+
+    async def _finish_in_flight(self) -> None:
+        """Let in-flight requests finish (bounded by the request timeout), then cancel the
+        rest."""
+        deadline = time.monotonic() + self.timeout + 1.0
+        while self.tasks and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+            if not self.stopping:
+                self._flush()
+        for task in list(self.tasks):
+            task.cancel()
+
+    def _flush(self, final: bool = False) -> None:
+        """Send the windows that are over and have no request in flight, in order (all of
+        them when `final`)."""
+        now = time.monotonic()
+        while self.next_to_send < self.schedule.max_windows:
+            k = self.next_to_send
+            w_end = self.schedule.window_end(k)
+            buf = self.windows.get(k, _WindowBuf())
+            if not final and (now < w_end or buf.pending > 0):
+                return
+            self.worker.conn.send(("window", k, buf.samples(w_end - self.schedule.window,
+                                                            w_end)))
+            self.windows.pop(k, None)
+            self.next_to_send += 1
 
 
 def worker_main(conn: Connection, url: str, model: str, inputs: list[dict[str, Any]],

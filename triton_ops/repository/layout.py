@@ -17,7 +17,7 @@ from pathlib import Path
 
 from triton_ops.digits import is_ascii_decimal
 from triton_ops.findings import CheckResult, Finding, Severity
-from triton_ops.modelconfig.autocomplete import complete, scan_model_files
+from triton_ops.modelconfig.autocomplete import ModelFiles, complete, scan_model_files
 from triton_ops.modelconfig.parse import ConfigSourceMap
 from triton_ops.modelconfig.proto import ModelConfig
 from triton_ops.modelconfig.rules import check_config_text, read_config_text
@@ -143,25 +143,50 @@ def _check_data_files(model_dir: Path, config: ModelConfig, source: ConfigSource
 def _scan_model_dir(model_dir: Path) -> ModelDirReport:
     findings: list[Finding] = []
     report = ModelDirReport(model_dir, CheckResult(findings=findings))
-    name = model_dir.name
+    unusable = _unusable_model_dir(model_dir)
+    if unusable:
+        findings.append(unusable)
+        return report
+    if not _SAFE_NAME.fullmatch(model_dir.name):
+        findings.append(_finding(model_dir, "repo-model-name-chars",
+                                 f"model name '{model_dir.name}' has characters other than "
+                                 "letters, digits, '_', '-' and '.'; clients must URL-escape "
+                                 "it in /v2/models/<name> requests. Rename the folder",
+                                 Severity.WARNING))
+    files = scan_model_files(model_dir)
+    _check_config(report, files)
+    version_dirs = _version_dirs(model_dir, findings)
+    report.versions = set(version_dirs)
+    config, source = report.config, report.source
+    if config is None or source is None:
+        return report
+    if config.name and config.name != model_dir.name:
+        findings.append(source.finding(("name",), "repo-config-name-mismatch",
+                                       f"config name '{config.name}' differs from its folder "
+                                       f"'{model_dir.name}'; Triton refuses to load it. Make "
+                                       "them equal"))
+    _check_versions(model_dir, config, source, version_dirs, findings)
+    _check_model_files(model_dir, config, files, version_dirs, findings)
+    _check_data_files(model_dir, config, source, findings)
+    return report
+
+
+def _unusable_model_dir(model_dir: Path) -> Finding | None:
+    """Why `model_dir` cannot be checked as a model (unreadable, not a folder), or None."""
     problem = _entry_problem(model_dir)
     if problem:
-        findings.append(_finding(model_dir, "repo-unreadable", problem))
-        return report
+        return _finding(model_dir, "repo-unreadable", problem)
     if not model_dir.is_dir():
-        findings.append(_finding(model_dir, "repo-model-not-folder",
-                                 "a model must be a folder holding config.pbtxt and versions"))
-        return report
+        return _finding(model_dir, "repo-model-not-folder",
+                        "a model must be a folder holding config.pbtxt and versions")
+    return None
 
-    if not _SAFE_NAME.fullmatch(name):
-        findings.append(_finding(model_dir, "repo-model-name-chars",
-                                 f"model name '{name}' has characters other than letters, "
-                                 "digits, '_', '-' and '.'; clients must URL-escape it in "
-                                 "/v2/models/<name> requests. Rename the folder",
-                                 Severity.WARNING))
 
+def _check_config(report: ModelDirReport, files: ModelFiles) -> None:
+    """Read and check the model's config.pbtxt into `report` (its config and source map
+    stay None when it cannot be read)."""
+    model_dir, findings = report.path, report.result.findings
     config_path = model_dir / CONFIG_NAME
-    files = scan_model_files(model_dir)
     if config_path.exists() or config_path.is_symlink():
         text, read_findings = read_config_text(config_path)
         findings.extend(read_findings)
@@ -178,12 +203,16 @@ def _scan_model_dir(model_dir: Path) -> ModelDirReport:
         findings.extend(config_findings)
         report.config, report.source = config, source
 
+
+def _version_dirs(model_dir: Path, findings: list[Finding]) -> dict[int, Path]:
+    """The model's version folders by version; other entries Triton would trip on are
+    reported."""
     version_dirs: dict[int, Path] = {}
     for entry in _list_dir(model_dir, findings):
         if entry.name.startswith("."):
             continue  # hidden: ignored by Triton; .triton-ops holds sealed-version manifests
         if entry.name == CONFIG_NAME:
-            continue  # already read (and reported) above
+            continue  # already read (and reported) by _check_config
         problem = _entry_problem(entry)
         if problem:
             findings.append(_finding(entry, "repo-unreadable", problem))
@@ -197,22 +226,16 @@ def _scan_model_dir(model_dir: Path) -> ModelDirReport:
                                      "start its name with '.' to keep it out of the repository"))
             continue
         version_dirs[int(entry.name)] = entry
-    report.versions = set(version_dirs)
+    return version_dirs
 
-    config, source = report.config, report.source
-    if config is None or source is None:
-        return report
 
-    if config.name and config.name != name:
-        findings.append(source.finding(("name",), "repo-config-name-mismatch",
-                                       f"config name '{config.name}' differs from its folder "
-                                       f"'{name}'; Triton refuses to load it. Make them equal"))
-
-    policy = config.version_policy.WhichOneof("policy_choice")
+def _check_versions(model_dir: Path, config: ModelConfig, source: ConfigSourceMap,
+                    version_dirs: dict[int, Path], findings: list[Finding]) -> None:
+    """There is a version to serve, and every version the policy lists has its folder."""
     if not version_dirs:
         findings.append(_finding(model_dir, "repo-no-version",
                                  "no version folder: add one named 1 holding the model file"))
-    elif policy == "specific":
+    elif config.version_policy.WhichOneof("policy_choice") == "specific":
         for i, v in enumerate(config.version_policy.specific.versions):
             if v not in version_dirs:
                 findings.append(source.finding(
@@ -220,6 +243,10 @@ def _scan_model_dir(model_dir: Path) -> ModelDirReport:
                     f"version {v} is listed in version_policy but folder {model_dir / str(v)} "
                     "does not exist"))
 
+
+def _check_model_files(model_dir: Path, config: ModelConfig, files: ModelFiles,
+                       version_dirs: dict[int, Path], findings: list[Finding]) -> None:
+    """Each version folder holds the file the (auto-completed) backend loads."""
     completion = complete(config, files)
     expected = expected_model_file(completion.config)
     if completion.undetermined is not None:
@@ -228,8 +255,6 @@ def _scan_model_dir(model_dir: Path) -> ModelDirReport:
     elif expected:
         for version_dir in version_dirs.values():
             _check_model_file(version_dir, expected, findings)
-    _check_data_files(model_dir, config, source, findings)
-    return report
 
 
 def check_model_dir(model_dir: Path) -> CheckResult:

@@ -85,6 +85,18 @@ def parse_audit(data: bytes | str, where: str) -> list[dict[str, Any]]:
     return records
 
 
+def parse_state(text: str, where: str, remedy: str) -> RolloutState:
+    """The rollout state in `text`; a StoreError naming `where`, the first field that is not
+    valid, then `remedy` (what to do, which depends on where the store keeps it)."""
+    try:
+        return RolloutState.model_validate_json(text)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first.get("loc", ()))
+        detail = f"{field}: {first['msg']}" if field else first["msg"]
+        raise StoreError(f"{where}: not a valid rollout state ({detail}); {remedy}") from None
+
+
 def parse_known_good(text: str, where: str) -> list[list[int]]:
     """The known-good history: a JSON list of non-empty version lists, e.g. [[1], [2, 3]]."""
     try:
@@ -160,17 +172,10 @@ class StateStore:
         text = self._read_text(self.state_path)
         if text is None:
             return None
-        try:
-            return RolloutState.model_validate_json(text)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first.get("loc", ()))
-            detail = f"{where}: {first['msg']}" if where else first["msg"]
-            raise StoreError(
-                f"{self.state_path}: not a valid rollout state ({detail}); "
-                "it was written by another triton-ops version or edited by hand: move it "
-                "away and use `triton-ops rollback` to set the served versions"
-            ) from None
+        return parse_state(text, str(self.state_path),
+                           "it was written by another triton-ops version or edited by hand: "
+                           "move it away and use `triton-ops rollback` to set the served "
+                           "versions")
 
     def save(self, state: RolloutState) -> None:
         self._write(self.state_path, state.model_dump_json(indent=2) + "\n")
