@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import typer
+from pydantic import ValidationError
 
 from triton_ops.cli.common import (
     load_envelope,
@@ -110,3 +111,13 @@ def test_status_as_json_and_when_none_is_recorded(
                     commands="triton-ops rollout")
     assert exit_code(excinfo) == 1
     assert "no rollout of m recorded in" in capsys.readouterr().err
+
+
+def test_a_rollout_spec_error_of_the_whole_spec_has_no_empty_field_name() -> None:
+    """A rule across fields (canary already among stable) belongs to no field: the message is
+    the rule's own text, not ': Value error, ...'."""
+    from triton_ops.rollout.state import first_validation_error
+
+    with pytest.raises(ValidationError) as err:
+        RolloutSpec(model="m", stable=[1], canary=1, steps=[10, 100], interval_s=1.0)
+    assert first_validation_error(err.value) == "version 1 already serves as stable"

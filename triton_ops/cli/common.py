@@ -288,7 +288,7 @@ def rollout_spec(model: str, canary: int, stable: list[int], analysis: AnalysisO
     from pydantic import ValidationError
 
     from triton_ops.rollout.analysis import policy_from_envelope
-    from triton_ops.rollout.state import RolloutSpec
+    from triton_ops.rollout.state import RolloutSpec, first_validation_error
 
     try:
         return RolloutSpec(
@@ -301,8 +301,7 @@ def rollout_spec(model: str, canary: int, stable: list[int], analysis: AnalysisO
                                         p99_slack_us=analysis.p99_slack_us,
                                         min_agreement_samples=min(5, analysis.shadow_samples)))
     except ValidationError as exc:
-        first = exc.errors()[0]
-        raise fail(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+        raise fail(first_validation_error(exc)) from None
 
 
 class RolloutPrinter:

@@ -23,7 +23,7 @@ from __future__ import annotations
 from enum import Enum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from triton_ops.rollout.analysis import AnalysisPolicy, Result, Verdict, WindowMetrics
 
@@ -332,3 +332,14 @@ def transition(state: RolloutState, event: Event, now: float) -> tuple[RolloutSt
         }
         record.checks = [c.model_dump(mode="json") for c in event.verdict.checks]
     return new, record
+
+
+def first_validation_error(exc: ValidationError) -> str:
+    """The first problem of a pydantic error, as "field.path: message" (just the message
+    when it belongs to the model as a whole, e.g. a rule across several fields)."""
+    first = exc.errors()[0]
+    field = ".".join(str(p) for p in first.get("loc", ()))
+    # pydantic prefixes the text of a ValueError raised by a validator with "Value error, "
+    message = str(first["msg"]).removeprefix("Value error, ")
+    return f"{field}: {message}" if field else message
+

@@ -30,7 +30,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from triton_ops.fileio import WriteError, atomic_write_text, os_error_reason, write_error
-from triton_ops.rollout.state import AuditRecord, Command, RolloutState
+from triton_ops.rollout.state import AuditRecord, Command, RolloutState, first_validation_error
 
 # Version numbers as Triton's version folders name them (int64, from 1).
 _VERSION_MAX = 2**63 - 1
@@ -91,9 +91,7 @@ def parse_state(text: str, where: str, remedy: str) -> RolloutState:
     try:
         return RolloutState.model_validate_json(text)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first.get("loc", ()))
-        detail = f"{field}: {first['msg']}" if field else first["msg"]
+        detail = first_validation_error(exc)
         raise StoreError(f"{where}: not a valid rollout state ({detail}); {remedy}") from None
 
 
