@@ -10,15 +10,10 @@ from triton_ops.tune.batcher import (
     poisson_arrivals_us,
     simulate,
 )
-from triton_ops.tune.search import (
-    ProbeResult,
-    bisect_rate,
-    candidate_space,
-    first_rate,
-    prune_by_memory,
-    rank_candidates,
-    run_search,
-)
+from triton_ops.tune.bisection import BisectionSettings, bisect_rate, first_rate
+from triton_ops.tune.ranking import candidate_space, prune_by_memory, rank_candidates
+from triton_ops.tune.results import ProbeResult
+from triton_ops.tune.search import SearchSettings, run_search
 from triton_ops.tune.stats import Verdict, quantile_ci, slo_verdict
 
 SLO_US = 4000.0
@@ -73,7 +68,8 @@ def grid_best() -> float:
         server = SimulatedServer()
         server.load(c)
         guess = TRUE.capacity(c) * 0.5
-        goodput, *_ = bisect_rate(lambda r, c=c, s=server: s.probe(c, r), guess)
+        goodput, *_ = bisect_rate(lambda r, c=c, s=server: s.probe(c, r), guess,
+                                  BisectionSettings(rel_tol=0.05))
         best = max(best, goodput)
     return best
 
@@ -131,7 +127,8 @@ def test_bisection_brackets_from_a_bad_guess() -> None:
         return ProbeResult(rate, verdict, est)
 
     for guess in (50.0, 1200.0, 9000.0):
-        goodput, p99, limited, probes = bisect_rate(probe, guess, rel_tol=0.03, max_probes=20)
+        goodput, p99, limited, probes = bisect_rate(
+            probe, guess, BisectionSettings(rel_tol=0.03, max_probes=20))
         assert capacity * 0.96 <= goodput <= capacity
         assert p99 is not None and not limited
 
@@ -145,9 +142,9 @@ def test_bisection_climbs_faster_when_far_below_the_seen_ceiling() -> None:
         est = quantile_ci([1.0] * 200, 0.99)  # far under the SLO below capacity
         return ProbeResult(rate, Verdict.PASS if rate <= capacity else Verdict.FAIL, est)
 
-    plain = bisect_rate(probe, 150.0, rel_tol=0.05, max_probes=20, slo_us=100.0)
-    informed = bisect_rate(probe, 150.0, rel_tol=0.05, max_probes=20, slo_us=100.0,
-                           ceiling=3500.0)
+    plain = bisect_rate(probe, 150.0, BisectionSettings(rel_tol=0.05, max_probes=20), slo_us=100.0)
+    informed = bisect_rate(probe, 150.0, BisectionSettings(rel_tol=0.05, max_probes=20),
+                           slo_us=100.0, ceiling=3500.0)
     assert capacity * 0.95 <= informed[0] <= capacity
     assert capacity * 0.95 <= plain[0] <= capacity
     assert len(informed[3]) < len(plain[3])
@@ -158,7 +155,8 @@ def test_bisection_flags_generator_limit() -> None:
         verdict = Verdict.PASS if rate <= 500 else Verdict.GENERATOR_LIMITED
         return ProbeResult(rate, verdict, quantile_ci([1.0] * 200, 0.99))
 
-    goodput, _, limited, _ = bisect_rate(probe, 400.0, rel_tol=0.02, max_probes=20)
+    goodput, _, limited, _ = bisect_rate(probe, 400.0,
+                                         BisectionSettings(rel_tol=0.02, max_probes=20))
     assert limited and 480 <= goodput <= 500
 
 
@@ -227,11 +225,11 @@ def test_search_respects_budget() -> None:
 def test_resume_skips_done_candidates() -> None:
     server = SimulatedServer()
     first = run_search(SPACE, PROFILED, SLO_US, server, budget_s=600, clock=server.now,
-                       max_measured=1)
+                       settings=SearchSettings(max_measured=1))
     assert len([r for r in first.results if r.status == "measured"]) == 1
     server2 = SimulatedServer()
     second = run_search(SPACE, PROFILED, SLO_US, server2, budget_s=600, clock=server2.now,
-                        done=first.results, max_measured=3)
+                        done=first.results, settings=SearchSettings(max_measured=3))
     keys = [r.candidate.key for r in second.results]
     assert len(keys) == len(set(keys))
     assert first.results[0] in second.results

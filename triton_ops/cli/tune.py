@@ -208,62 +208,69 @@ def _print_best(best: dict[str, Any], console: Any) -> None:
                   f"of a {best['budget_s']:.0f} s budget; files in {best['out_dir']}")
 
 
+class ProgressPrinter:
+    """Prints a tune run's events above a progress bar of the budget."""
+
+    def __init__(self, progress: Any, task: Any, budget_s: float) -> None:
+        import time
+
+        self.progress = progress
+        self.task = task
+        self.budget_s = budget_s
+        self.started = time.monotonic()
+
+    def __call__(self, event: Any) -> None:
+        import time
+
+        from triton_ops.tune import events as ev
+
+        say = self.progress.console.print
+        self.progress.update(self.task,
+                             completed=min(time.monotonic() - self.started, self.budget_s))
+        match event:
+            case ev.PhaseStarted(name=name):
+                self.progress.update(self.task, description=name)
+            case ev.ProbeStarted(candidate=cand, rate=rate, final=final):
+                what = "re-measuring" if final else "measuring"
+                self.progress.update(self.task,
+                                     description=f"{what} {cand.label()} at {rate:.0f} req/s")
+            case ev.CandidateMeasured(result=r, baseline=baseline):
+                tag = "baseline " if baseline else ""
+                say(f"  {tag}{r.candidate.label()}: goodput {r.goodput:.0f} req/s "
+                    f"(predicted {r.predicted_goodput:.0f}, {len(r.probes)} probes, "
+                    f"{r.seconds:.0f} s)" + (" [generator-limited]" if r.generator_limited
+                                             else ""))
+            case ev.CandidateInfeasible(result=r):
+                say(f"  [yellow]infeasible[/] {r.candidate.label()}: {r.reason}")
+            case ev.CandidateSkipped(candidate=cand, reason=reason):
+                say(f"  [yellow]skipped[/] {cand.label()}: {reason}")
+            case ev.WorkersAdded(workers=workers):
+                say(f"  load generator could not keep up: now {workers} worker processes")
+            case ev.ProbeDisturbed(candidate=cand, rate=rate, steal=steal):
+                say(f"  {cand.label()} at {rate:.0f} req/s failed while other guests of the "
+                    f"host took {100 * steal:.0f}% of this machine's CPU: measuring again")
+            case ev.StealPersists(probes=probes):
+                say(f"  the last {probes} probes all lost CPU to other guests of the host: "
+                    "failures stand from now on, until a probe is measured undisturbed")
+            case ev.RunnerUpRemeasured(candidate=cand, previous=previous):
+                say(f"  {previous.label()} did not hold its search goodput: re-measuring the "
+                    f"runner-up {cand.label()}")
+            case ev.SearchStopped(reason=reason):
+                say(f"  search stopped: {reason}")
+            case _:
+                pass
+
+
 def _run_with_progress(options: Any, console: Any) -> Any:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from triton_ops.tune.run import tune
 
-    budget = options.budget_s
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(),
                   TextColumn("{task.completed:.0f}/{task.total:.0f} s budget"),
                   TimeElapsedColumn(), console=console, transient=False) as progress:
-        task = progress.add_task("starting", total=budget)
-        import time
-
-        t0 = time.monotonic()
-
-        def on_event(kind: str, data: dict[str, Any]) -> None:
-            elapsed = time.monotonic() - t0
-            progress.update(task, completed=min(elapsed, budget))
-            if kind == "phase":
-                progress.update(task, description=str(data["name"]))
-            elif kind == "probe":
-                cand = data["candidate"]
-                what = "re-measuring" if data.get("final") else "measuring"
-                progress.update(task, description=f"{what} {cand.label()} at "
-                                f"{data['rate']:.0f} req/s")
-            elif kind == "measured":
-                r = data["result"]
-                tag = "baseline " if data.get("baseline") else ""
-                progress.console.print(
-                    f"  {tag}{r.candidate.label()}: goodput {r.goodput:.0f} req/s "
-                    f"(predicted {r.predicted_goodput:.0f}, {len(r.probes)} probes, "
-                    f"{r.seconds:.0f} s)" + (" [generator-limited]" if r.generator_limited else ""))
-            elif kind in ("infeasible", "skipped"):
-                progress.console.print(f"  [yellow]{kind}[/] {data['candidate'].label()}: "
-                                       f"{data['reason']}")
-            elif kind == "workers":
-                progress.console.print(f"  load generator could not keep up: now "
-                                       f"{data['workers']} worker processes")
-            elif kind == "disturbed":
-                progress.console.print(
-                    f"  {data['candidate'].label()} at {data['rate']:.0f} req/s failed while "
-                    f"other guests of the host took {100 * data['steal']:.0f}% of this "
-                    "machine's CPU: measuring again")
-            elif kind == "steal_persists":
-                progress.console.print(
-                    f"  the last {data['probes']} probes all lost CPU to other guests of the "
-                    "host: failures stand from now on, until a probe is measured undisturbed")
-            elif kind == "runner_up":
-                progress.console.print(
-                    f"  {data['previous'].label()} did not hold its search goodput: "
-                    f"re-measuring the runner-up {data['candidate'].label()}")
-            elif kind == "final":
-                progress.update(task, description=f"re-measuring {data['candidate'].label()}")
-            elif kind == "stop":
-                progress.console.print(f"  search stopped: {data['reason']}")
-
-        return tune(options, on_event)
+        task = progress.add_task("starting", total=options.budget_s)
+        return tune(options, ProgressPrinter(progress, task, options.budget_s))
 
 
 def register(app: typer.Typer) -> None:

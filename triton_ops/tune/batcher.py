@@ -310,3 +310,4 @@ def predict_goodput(candidate: Candidate, profile: ServiceProfile, slo_us: float
         else:
             hi = mid
     return lo
+

@@ -11,7 +11,7 @@ from typing import Any
 
 from triton_ops.fileio import atomic_write_text
 from triton_ops.tune.batcher import ServiceProfile
-from triton_ops.tune.search import CandidateResult, ProbeResult, SearchOutcome
+from triton_ops.tune.results import CandidateResult, ProbeResult, SearchOutcome
 
 
 def _finite(x: float | None) -> float | None:
