@@ -11,7 +11,12 @@ from triton_ops.tune.batcher import (
     simulate,
 )
 from triton_ops.tune.bisection import BisectionSettings, bisect_rate, first_rate
-from triton_ops.tune.ranking import candidate_space, prune_by_memory, rank_candidates
+from triton_ops.tune.ranking import (
+    Prediction,
+    candidate_space,
+    delay_groups,
+    prune_by_memory,
+)
 from triton_ops.tune.results import ProbeResult
 from triton_ops.tune.search import SearchSettings, run_search
 from triton_ops.tune.stats import Verdict, quantile_ci, slo_verdict
@@ -91,31 +96,11 @@ def test_prune_by_memory() -> None:
     assert prune_by_memory(SPACE, per_instance_bytes=None, available_bytes=None) == (SPACE, [])
 
 
-def test_rank_keeps_shortest_delay_among_twins() -> None:
-    ranked = rank_candidates(SPACE, lambda c: c.max_batch_size * c.instance_count)
-    assert ranked[0][0] == Candidate(64, 0, 2)
-    assert all(c.max_queue_delay_us == 0 for c, _ in ranked)
-
-
-def test_rank_prefers_the_longest_delay_up_to_the_cap_among_twins() -> None:
-    # SPACE has delays 0, 500 and 2000 us: with a 1 ms cap, 500 us is kept of each group.
-    ranked = rank_candidates(SPACE, lambda c: c.max_batch_size * c.instance_count,
-                             max_twin_delay_us=1000)
-    assert ranked[0][0] == Candidate(64, 500, 2)
-    # (max_batch_size 1 has no queue delay to choose)
-    assert {c.max_queue_delay_us for c, _ in ranked if c.max_batch_size > 1} == {500}
-    assert len(ranked) == 2 + 3 * 2  # one of three delays per batch size and instance count
-    # Predictions more than the tolerance apart are not twins: each keeps its place.
-    apart = rank_candidates([Candidate(64, 0, 1), Candidate(64, 2000, 1)],
-                            lambda c: 1000.0 if c.max_queue_delay_us == 0 else 900.0,
-                            max_twin_delay_us=5000)
-    assert [c for c, _ in apart] == [Candidate(64, 0, 1), Candidate(64, 2000, 1)]
-    # Within the tolerance, the preferred twin takes the group's place and prediction.
-    close = rank_candidates([Candidate(64, 0, 1), Candidate(64, 2000, 1), Candidate(16, 0, 1)],
-                            lambda c: {0: 1000.0, 2000: 985.0}[c.max_queue_delay_us]
-                            if c.max_batch_size == 64 else 990.0,
-                            max_twin_delay_us=5000)
-    assert close == [(Candidate(64, 2000, 1), 1000.0), (Candidate(16, 0, 1), 990.0)]
+def test_groups_keep_shortest_delay_among_exact_twins() -> None:
+    groups = delay_groups([Prediction.within(c, c.max_batch_size * c.instance_count, 0.02)
+                           for c in SPACE])
+    assert groups[0].best.candidate == Candidate(64, 0, 2)
+    assert all(g.best.candidate.max_queue_delay_us == 0 for g in groups)
 
 
 def test_bisection_brackets_from_a_bad_guess() -> None:
@@ -200,7 +185,9 @@ def test_search_starts_each_bisection_below_the_ceiling() -> None:
     # The model predicts more than the ceiling for every batching candidate, as it does for
     # the large batches of a CPU model.
     profile = ServiceProfile(dict(PROFILED.batch_us), ceiling_rps=ceiling, ceiling_batch=64)
-    outcome = run_search(SPACE, profile, SLO_US, server, budget_s=600, clock=server.now,
+    # One queue delay: this predictor cannot tell delays apart, which would add both ends.
+    space = candidate_space([1, 4, 16, 64], [0], [1, 2])
+    outcome = run_search(space, profile, SLO_US, server, budget_s=600, clock=server.now,
                          predict=lambda c: 1.2 * ceiling * c.max_batch_size / 64)
     measured = [r for r in outcome.results if r.status == "measured"]
     # max_batch 64 with one and with two instances; the rest are predicted far lower.

@@ -255,6 +255,11 @@ class ProgressPrinter:
             case ev.RunnerUpRemeasured(candidate=cand, previous=previous):
                 say(f"  {previous.label()} did not hold its search goodput: re-measuring the "
                     f"runner-up {cand.label()}")
+            case ev.DelaysUnresolved(low=low, high=high, resolution=resolution):
+                say(f"  the model cannot tell queue delays {low.max_queue_delay_us}us to "
+                    f"{high.max_queue_delay_us}us of max_batch={low.max_batch_size} "
+                    f"instances={low.instance_count} apart (its predictions vary by "
+                    f"{resolution:.0%}): measuring both ends")
             case ev.SearchStopped(reason=reason):
                 say(f"  search stopped: {reason}")
             case _:

@@ -57,6 +57,16 @@ class ProbeStarted:
 
 
 @dataclass(frozen=True)
+class DelaysUnresolved:
+    """The model cannot separate these queue delays of one batch size and instance count, so
+    both ends are measured."""
+
+    low: Candidate
+    high: Candidate
+    resolution: float  # relative: the model's own spread between its predictions
+
+
+@dataclass(frozen=True)
 class SearchStopped:
     reason: str
 
@@ -101,7 +111,7 @@ class StealPersists:
 
 
 TuneEvent = (PhaseStarted | CandidateSkipped | CandidateStarted | CandidateMeasured
-             | CandidateInfeasible | ProbeStarted | SearchStopped
+             | CandidateInfeasible | ProbeStarted | DelaysUnresolved | SearchStopped
              | RunnerUpRemeasured | BaselineKept | Note | WorkersAdded | ProbeDisturbed
              | StealPersists)
 

@@ -46,6 +46,19 @@ class ClosedLoopWindow:
     window: Window
     server: ServerWindow
     busy_cores: float | None
+    seconds: float  # between the two statistics snapshots
+
+
+def execution_gap_us(server: ServerWindow, seconds: float, max_batch_size: int) -> float | None:
+    """Per execution, the time one instance spent outside the compute Triton reports, over a
+    window in which it was saturated (every batch formed full: at least 90% of the max on
+    average); None when it was not, since idle time would then count as gap."""
+    if server.executions <= 0 or seconds <= 0 or \
+            server.avg_batch < 0.9 * max(max_batch_size, 1):
+        return None
+    compute = sum(n * server.batch_compute_us.get(b, 0.0)
+                  for b, n in server.batch_executions.items()) / server.executions
+    return max(0.0, seconds * 1e6 / server.executions - compute)
 
 
 class BoundaryMarks:
@@ -87,12 +100,15 @@ class Profiler:
         # The ceiling runs on the same config: under saturation the queue always holds a full
         # batch, so the batcher never waits for the delay.
         ceiling = self.ceiling(plan.max_batch_size)
+        gap = execution_gap_us(ceiling.server, ceiling.seconds, plan.max_batch_size) \
+            if ceiling else None
         efficiency = 1.0
         if plan.instances > 1:
             efficiency = self._parallel_efficiency(plan.max_batch_size, batch_us,
                                                    plan.seconds_per_size)
         return ServiceProfile(
             batch_us, overhead_us=overhead, parallel_efficiency=efficiency,
+            execution_gap_us=gap or 0.0,
             ceiling_rps=(ceiling.window.throughput() or None) if ceiling else None,
             ceiling_batch=max(1, round(ceiling.server.avg_batch))
             if ceiling and ceiling.server.avg_batch else None,
@@ -151,7 +167,7 @@ class Profiler:
         idle = (c1.idle - c0.idle) + (getattr(c1, "iowait", 0.0) - getattr(c0, "iowait", 0.0))
         total = sum(counted_cpu(c1)) - sum(counted_cpu(c0))
         busy = max(0.0, total - idle) / (t1 - t0) if t1 > t0 and total > 0 else None
-        return ClosedLoopWindow(m.windows[0], diff(s0, s1), busy)
+        return ClosedLoopWindow(m.windows[0], diff(s0, s1), busy, t1 - t0)
 
     def _parallel_efficiency(self, max_batch_size: int, batch_us: dict[int, float],
                              seconds: float) -> float:

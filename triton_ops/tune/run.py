@@ -15,7 +15,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -350,9 +350,7 @@ def _run_live(options: TuneOptions, slo_us: float, settings: ProbeSettings, budg
 
 
 def _search_settings(options: TuneOptions) -> SearchSettings:
-    base = options.search or SearchSettings()
-    return SearchSettings(base.bisection, options.max_measured, base.give_up_margin,
-                          base.final_steps, base.step_down)
+    return replace(options.search or SearchSettings(), max_measured=options.max_measured)
 
 
 def _profile_and_baseline(search: Search, state: RunState, live: LiveParts) -> None:

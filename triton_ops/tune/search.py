@@ -6,8 +6,9 @@ Pure logic over a `SearchTarget` (load a candidate, probe it at an arrival rate)
 
 1. `profile()` — the service profile the model predicts from (live targets only);
 2. `baseline(candidate)` — the config the model runs with, measured like every candidate;
-3. `candidates()` — measure best-predicted first, until the remaining ones are predicted
-   to be worse than the best measured one or the time kept back for the end is reached;
+3. `candidates()` — measure in the order `ranking.measurement_order` gives, until every
+   remaining candidate is predicted clearly worse than the best measured one or the time
+   kept back for the end is reached;
 4. `remeasure()` — the winner (runners-up when it does not hold) and the baseline, back to
    back, with longer probes;
 5. `choose()` — the outcome: the winner, or the current config when the winner does not
@@ -23,7 +24,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from triton_ops.tune.batcher import Candidate, ServiceProfile, predict_goodput
+from triton_ops.tune.batcher import (
+    Candidate,
+    ServiceProfile,
+    predict_goodput,
+    predict_goodput_range,
+)
 from triton_ops.tune.bisection import BisectionSettings, bisect_rate, first_rate
 from triton_ops.tune.budget import Budget, FinalTiming
 from triton_ops.tune.events import (
@@ -31,6 +37,7 @@ from triton_ops.tune.events import (
     CandidateInfeasible,
     CandidateMeasured,
     CandidateStarted,
+    DelaysUnresolved,
     EventSink,
     Note,
     PhaseStarted,
@@ -39,7 +46,14 @@ from triton_ops.tune.events import (
     SearchStopped,
     ignore,
 )
-from triton_ops.tune.ranking import rank_candidates
+from triton_ops.tune.ranking import (
+    DelayGroup,
+    GroupKey,
+    Prediction,
+    delay_groups,
+    group_key,
+    measurement_order,
+)
 from triton_ops.tune.results import (
     CandidateResult,
     ProbeResult,
@@ -69,6 +83,9 @@ class SearchSettings:
     # Trust the model's ranking more than its scale: a candidate is hopeless when its
     # prediction is clearly below the prediction of the best one measured so far.
     give_up_margin: float = 0.15
+    # Relative resolution of a prediction given by a caller's `predict` (the built-in model
+    # measures its own: the spread of its predictions over seeds).
+    prediction_tolerance: float = 0.02
     final_steps: int = 3  # step-downs of a re-measurement that does not hold
     step_down: float = 0.85
 
@@ -125,6 +142,8 @@ class Search:
             self.results.append(baseline)
         for r in self.measured():  # measured before (--resume): how long a candidate takes
             budget.saw_candidate(r.seconds)
+        for r in self.measured():  # measured before (--resume): how long a candidate takes
+            budget.saw_candidate(r.seconds)
         self.notes: list[str] = []
         self.remeasurements: list[Remeasurement] = []
         self.stopped_by_budget = False
@@ -133,7 +152,9 @@ class Search:
         self.winner: CandidateResult | None = None
         self.winner_rem: Remeasurement | None = None
         self.base_rem: Remeasurement | None = None
-        self._ranked: list[tuple[Candidate, float]] | None = None
+        self._predictions: list[Prediction] | None = None
+        self._refined: dict[GroupKey, DelayGroup] = {}
+        self._announced: set[GroupKey] = set()
 
     # ---- what is known ---------------------------------------------------------------------
     def is_base(self, r: CandidateResult) -> bool:
@@ -193,13 +214,14 @@ class Search:
             step = self._next_step()
             if step is None:
                 break
-            candidate, predicted, why = step
+            prediction, why = step
             if len(self.measured()) >= self.settings.max_measured:
                 self._stopped(f"measured {self.settings.max_measured} candidates")
                 break
             if not self._room_for_a_candidate():
                 break
-            self._measure(candidate, predicted, why)
+            self._announce_unresolved(prediction.candidate)
+            self._measure(prediction.candidate, prediction.goodput, why)
 
     def _room_for_a_candidate(self) -> bool:
         """About one candidate's worth of time left after the time kept for the end."""
@@ -226,26 +248,66 @@ class Search:
         self.stop = reason
         self.on_event(SearchStopped(reason))
 
-    def _next_step(self) -> tuple[Candidate, float, str] | None:
-        """The next candidate to measure, its prediction and why; None (with the reason) when
-        the next one is predicted clearly worse than the best measured one, or none is left."""
-        if self._ranked is None:
-            # A queue delay of up to a tenth of the SLO is preferred among candidates the
-            # model cannot tell apart: it costs little latency and forms larger batches.
-            self._ranked = rank_candidates(self.space, self.predict,
-                                           max_twin_delay_us=0.1 * self.slo_us)
+    def _next_step(self) -> tuple[Prediction, str] | None:
+        """The next candidate to measure and why; None (with the reason) when every remaining
+        candidate is predicted clearly worse than the best measured one, or none is left."""
         tried = {r.candidate.key for r in self.results}
-        for index, (cand, predicted) in enumerate(self._ranked):
-            if cand.key in tried:
-                continue
-            best = self.best_so_far()
-            if best is not None and best.predicted_goodput > 0 and \
-                    predicted < best.predicted_goodput * (1 - self.settings.give_up_margin):
-                self._stopped("remaining candidates are predicted to be worse")
-                return None
-            return cand, predicted, f"ranked {index + 1} of {len(self._ranked)}"
-        self._stopped("every candidate was measured")
+        goodput = {r.candidate.key: r.goodput for r in self.measured()}
+        best = self.best_so_far()
+        order = measurement_order(self._groups(best), goodput,
+                                  group_key(best.candidate) if best else None)
+        remaining = [(p, why) for p, why in order if p.candidate.key not in tried]
+        if not remaining:
+            self._stopped("every candidate was measured")
+            return None
+        for prediction, why in remaining:
+            if not self._hopeless(prediction, best):
+                return prediction, why
+        self._stopped("remaining candidates are predicted to be worse")
         return None
+
+    def _hopeless(self, prediction: Prediction, best: CandidateResult | None) -> bool:
+        return best is not None and best.predicted_goodput > 0 and \
+            prediction.goodput < best.predicted_goodput * (1 - self.settings.give_up_margin)
+
+    # ---- predictions and their resolution --------------------------------------------------
+    def _all_predictions(self) -> list[Prediction]:
+        if self._predictions is None:
+            tol = self.settings.prediction_tolerance
+            self._predictions = [Prediction.within(c, self.predict(c), tol) for c in self.space]
+        return self._predictions
+
+    def _groups(self, best: CandidateResult | None) -> list[DelayGroup]:
+        """The delay groups by prediction; the leading group and the best measured one's with
+        the model's own resolution (the spread of its predictions over seeds)."""
+        groups = delay_groups(self._all_predictions())
+        wanted = {groups[0].key} if groups else set()
+        if best is not None:
+            wanted.add(group_key(best.candidate))
+        return [self._refine(g) if g.key in wanted else g for g in groups]
+
+    def _refine(self, group: DelayGroup) -> DelayGroup:
+        if self.custom_predict is not None or self.service is None or len(group.members) < 2:
+            return group
+        if group.key not in self._refined:
+            members = []
+            for p in group.members:
+                low, high = predict_goodput_range(p.candidate, self.service, self.slo_us)
+                members.append(Prediction(p.candidate, p.goodput, min(low, p.goodput),
+                                          max(high, p.goodput)))
+            self._refined[group.key] = group.with_members(members)
+        return self._refined[group.key]
+
+    def _announce_unresolved(self, candidate: Candidate) -> None:
+        key = group_key(candidate)
+        group = self._refined.get(key) or next(
+            (g for g in delay_groups(self._all_predictions()) if g.key == key), None)
+        if group is None or group.resolved or key in self._announced:
+            return
+        self._announced.add(key)
+        low, high = group.ends()
+        width = max(p.relative_width for p in group.members)
+        self.on_event(DelaysUnresolved(low.candidate, high.candidate, width))
 
     # ---- measuring one candidate -----------------------------------------------------------
     def _load(self, candidate: Candidate) -> str | None:
