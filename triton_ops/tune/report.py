@@ -39,6 +39,10 @@ def best_summary(model: str, slo_us: float, outcome: SearchOutcome | None,
         "profile": profile.to_dict() if profile else None,
         "calibration": outcome.calibration if outcome else None,
         "stopped_by_budget": outcome.stopped_by_budget if outcome else None,
+        "search_stopped": {
+            "reason": outcome.stop,
+            "margin": outcome.stop_margin.to_dict() if outcome.stop_margin else None,
+        } if outcome else None,
     }
     if baseline is not None:
         data["baseline"] = {"config": baseline.candidate.to_dict(), "goodput": baseline.goodput,

@@ -62,6 +62,27 @@ class Remeasurement:
 
 
 @dataclass
+class StopMargin:
+    """Why the search stopped before the budget: every remaining candidate is predicted
+    clearly worse than the best measured one, by at least `fraction` of it."""
+
+    best_remaining: Candidate
+    optimistic_goodput: float  # the most the best remaining one is expected to hold
+    best_measured: Candidate
+    best_goodput: float
+
+    @property
+    def fraction(self) -> float:
+        return 1.0 - self.optimistic_goodput / self.best_goodput if self.best_goodput else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"best_remaining": self.best_remaining.to_dict(),
+                "optimistic_goodput": self.optimistic_goodput,
+                "best_measured": self.best_measured.to_dict(),
+                "best_goodput": self.best_goodput, "fraction_below": self.fraction}
+
+
+@dataclass
 class SearchOutcome:
     results: list[CandidateResult]
     # the search's winner (highest goodput in the bisections), or the runner-up that held
@@ -80,6 +101,7 @@ class SearchOutcome:
     # every re-measurement, in the order made (the chosen config's says what was tried)
     remeasurements: list[Remeasurement] = field(default_factory=list)
     stop: str = ""  # why the search stopped measuring candidates
+    stop_margin: StopMargin | None = None  # set when it stopped because the rest were worse
 
     @property
     def chosen(self) -> CandidateResult | None:

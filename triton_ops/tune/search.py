@@ -7,8 +7,8 @@ Pure logic over a `SearchTarget` (load a candidate, probe it at an arrival rate)
 1. `profile()` — the service profile the model predicts from (live targets only);
 2. `baseline(candidate)` — the config the model runs with, measured like every candidate;
 3. `candidates()` — measure in the order `ranking.measurement_order` gives, until every
-   remaining candidate is predicted clearly worse than the best measured one or the time
-   kept back for the end is reached;
+   remaining candidate is predicted clearly worse than the best measured one (by how much is
+   kept in `stop_margin`) or the time kept back for the end is reached;
 4. `remeasure()` — the winner (runners-up when it does not hold) and the baseline, back to
    back, with longer probes;
 5. `choose()` — the outcome: the winner, or the current config when the winner does not
@@ -59,6 +59,7 @@ from triton_ops.tune.results import (
     ProbeResult,
     Remeasurement,
     SearchOutcome,
+    StopMargin,
 )
 from triton_ops.tune.stats import Verdict
 
@@ -80,9 +81,9 @@ class ProfilingTarget(SearchTarget, Protocol):
 class SearchSettings:
     bisection: BisectionSettings = field(default_factory=BisectionSettings)
     max_measured: int = 12
-    # Trust the model's ranking more than its scale: a candidate is hopeless when its
-    # prediction is clearly below the prediction of the best one measured so far.
-    give_up_margin: float = 0.15
+    # A remaining candidate is clearly worse when even its prediction scaled by the highest
+    # measured/predicted ratio seen, plus this margin, is below the best measured goodput.
+    hopeless_margin: float = 0.15
     # Relative resolution of a prediction given by a caller's `predict` (the built-in model
     # measures its own: the spread of its predictions over seeds).
     prediction_tolerance: float = 0.02
@@ -149,6 +150,7 @@ class Search:
         self.stopped_by_budget = False
         self.short_by_s = 0.0  # how much more time the first candidate not started needed
         self.stop = ""
+        self.stop_margin: StopMargin | None = None
         self.winner: CandidateResult | None = None
         self.winner_rem: Remeasurement | None = None
         self.base_rem: Remeasurement | None = None
@@ -263,12 +265,27 @@ class Search:
         for prediction, why in remaining:
             if not self._hopeless(prediction, best):
                 return prediction, why
-        self._stopped("remaining candidates are predicted to be worse")
+        top = max(remaining, key=lambda pw: pw[0].goodput)[0]
+        assert best is not None  # nothing is hopeless without a best measured candidate
+        self.stop_margin = StopMargin(top.candidate, self._optimistic(top), best.candidate,
+                                      best.goodput)
+        self._stopped(
+            f"every remaining candidate is predicted at least {self.stop_margin.fraction:.0%} "
+            f"below the best measured ({top.candidate.label()}: at most "
+            f"{self.stop_margin.optimistic_goodput:.0f} req/s, against "
+            f"{best.goodput:.0f} measured for {best.candidate.label()})")
         return None
 
+    def _optimistic(self, prediction: Prediction) -> float:
+        """The most a candidate is expected to hold: its prediction scaled by the highest
+        measured/predicted ratio seen, plus the margin."""
+        ratios = self.ratios()
+        if not ratios:
+            return math.inf
+        return prediction.goodput * max(ratios) * (1 + self.settings.hopeless_margin)
+
     def _hopeless(self, prediction: Prediction, best: CandidateResult | None) -> bool:
-        return best is not None and best.predicted_goodput > 0 and \
-            prediction.goodput < best.predicted_goodput * (1 - self.settings.give_up_margin)
+        return best is not None and self._optimistic(prediction) < best.goodput
 
     # ---- predictions and their resolution --------------------------------------------------
     def _all_predictions(self) -> list[Prediction]:
@@ -499,7 +516,8 @@ class Search:
             baseline_final=base_rem.last if base_rem is not None else None,
             baseline_final_rate=(base_rem.rate or 0.0) if base_rem is not None else 0.0,
             keep_baseline=keep, reason=reason, notes=list(self.notes),
-            remeasurements=list(self.remeasurements), stop=self.stop)
+            remeasurements=list(self.remeasurements), stop=self.stop,
+            stop_margin=self.stop_margin)
 
     def run(self) -> SearchOutcome:
         """Steps 3-5 (the profile and the baseline are given or measured before)."""
