@@ -9,6 +9,12 @@ from typing import Any
 import typer
 
 
+def escape(text: str) -> str:
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
+
+
 def _int_list(text: str | None, what: str, *, durations: bool = False) -> list[int] | None:
     if not text:
         return None
@@ -163,49 +169,25 @@ def apply_decision(best: dict[str, Any]) -> tuple[bool, str]:
 
 
 def _print_best(best: dict[str, Any], console: Any) -> None:
-    chosen = best.get("chosen")
-    if not chosen:
-        console.print(f"[red]no config met the p99 SLO of {best['slo_p99_us'] / 1000:g} ms[/] "
-                      f"(see {best['out_dir']}/report.html)")
-        return
-    re = best.get("remeasured") or {}
-    if best.get("kept_baseline"):
-        console.print(f"[bold yellow]keeping the current config[/]: {best.get('reason', '')}")
-    console.print(
-        f"[bold]chosen[/]: max_batch_size={chosen['max_batch_size']} "
-        f"max_queue_delay={chosen['max_queue_delay_us']}us "
-        f"instances={chosen['instance_count']}"
-        + (f" preferred={chosen['preferred_batch_sizes']}"
-           if chosen["preferred_batch_sizes"] else ""))
-    if re:
-        source = " (from the search, not re-measured)" if re.get("source") == "search" else ""
-        console.print(
-            f"goodput {best['goodput']:.0f} req/s{source} "
-            f"at p99 {(re['p99_us'] or 0) / 1000:.2f} ms "
-            f"(95% CI {(re['p99_ci_low_us'] or 0) / 1000:.2f}-"
-            f"{(re['p99_ci_high_us'] or float('nan')) / 1000:.2f} ms, {re['samples']} samples), "
-            f"SLO {best['slo_p99_us'] / 1000:g} ms")
+    """The summary a person reads first, then what else happened, then where the files are."""
+    from triton_ops.tune.report import short_label, summary_lines
+
+    colours = {"good": "green", "warn": "yellow", "bad": "red"}
+    for line in summary_lines(best):
+        text = escape(line.text)
+        if line.tone:
+            text = f"[{colours[line.tone]}]{text}[/]"
+        console.print(f"[bold]{line.label}[/]: {text}")
     winner = best.get("winner")
-    if winner and winner["config"] != chosen:
+    if winner and winner["config"] != best.get("chosen"):
         got = winner.get("remeasured_goodput")
-        wc = winner["config"]
-        console.print(f"search winner {wc['max_batch_size']}/{wc['max_queue_delay_us']}us/"
-                      f"{wc['instance_count']}: {winner['search_goodput']:.0f} req/s in the "
-                      "search, " + (f"{got:.0f} req/s re-measured" if got is not None
-                                    else "not re-measured"))
+        console.print(f"search winner {short_label(winner['config'])}: "
+                      f"{winner['search_goodput']:.0f} req/s in the search, "
+                      + (f"{got:.0f} req/s re-measured" if got else
+                         "held no rate re-measured" if got == 0 else "not re-measured"))
     for note in best.get("notes") or []:
-        console.print(f"[yellow]note:[/] {note}")
-    base = best.get("baseline")
-    if base:
-        ratio = best.get("goodput_vs_baseline")
-        again = base.get("remeasured_goodput")
-        console.print(f"baseline {base['config']['max_batch_size']}/"
-                      f"{base['config']['max_queue_delay_us']}us/"
-                      f"{base['config']['instance_count']}: {base['goodput']:.0f} req/s"
-                      + (f", {again:.0f} re-measured" if again is not None else "")
-                      + (f" (chosen is {ratio:.2f}x)" if ratio and not winner else ""))
-    console.print(f"{best['measured_candidates']} configs measured in {best['elapsed_s']:.0f} s "
-                  f"of a {best['budget_s']:.0f} s budget; files in {best['out_dir']}")
+        console.print(f"[yellow]note:[/] {escape(note)}")
+    console.print(f"files in {best['out_dir']} (report.html, best.json, measurements.csv)")
 
 
 class ProgressPrinter:

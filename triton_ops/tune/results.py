@@ -40,6 +40,7 @@ class CandidateResult:
     generator_limited: bool = False  # the goodput is a lower bound: the client saturated
     probes: list[ProbeResult] = field(default_factory=list)
     seconds: float = 0.0
+    why: str = ""  # why the search measured it (its rank, or an end of unresolved delays)
 
 
 @dataclass
@@ -134,7 +135,7 @@ def result_to_dict(r: CandidateResult) -> dict[str, Any]:
         "candidate": r.candidate.to_dict(), "predicted_goodput": r.predicted_goodput,
         "goodput": r.goodput, "p99": estimate_to_dict(r.p99_at_goodput), "status": r.status,
         "reason": r.reason, "generator_limited": r.generator_limited, "seconds": r.seconds,
-        "probes": len(r.probes),
+        "probes": len(r.probes), "why": r.why,
     }
 
 
@@ -143,5 +144,5 @@ def result_from_dict(data: dict[str, Any]) -> CandidateResult:
         Candidate.from_dict(data["candidate"]), float(data["predicted_goodput"]),
         float(data["goodput"]), estimate_from_dict(data.get("p99")), data["status"],
         data.get("reason", ""), bool(data.get("generator_limited")),
-        seconds=float(data.get("seconds", 0.0)),
+        seconds=float(data.get("seconds", 0.0)), why=str(data.get("why", "")),
     )

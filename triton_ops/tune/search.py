@@ -348,7 +348,7 @@ class Search:
         error = self._load(candidate)
         if error is not None:
             result = CandidateResult(candidate, predicted, status="infeasible", reason=error,
-                                     seconds=self.budget.now() - t0)
+                                     seconds=self.budget.now() - t0, why=why)
             self.results.append(result)
             self.on_event(CandidateInfeasible(result))
             return result
@@ -369,7 +369,7 @@ class Search:
                                 slo_us=self.slo_us, ceiling=self._ceiling())
         result = CandidateResult(candidate, predicted, found.goodput, found.p99,
                                  generator_limited=found.generator_limited,
-                                 probes=found.probes, seconds=self.budget.now() - t0)
+                                 probes=found.probes, seconds=self.budget.now() - t0, why=why)
         self.results.append(result)
         self.budget.saw_candidate(result.seconds)
         self.on_event(CandidateMeasured(result, baseline=baseline))
@@ -416,9 +416,9 @@ class Search:
             if self.budget.left() < self.budget.end().remeasure_s(
                     baseline=self.base is not None):
                 break
-            self.notes.append(f"{best.candidate.label()} re-measured at {rate:.0f} req/s "
-                              f"(search: {best.goodput:.0f}); re-measuring the runner-up "
-                              f"{runner.candidate.label()}")
+            held = f"re-measured at {rate:.0f} req/s" if rate else "held no rate re-measured"
+            self.notes.append(f"{best.candidate.label()} {held} (search: {best.goodput:.0f} "
+                              f"req/s); re-measuring the runner-up {runner.candidate.label()}")
             self.on_event(RunnerUpRemeasured(runner.candidate, best.candidate))
             runner_rem = self._remeasure(runner, "the runner-up")
             if runner_rem.rate is not None and runner_rem.rate > rate:
