@@ -72,59 +72,122 @@ def tune_command(
     under a p99 SLO, measured on a live Triton."""
     from rich.console import Console
 
-    from triton_ops.envelope.loader import EnvelopeError, find_envelope, require_envelope
-    from triton_ops.envelope.units import parse_duration_us
-
     # soft_wrap: a message is never broken inside a path; the terminal wraps long lines.
     err = Console(stderr=True, soft_wrap=True)
-    if output_format not in ("text", "json"):
-        raise typer.BadParameter("--format is text or json")
+    try:
+        if output_format not in ("text", "json"):
+            raise UsageError("--format is text or json")
+        budget_s, slo_us = _durations(budget, slo_p99)
+        env_path, env = _envelope(model, envelope, envelopes_dir)
+        for option, value in (("--url", url), ("--http-url", http_url)):
+            _check_server_url(option, value)
+        if resume is not None and not (resume / "state.json").is_file():
+            raise UsageError(f"{resume} holds no state.json from an earlier tune run")
+        from triton_ops.tune.run import TuneOptions, default_out_dir, space_problem
+
+        options = TuneOptions(
+            model=model, envelope=env, repository=repository, url=url, http_url=http_url,
+            metrics_url=metrics_url, slo_us=slo_us, budget_s=budget_s,
+            out_dir=resume or out or default_out_dir(model), resume=resume is not None,
+            allow_reload=allow_reload, workers=workers, max_workers=max_workers,
+            max_batch_sizes=_int_list(max_batch_sizes, "--max-batch-sizes"),
+            delays_us=_int_list(delays, "--delays", durations=True),
+            instance_counts=_int_list(instances, "--instances"), preferred=preferred,
+            max_measured=max_measured)
+        problem = space_problem(env, options.max_batch_sizes, options.delays_us,
+                                options.instance_counts)
+        if problem:
+            raise UsageError(problem)
+    except UsageError as exc:
+        for line in exc.lines:
+            err.print(line)
+        raise typer.Exit(2) from None
+    best = _run(options, err).best
+    if output_format == "json":
+        typer.echo(json.dumps(best, indent=2))
+    else:
+        _print_best(best, err)
+    if apply:
+        _apply(best, Path(env_path), repository, err)
+    if not best.get("slo_met"):
+        raise typer.Exit(1)
+
+
+class UsageError(Exception):
+    """Bad input: the lines to print (exit 2)."""
+
+    def __init__(self, message: str, *, lines: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.lines = lines or [f"[red]error:[/] {escape(message)}"]
+
+
+def _durations(budget: str, slo_p99: str | None) -> tuple[float, float | None]:
+    from triton_ops.envelope.units import parse_duration_us
+
+    if budget.strip().replace(".", "", 1).isdigit():
+        raise UsageError(f"--budget {budget}: add a unit: {budget}s (or e.g. 3m)")
     try:
         budget_s = parse_duration_us(budget) / 1e6
         slo_us = float(parse_duration_us(slo_p99)) if slo_p99 else None
     except ValueError as exc:
-        err.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2) from None
+        raise UsageError(str(exc)) from None
     if budget_s < 30:
-        err.print("[red]error:[/] --budget must be at least 30s (server start, profile, baseline)")
-        raise typer.Exit(2)
+        raise UsageError("--budget must be at least 30s (server start, profile, baseline)")
+    return budget_s, slo_us
+
+
+def _envelope(model: str, envelope: Path | None, envelopes_dir: Path) -> tuple[Path, Any]:
+    from triton_ops.envelope.loader import EnvelopeError, find_envelope, require_envelope
+
     try:
         env_path = envelope or find_envelope(model, envelopes_dir)
         env = require_envelope(env_path)
     except FileNotFoundError as exc:
-        err.print(f"[red]error:[/] {exc}; pass --envelope PATH")
-        raise typer.Exit(2) from None
+        raise UsageError(f"{exc}; pass --envelope PATH") from None
     except EnvelopeError as exc:
-        for f in exc.findings:
-            err.print(f"{f.file}:{f.line}:{f.column}: [red]{f.rule}[/] {f.message}")
-        raise typer.Exit(2) from None
+        raise UsageError("envelope", lines=[
+            f"{f.file}:{f.line}:{f.column}: [red]{f.rule}[/] {escape(f.message)}"
+            for f in exc.findings]) from None
     if env.name != model:
-        err.print(f"[red]error:[/] {env_path} describes model {env.name!r}, not {model!r}")
-        raise typer.Exit(2)
-    if resume is not None and not (resume / "state.json").is_file():
-        err.print(f"[red]error:[/] {resume} holds no state.json from an earlier tune run")
-        raise typer.Exit(2)
-    from triton_ops.tune.run import TuneError, TuneOptions, default_out_dir
+        raise UsageError(f"{env_path} describes model {env.name!r}, not {model!r}")
+    return Path(env_path), env
 
-    options = TuneOptions(
-        model=model, envelope=env, repository=repository, url=url, http_url=http_url,
-        metrics_url=metrics_url, slo_us=slo_us, budget_s=budget_s,
-        out_dir=resume or out or default_out_dir(model), resume=resume is not None,
-        allow_reload=allow_reload,
-        workers=workers, max_workers=max_workers,
-        max_batch_sizes=_int_list(max_batch_sizes, "--max-batch-sizes"),
-        delays_us=_int_list(delays, "--delays", durations=True),
-        instance_counts=_int_list(instances, "--instances"), preferred=preferred,
-        max_measured=max_measured,
-    )
+
+def _check_server_url(option: str, url: str | None) -> None:
+    from urllib.parse import urlsplit
+
+    from triton_ops.server.endpoints import normalise_host_port
+
+    if url is None:
+        return
     try:
-        result = _run_with_progress(options, err)
+        normalise_host_port(url, 8001)
+        port = urlsplit(url if "://" in url else f"//{url}").port
+    except ValueError as exc:
+        raise UsageError(f"{option}: {exc}; give HOST:PORT with a port from 1 to 65535, "
+                         "e.g. 127.0.0.1:8001") from None
+    if port == 0:
+        raise UsageError(f"{option}: port 0 is not a server's port; give HOST:PORT with a port "
+                         "from 1 to 65535, e.g. 127.0.0.1:8001")
+
+
+def _run(options: Any, err: Any) -> Any:
+    """The run, with the failures it cannot work around as messages (never a traceback)."""
+    from triton_ops.tune.run import TuneError
+
+    try:
+        return _run_with_progress(options, err)
     except TuneError as exc:
-        err.print(f"[red]error:[/] {exc}")
+        err.print(f"[red]error:[/] {escape(str(exc))}")
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
-        err.print("[yellow]interrupted[/]: the model's original config was restored; continue "
-                  f"with --resume {options.out_dir or 'DIR'}")
+        folder = options.out_dir
+        if folder is not None and (folder / "state.json").is_file():
+            err.print("[yellow]interrupted[/]: the model's original config was restored; "
+                      f"continue with --resume {folder}")
+        else:
+            err.print("[yellow]interrupted[/] before anything was measured; the model's "
+                      "original config was restored")
         raise typer.Exit(130) from None
     except Exception as exc:  # noqa: BLE001 - server/loadgen failures: message, not traceback
         from triton_ops.loadgen.engine import LoadGenError
@@ -132,31 +195,28 @@ def tune_command(
 
         if isinstance(exc, (LoadGenError, ServerError, ConnectionError, OSError)) or \
                 type(exc).__name__ == "InferenceServerException":
-            err.print(f"[red]error:[/] {exc}")
+            unreachable = "UNAVAILABLE" in str(exc) or "failed to connect" in str(exc)
+            lead = (f"cannot reach the Triton server at {options.url}: "
+                    if unreachable and options.url else "")
+            err.print(f"[red]error:[/] {lead}{escape(str(exc))}")
             raise typer.Exit(1) from None
         raise
-    best = result.best
-    if output_format == "json":
-        typer.echo(json.dumps(best, indent=2))
-    else:
-        _print_best(best, err)
-    if apply:
-        do_apply, why = apply_decision(best)
-        if not do_apply:
-            err.print(f"[yellow]--apply changed nothing:[/] {why}")
-        else:
-            from triton_ops.tune.apply import ApplyError, apply_to_envelope
-            from triton_ops.tune.batcher import Candidate
 
-            try:
-                for line in apply_to_envelope(Path(env_path),
-                                              Candidate.from_dict(best["chosen"]), repository):
-                    err.print(line)
-            except ApplyError as exc:
-                err.print(f"[red]error:[/] {exc}")
-                raise typer.Exit(1) from None
-    if not best.get("slo_met"):
-        raise typer.Exit(1)
+
+def _apply(best: dict[str, Any], env_path: Path, repository: Path, err: Any) -> None:
+    do_apply, why = apply_decision(best)
+    if not do_apply:
+        err.print(f"[yellow]--apply changed nothing:[/] {escape(why)}")
+        return
+    from triton_ops.tune.apply import ApplyError, apply_to_envelope
+    from triton_ops.tune.batcher import Candidate
+
+    try:
+        for line in apply_to_envelope(env_path, Candidate.from_dict(best["chosen"]), repository):
+            err.print(line)
+    except ApplyError as exc:
+        err.print(f"[red]error:[/] {escape(str(exc))}")
+        raise typer.Exit(1) from None
 
 
 def apply_decision(best: dict[str, Any]) -> tuple[bool, str]:

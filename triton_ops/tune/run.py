@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -208,17 +207,20 @@ def same_machine(grpc_url: str, embedded: bool) -> bool:
 @contextmanager
 def results_folder(out_dir: Path) -> Iterator[Path]:
     """Create `out_dir` for a run; when the run fails before anything was measured, remove
-    what was created for it (the folder, and parents it needed), nothing else."""
+    what was created for it (its files, the folder and parents it needed), nothing else."""
     created = [p for p in [out_dir, *out_dir.parents] if not p.exists()]
+    files = [out_dir / name for name in ("state.json", "measurements.csv")]
+    new_files = [f for f in files if not f.exists()]
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
         yield out_dir
     except BaseException:
-        if created and not _holds_measurements(out_dir):
-            shutil.rmtree(out_dir, ignore_errors=True)
-            for parent in created[1:]:
+        if not _holds_measurements(out_dir):
+            for f in new_files:
+                f.unlink(missing_ok=True)
+            for folder in created:
                 try:
-                    parent.rmdir()  # only while empty: another run may have written there
+                    folder.rmdir()  # only while empty: another run may have written there
                 except OSError:
                     break
         raise
