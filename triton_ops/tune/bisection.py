@@ -17,9 +17,9 @@ from triton_ops.tune.stats import QuantileEstimate, Verdict
 
 @dataclass(frozen=True)
 class BisectionSettings:
-    # Stop when the bracket [passing, failing] is this tight. On a shared 2-core machine one
-    # config moves by 10-30% between bisections (CPU-bound model), so a finer bracket costs a
-    # probe the noise erases.
+    # Stop when the bracket [passing, failing] is this tight. On a shared machine one config
+    # moves more than this between bisections of a CPU-bound model (bench/RESULTS.md), so a
+    # finer bracket costs a probe the noise erases.
     rel_tol: float = 0.08
     max_probes: int = 10
     # The baseline is what the answer is compared with: always measured (at least
