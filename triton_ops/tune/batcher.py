@@ -228,65 +228,81 @@ def poisson_arrivals_us(rate_per_s: float, n: int, seed: int = 0) -> list[float]
     return out
 
 
+class BatcherQueue:
+    """Requests waiting in the dynamic batcher, admitted from an arrival sequence as simulated
+    time passes."""
+
+    def __init__(self, arrivals_us: list[float]) -> None:
+        self.arrivals = arrivals_us
+        self.next = 0  # the first arrival not admitted yet
+        self.waiting: deque[float] = deque()
+
+    def pending(self) -> bool:
+        return self.next < len(self.arrivals) or bool(self.waiting)
+
+    def admit_until(self, t: float) -> None:
+        while self.next < len(self.arrivals) and self.arrivals[self.next] <= t:
+            self.waiting.append(self.arrivals[self.next])
+            self.next += 1
+
+    def dispatch(self, free_at: float, target: int, max_bs: int, delay: float
+                 ) -> tuple[float, int]:
+        """When the next batch goes to the instance free at `free_at`, and its size: at once
+        when `target` requests wait, else when the oldest has waited `delay` or the target is
+        reached, whichever comes first (what waits then, up to `max_bs`)."""
+        if not self.waiting:
+            self.admit_until(self.arrivals[self.next])
+        t = max(free_at, self.waiting[0])
+        self.admit_until(t)
+        if len(self.waiting) >= target:
+            return t, target
+        deadline = self.waiting[0] + delay
+        if deadline > t:
+            j = self.next + target - len(self.waiting) - 1
+            t = self.arrivals[j] if j < len(self.arrivals) and self.arrivals[j] <= deadline \
+                else deadline
+            self.admit_until(t)
+        return t, min(len(self.waiting), max_bs)
+
+
+def execution_cores(profile: ServiceProfile, arrivals_us: list[float]) -> float:
+    """The cores a CPU model's executions share at the arrivals' rate.
+
+    A CPU model's executions share the machine's cores with the requests' own CPU work (RPC,
+    frontend, load generator), which grows with the arrival rate: what is left for the
+    executions is shared by the instances executing at once. Known only where the busy cores
+    were measured (the server on this machine). A GPU model's executions do not compete for
+    the cores (its capacity bound covers the CPU side)."""
+    n = len(arrivals_us)
+    if not profile.cpu_model or profile.busy_cores is None:
+        return math.inf
+    rate_per_us = n / arrivals_us[-1] if n and arrivals_us[-1] > 0 else 0.0
+    return max(0.25, profile.shared_cores - rate_per_us * profile.request_cost_us)
+
+
 def simulate(candidate: Candidate, profile: ServiceProfile, arrivals_us: list[float],
              *, warmup_fraction: float = 0.1) -> SimResult:
     """Run the dynamic batcher over `arrivals_us`; latencies of the requests after warm-up."""
-    n = len(arrivals_us)
     max_bs = max(candidate.max_batch_size, 1)
-    batching = candidate.max_batch_size > 0
     target = max(candidate.preferred_batch_sizes) if candidate.preferred_batch_sizes else max_bs
     target = min(target, max_bs)
-    delay = float(candidate.max_queue_delay_us) if batching else 0.0
+    delay = float(candidate.max_queue_delay_us) if candidate.max_batch_size > 0 else 0.0
     free: list[float] = [0.0] * candidate.instance_count  # heap of times instances free up
-    heapq.heapify(free)
-    busy_until: list[float] = []  # completion times of executions, to count concurrent ones
-    queue: deque[float] = deque()
+    busy_until: list[float] = []  # when the executions in progress end their compute
+    queue = BatcherQueue(arrivals_us)
+    cores = execution_cores(profile, arrivals_us)
     latencies: list[float] = []
     batches: list[int] = []
-    skip = int(n * warmup_fraction)
+    skip = int(len(arrivals_us) * warmup_fraction)
     done = 0
-    i = 0
-    overhead = profile.overhead_us
-    # A CPU model's executions share the machine's cores with the requests' own CPU work
-    # (RPC, frontend, load generator), which grows with the arrival rate: what is left for
-    # the executions is shared by the instances executing at once. Known only where the
-    # busy cores were measured (the server on this machine). A GPU model's executions do
-    # not compete for the cores (its capacity bound covers the CPU side).
-    execution_cores = math.inf
-    if profile.cpu_model and profile.busy_cores is not None:
-        rate_per_us = n / arrivals_us[-1] if n and arrivals_us[-1] > 0 else 0.0
-        background = rate_per_us * profile.request_cost_us
-        execution_cores = max(0.25, profile.shared_cores - background)
-    while i < n or queue:
-        if not queue:
-            queue.append(arrivals_us[i])
-            i += 1
-        inst_free = free[0]
-        t = max(inst_free, queue[0])
-        while i < n and arrivals_us[i] <= t:
-            queue.append(arrivals_us[i])
-            i += 1
-        if len(queue) >= target:
-            size = target
-        else:
-            deadline = queue[0] + delay
-            if deadline > t:
-                need = target - len(queue)
-                j = i + need - 1
-                if j < n and arrivals_us[j] <= deadline:
-                    t = arrivals_us[j]
-                else:
-                    t = deadline
-                while i < n and arrivals_us[i] <= t:
-                    queue.append(arrivals_us[i])
-                    i += 1
-            size = min(len(queue), max_bs)
+    while queue.pending():
+        t, size = queue.dispatch(free[0], target, max_bs, delay)
         heapq.heappop(free)
-        # Instances executing at time t share the cores left to executions: slow this one
-        # down accordingly.
+        # Instances executing at time t share the device (parallel efficiency) and the cores
+        # left to executions: slow this one down accordingly.
         busy_until = [e for e in busy_until if e > t]
         k = len(busy_until) + 1
-        slowdown = max(1.0, k / min(profile.speedup(k), execution_cores))
+        slowdown = max(1.0, k / min(profile.speedup(k), cores))
         computed = t + profile.service_us(size) * profile.contention * slowdown
         busy_until.append(computed)
         # The instance is free again (and the responses out) after the execution gap.
@@ -294,9 +310,9 @@ def simulate(candidate: Candidate, profile: ServiceProfile, arrivals_us: list[fl
         heapq.heappush(free, end)
         batches.append(size)
         for _ in range(size):
-            arrival = queue.popleft()
+            arrival = queue.waiting.popleft()
             if done >= skip:
-                latencies.append(end - arrival + overhead)
+                latencies.append(end - arrival + profile.overhead_us)
             done += 1
     return SimResult(latencies, batches)
 

@@ -199,12 +199,13 @@ def _ms(us: float | None) -> str:
     return "?" if us is None else f"{us / 1000:.1f} ms"
 
 
+def _num_ms(us: float | None) -> str:
+    return "?" if us is None else f"{us / 1000:.1f}"
+
+
 def _ci(low: float | None, high: float | None) -> str:
     """'29.5-33.0 ms'; an unbounded end as '?'."""
-    def num(us: float | None) -> str:
-        return "?" if us is None else f"{us / 1000:.1f}"
-
-    return f"{num(low)}-{num(high)} ms"
+    return f"{_num_ms(low)}-{_num_ms(high)} ms"
 
 
 def summary_lines(best: dict[str, Any]) -> list[SummaryLine]:
