@@ -382,6 +382,12 @@ def _plots(table: Any, results: list[CandidateResult], slo_us: float) -> list[tu
 
     plots: list[tuple[str, str] | None] = []
     if table is not None and len(table):
+        # Plots name configs as people read them (64/500us/1), not by their keys.
+        if {"max_batch_size", "max_queue_delay_us", "instance_count"} <= set(table.columns):
+            table = table.assign(candidate=[
+                short_label({"max_batch_size": m, "max_queue_delay_us": d, "instance_count": i})
+                for m, d, i in zip(table["max_batch_size"], table["max_queue_delay_us"],
+                                   table["instance_count"], strict=True)])
         plots += [_throughput_plot(table, slo_us, plt), _breakdown_plot(table, plt),
                   _batch_plot(table, plt)]
     plots.append(_prediction_plot(results, plt))
