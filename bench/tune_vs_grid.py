@@ -12,10 +12,11 @@ same start config. Printed:
                  printed) is biased low.
 
 By default it runs on `accel_sim` (an accelerator-like model whose executions sleep on one
-simulated device: low noise), from the poor start 4 / 0 / 1, over max_batch {4, 8, 16, 32} x
-delay {0, 2 ms, 10 ms} x instances {1, 2}. `--model dense_mlp` runs on the CPU-bound example
-(max_batch {1, 4, 16, 64} x delay {0, 1 ms, 5 ms} x instances {1, 2}). `--param KEY=VALUE`
-overrides a parameter of the model's envelope (accel_sim's cost curve: fixed_us, per_item_us).
+simulated device: low noise), from the poor start 4 / 0 / 1, over max_batch {8, 16, 32, 64} x
+delay {0, 2 ms, 10 ms} x instances {1, 2} and the start (25 configs). `--model dense_mlp`
+runs on the CPU-bound example (max_batch {1, 4, 16, 64} x delay {0, 1 ms, 5 ms} x instances
+{1, 2} and the start). `--param KEY=VALUE` overrides a parameter of the model's envelope
+(accel_sim's cost curve: fixed_us, per_item_us).
 
 Run: .venv/bin/python bench/tune_vs_grid.py [--model accel_sim] [--budget 120] [--start 4,0,1]
                                             [--param per_item_us=3000] [--rounds 5]
@@ -37,7 +38,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # Per model: the grid, the start config and the budget when not given.
 DEFAULTS: dict[str, dict[str, str]] = {
-    "accel_sim": {"max_batch_sizes": "4,8,16,32", "delays_us": "0,2000,10000",
+    "accel_sim": {"max_batch_sizes": "8,16,32,64", "delays_us": "0,2000,10000",
                   "instances": "1,2", "start": "4,0,1", "budget": "120"},
     "dense_mlp": {"max_batch_sizes": "1,4,16,64", "delays_us": "0,1000,5000",
                   "instances": "1,2", "start": "4,0,1", "budget": "90"},
@@ -156,6 +157,20 @@ class Bench:
             self.loadgen.close()
 
 
+def machine() -> dict[str, Any]:
+    """What the run ran on: CPU model, cores, and the load average when it was read."""
+    import os
+
+    model = ""
+    try:
+        model = next((line.split(":", 1)[1].strip()
+                      for line in Path("/proc/cpuinfo").read_text().splitlines()
+                      if line.startswith("model name")), "")
+    except OSError:
+        pass
+    return {"cpu": model, "cores": os.cpu_count(), "loadavg": os.getloadavg()}
+
+
 def run_grid(bench: Bench, space: list[Any], top: Any) -> dict[str, float]:
     ceiling = bench.ceiling(top)
     t0 = time.monotonic()
@@ -208,6 +223,7 @@ def main() -> int:
     if baseline not in space:
         space.append(baseline)
     started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    machine_at_start = machine()
     print(f"{started}: {args.model}, space {len(space)} candidates, start {args.start}, "
           f"params {args.param or 'the envelope'}, SLO p99 {slo_us / 1000:g} ms, results in {out}",
           flush=True)
@@ -241,6 +257,7 @@ def main() -> int:
                 bench.close()
     summary = summarize(args, started, space, grid, grid_s, tune_s, result.best, best_key,
                         chosen_cand, head)
+    summary["machine"] = {**machine_at_start, "loadavg_at_end": machine()["loadavg"]}
     (out / "bench.json").write_text(json.dumps(summary, indent=2))
     report(summary, args.rounds, len(space), bool(result.best.get("slo_met")))
     return 0
