@@ -100,3 +100,14 @@ def test_the_search_measures_until_the_time_kept_for_the_end() -> None:
     assert server.clock + LOAD_S <= budget - 2.0
     assert budget - server.clock < 2 * 14.0 + FinalTiming(LOAD_S, FINAL_S, 2.0).remeasure_s(
         baseline=True)
+
+
+def test_the_budget_can_start_before_the_run() -> None:
+    # The CLI starts the budget when its process started: the whole command fits in it.
+    from triton_ops.tune.budget import Budget
+
+    now = [10.0]
+    budget = Budget.starting_now(120.0, clock=lambda: now[0], started=7.0)
+    assert budget.deadline == 127.0 and budget.elapsed() == 3.0
+    assert budget.left() == 117.0
+    assert Budget.starting_now(120.0, clock=lambda: now[0]).deadline == 130.0

@@ -93,7 +93,7 @@ def tune_command(
             max_batch_sizes=_int_list(max_batch_sizes, "--max-batch-sizes"),
             delays_us=_int_list(delays, "--delays", durations=True),
             instance_counts=_int_list(instances, "--instances"), preferred=preferred,
-            max_measured=max_measured)
+            max_measured=max_measured, started=_process_start())
         problem = space_problem(env, options.max_batch_sizes, options.delays_us,
                                 options.instance_counts)
         if problem:
@@ -119,6 +119,17 @@ class UsageError(Exception):
     def __init__(self, message: str, *, lines: list[str] | None = None) -> None:
         super().__init__(message)
         self.lines = lines or [f"[red]error:[/] {escape(message)}"]
+
+
+def _process_start() -> float:
+    """When this process started, on the time.monotonic() clock: the budget covers the whole
+    command, interpreter start included."""
+    import time
+
+    import psutil
+
+    age = max(0.0, time.time() - psutil.Process().create_time())
+    return time.monotonic() - age
 
 
 def _durations(budget: str, slo_p99: str | None) -> tuple[float, float | None]:

@@ -53,9 +53,10 @@ class Budget:
     @classmethod
     def starting_now(cls, seconds: float, *, clock: Callable[[], float] = time.monotonic,
                      reserve_s: float = 0.0, first: FinalTiming | None = None,
-                     probe_s: float = 0.0) -> Budget:
-        now = clock()
-        return cls(now + seconds, clock, reserve_s, first or FinalTiming(), probe_s, now)
+                     probe_s: float = 0.0, started: float | None = None) -> Budget:
+        """A budget of `seconds` from `started` on `clock` (default: now)."""
+        start = clock() if started is None else started
+        return cls(start + seconds, clock, reserve_s, first or FinalTiming(), probe_s, start)
 
     # ---- what was seen ----------------------------------------------------------------------
     def saw_load(self, seconds: float) -> None:

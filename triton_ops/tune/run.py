@@ -42,8 +42,9 @@ from triton_ops.tune.results import (
 )
 from triton_ops.tune.search import Search, SearchSettings
 
-# Kept back at the end of the budget for writing best.json and report.html.
-REPORT_RESERVE_S = 4.0
+# Kept back at the end of the budget for writing best.json and report.html, stopping the
+# embedded server and exiting.
+REPORT_RESERVE_S = 5.0
 
 
 class TuneError(RuntimeError):
@@ -73,6 +74,9 @@ class TuneOptions:
     seed: int = 0
     settings: ProbeSettings | None = None
     search: SearchSettings | None = None
+    # When the budget started (time.monotonic()); None: when tune() is called. The CLI passes
+    # its process's start, so that the whole command ends within the budget.
+    started: float | None = None
 
 
 @dataclass
@@ -303,6 +307,7 @@ def tune(options: TuneOptions, on_event: EventSink = ignore) -> TuneResult:
         state = open_state(out_dir, options)
         budget = Budget.starting_now(
             options.budget_s, reserve_s=REPORT_RESERVE_S, probe_s=settings.probe_s(),
+            started=options.started,
             first=FinalTiming(load_s=float(state.data.get("load_s", 0.0)),
                               final_probe_s=settings.final_probe_s(),
                               baseline_restores=bool(state.data.get("baseline_restores"))))
