@@ -57,7 +57,7 @@ def test_groups_are_ranked_by_their_best_prediction() -> None:
 
 def order_of(groups: list, goodput: dict[str, float] | None = None,
              best: Candidate | None = None) -> list[Candidate]:
-    return [p.candidate for p, _ in measurement_order(
+    return [s.prediction.candidate for s in measurement_order(
         groups, goodput or {}, group_key(best) if best else None)]
 
 
@@ -96,6 +96,10 @@ def test_other_groups_start_with_the_end_that_measured_higher() -> None:
     measured = {Candidate(32, 0, 1).key: 180.0, Candidate(32, 10_000, 1).key: 200.0}
     order = order_of(delay_groups(preds), measured, best=Candidate(32, 10_000, 1))
     assert order[2] == Candidate(16, 10_000, 1)
+    # Only the ends measured as a pair are flagged as such (the CLI announces those).
+    steps = measurement_order(delay_groups(preds), measured, group_key(Candidate(32, 10_000, 1)))
+    assert [s.both_ends for s in steps[:3]] == [True, True, False]
+    assert "measured higher elsewhere (high delay)" in steps[2].why
 
 
 # ---- the search on a server whose delays differ, under a model that cannot tell

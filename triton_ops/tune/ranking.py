@@ -155,21 +155,30 @@ def first_end(group: DelayGroup, preference: str | None) -> Prediction:
     return high if high.goodput > low.goodput else low
 
 
-def group_choice(group: DelayGroup, preference: str | None, role: str
-                 ) -> list[tuple[Prediction, str]]:
+@dataclass(frozen=True)
+class Step:
+    """One candidate to measure, and why."""
+
+    prediction: Prediction
+    why: str
+    # one of both ends of delays the model cannot separate, both of which are measured
+    both_ends: bool = False
+
+
+def group_choice(group: DelayGroup, preference: str | None, role: str) -> list[Step]:
     """What to measure of one group: the model's best delay, or both ends of the delays it
     cannot separate (the first end by `first_end`)."""
     if group.resolved:
-        return [(group.best, f"{role}; the model's best delay")]
+        return [Step(group.best, f"{role}; the model's best delay")]
     first = first_end(group, preference)
     low, high = group.ends()
     other = high if first is low else low
-    return [(first, f"{role}; delays the model cannot separate: one end"),
-            (other, f"{role}; delays the model cannot separate: the other end")]
+    return [Step(first, f"{role}; delays the model cannot separate: one end", True),
+            Step(other, f"{role}; delays the model cannot separate: the other end", True)]
 
 
 def measurement_order(groups: Sequence[DelayGroup], goodput: Mapping[str, float],
-                      best_key: GroupKey | None) -> list[tuple[Prediction, str]]:
+                      best_key: GroupKey | None) -> list[Step]:
     """Every candidate in the order it should be measured, with why (duplicates removed).
 
     1. the leading group (best prediction): its best delay, or both ends of the delays the
@@ -187,14 +196,19 @@ def measurement_order(groups: Sequence[DelayGroup], goodput: Mapping[str, float]
         order += group_choice(by_key[best_key], preference,
                               "the best measured candidate's batch size and instances")
     for g in groups[1:]:
-        first = g.best if g.resolved else first_end(g, preference)
-        order.append((first, "next by prediction"))
+        if g.resolved:
+            order.append(Step(g.best, "next by prediction; the model's best delay"))
+        else:
+            how = (f"the end that measured higher elsewhere ({preference} delay)"
+                   if preference else "one end")
+            order.append(Step(first_end(g, preference),
+                              f"next by prediction; delays the model cannot separate: {how}"))
     rest = sorted((p for g in groups for p in g.members), key=lambda p: -p.goodput)
-    order.extend((p, "next by prediction") for p in rest)
+    order.extend(Step(p, "next by prediction") for p in rest)
     seen: set[str] = set()
     unique = []
-    for p, why in order:
-        if p.candidate.key not in seen:
-            seen.add(p.candidate.key)
-            unique.append((p, why))
+    for step in order:
+        if step.prediction.candidate.key not in seen:
+            seen.add(step.prediction.candidate.key)
+            unique.append(step)
     return unique

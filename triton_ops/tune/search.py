@@ -50,6 +50,7 @@ from triton_ops.tune.ranking import (
     DelayGroup,
     GroupKey,
     Prediction,
+    Step,
     delay_groups,
     group_key,
     measurement_order,
@@ -216,14 +217,14 @@ class Search:
             step = self._next_step()
             if step is None:
                 break
-            prediction, why = step
             if len(self.measured()) >= self.settings.max_measured:
                 self._stopped(f"measured {self.settings.max_measured} candidates")
                 break
             if not self._room_for_a_candidate():
                 break
-            self._announce_unresolved(prediction.candidate)
-            self._measure(prediction.candidate, prediction.goodput, why)
+            if step.both_ends:
+                self._announce_unresolved(step.prediction.candidate)
+            self._measure(step.prediction.candidate, step.prediction.goodput, step.why)
 
     def _room_for_a_candidate(self) -> bool:
         """About one candidate's worth of time left after the time kept for the end."""
@@ -250,7 +251,7 @@ class Search:
         self.stop = reason
         self.on_event(SearchStopped(reason))
 
-    def _next_step(self) -> tuple[Prediction, str] | None:
+    def _next_step(self) -> Step | None:
         """The next candidate to measure and why; None (with the reason) when every remaining
         candidate is predicted clearly worse than the best measured one, or none is left."""
         tried = {r.candidate.key for r in self.results}
@@ -258,14 +259,14 @@ class Search:
         best = self.best_so_far()
         order = measurement_order(self._groups(best), goodput,
                                   group_key(best.candidate) if best else None)
-        remaining = [(p, why) for p, why in order if p.candidate.key not in tried]
+        remaining = [s for s in order if s.prediction.candidate.key not in tried]
         if not remaining:
             self._stopped("every candidate was measured")
             return None
-        for prediction, why in remaining:
-            if not self._hopeless(prediction, best):
-                return prediction, why
-        top = max(remaining, key=lambda pw: pw[0].goodput)[0]
+        for step in remaining:
+            if not self._hopeless(step.prediction, best):
+                return step
+        top = max((s.prediction for s in remaining), key=lambda p: p.goodput)
         assert best is not None  # nothing is hopeless without a best measured candidate
         self.stop_margin = StopMargin(top.candidate, self._optimistic(top), best.candidate,
                                       best.goodput)
