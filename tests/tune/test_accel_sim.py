@@ -82,6 +82,7 @@ def test_instances_take_turns_on_one_device(  # type: ignore[no-untyped-def]
     path = with_parameters(model_repository_copy, tmp_path, fixed_us="300000", per_item_us="0")
     data = yaml.safe_load(path.read_text())
     data["instances"][0]["count"] = 2
+    data["batching"] = {"max_batch_size": 1}  # two requests, two executions: never one batch
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     (model_repository_copy / "accel_sim" / "config.pbtxt").write_text(
         render_config_text(require_envelope(path), path.name))
