@@ -313,6 +313,9 @@ class ProgressPrinter:
                     f"{high.max_queue_delay_us}us of max_batch={low.max_batch_size} "
                     f"instances={low.instance_count} apart (its predictions vary by "
                     f"{resolution:.0%}): measuring both ends")
+            case ev.ContenderRemeasured(candidate=cand, winner=winner, rate=rate):
+                say(f"  {cand.label()} measured alike with {winner.label()} in the search: "
+                    f"re-measuring it at {rate:.0f} req/s to compare their p99")
             case ev.SearchStopped(reason=reason):
                 say(f"  search stopped: {reason}")
             case _:

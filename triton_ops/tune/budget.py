@@ -26,13 +26,14 @@ class FinalTiming:
     # re-measured last the restore needs no load.
     baseline_restores: bool = False
 
-    def remeasure_s(self, *, baseline: bool) -> float:
-        """Re-measure the winner (one step down included) and, when `baseline`, the baseline
-        once, then restore the original config."""
+    def remeasure_s(self, *, baseline: bool, contenders: int = 0) -> float:
+        """Re-measure the winner (one step down included), `contenders` candidates at the rate
+        it held, and, when `baseline`, the baseline once, then restore the original config."""
         winner = self.load_s + 2 * self.final_probe_s
+        others = contenders * (self.load_s + self.final_probe_s)
         base = (self.load_s + self.final_probe_s) if baseline else 0.0
         restore = 0.0 if baseline and self.baseline_restores else self.load_s
-        return winner + base + restore + self.reserve_s
+        return winner + others + base + restore + self.reserve_s
 
 
 @dataclass
@@ -108,9 +109,10 @@ class Budget:
         total = self.deadline - self.started
         return self.elapsed() / total if total > 0 else 1.0
 
-    def search_left(self, *, keep_baseline_remeasure: bool) -> float:
+    def search_left(self, *, keep_baseline_remeasure: bool, contenders: int = 0) -> float:
         """Time the search may still use, after the re-measurements and the restore."""
-        return self.left() - self.end().remeasure_s(baseline=keep_baseline_remeasure)
+        return self.left() - self.end().remeasure_s(baseline=keep_baseline_remeasure,
+                                                    contenders=contenders)
 
     def before_restore(self, *, restores: bool) -> float:
         """Time left before the restore (one load, unless loading this config restores the

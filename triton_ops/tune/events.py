@@ -78,6 +78,16 @@ class RunnerUpRemeasured:
 
 
 @dataclass(frozen=True)
+class ContenderRemeasured:
+    """`candidate` measured alike with the winner in the search: re-measured at the rate the
+    winner held, to compare their p99 there."""
+
+    candidate: Candidate
+    winner: Candidate
+    rate: float
+
+
+@dataclass(frozen=True)
 class BaselineKept:
     reason: str
 
@@ -112,8 +122,8 @@ class StealPersists:
 
 TuneEvent = (PhaseStarted | CandidateSkipped | CandidateStarted | CandidateMeasured
              | CandidateInfeasible | ProbeStarted | DelaysUnresolved | SearchStopped
-             | RunnerUpRemeasured | BaselineKept | Note | WorkersAdded | ProbeDisturbed
-             | StealPersists)
+             | RunnerUpRemeasured | ContenderRemeasured | BaselineKept | Note | WorkersAdded
+             | ProbeDisturbed | StealPersists)
 
 EventSink = Callable[[TuneEvent], None]
 

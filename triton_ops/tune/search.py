@@ -37,6 +37,7 @@ from triton_ops.tune.events import (
     CandidateInfeasible,
     CandidateMeasured,
     CandidateStarted,
+    ContenderRemeasured,
     DelaysUnresolved,
     EventSink,
     Note,
@@ -90,6 +91,9 @@ class SearchSettings:
     prediction_tolerance: float = 0.02
     final_steps: int = 3  # step-downs of a re-measurement that does not hold
     step_down: float = 0.85
+    # Candidates the search cannot tell from the winner (search goodput within the
+    # bisection's bracket of it) compared with it at the rate it held, at most this many.
+    contenders: int = 2
 
 
 def keep_baseline_decision(winner: CandidateResult, winner_rate: float | None,
@@ -245,7 +249,12 @@ class Search:
         there, else the winner is compared with its search goodput)."""
         best = self.best_so_far()
         both = self.base is not None and best is not None and not self.is_base(best)
-        return self.budget.search_left(keep_baseline_remeasure=both)
+        # While the best has a rival the search cannot tell from it, one comparison at the end
+        # is kept back too.
+        contender = best is not None and not self.is_base(best) and bool(
+            self.close_rivals(best)) and self.settings.contenders > 0
+        return self.budget.search_left(keep_baseline_remeasure=both,
+                                       contenders=int(contender))
 
     def _stopped(self, reason: str) -> None:
         self.stop = reason
@@ -394,6 +403,7 @@ class Search:
                               last=is_baseline,
                               floor=bar if self.base is not None and not is_baseline else None)
         best, rem = self._runners_up(best, rem, bar)
+        best, rem = self._contenders(best, rem)
         self.winner, self.winner_rem = best, rem
         if self.is_base(best):
             self.base_rem = rem
@@ -426,9 +436,58 @@ class Search:
                 best, rem = runner, runner_rem
         return best, rem
 
+    def close_rivals(self, best: CandidateResult) -> list[CandidateResult]:
+        """Candidates (other than the baseline) whose search goodput is within the bisection's
+        bracket of `best`'s: the search cannot tell them apart from it."""
+        tol = self.settings.bisection.rel_tol
+        return sorted((r for r in self.rivals() if r is not best and r.goodput > 0
+                       and r.candidate.key != best.candidate.key
+                       and r.goodput >= best.goodput * (1 - tol)), key=lambda r: -r.goodput)
+
+    def _contenders(self, best: CandidateResult, rem: Remeasurement
+                    ) -> tuple[CandidateResult, Remeasurement]:
+        """A bisection stops at a bracket of `rel_tol`, so candidates within it of the winner
+        measure alike. Each is re-measured at the rate the winner held, with the same longer
+        probe; one whose p99 there is lower than the winner's beyond both confidence intervals
+        has more headroom at that rate, and becomes the winner. Only while the budget still
+        covers the baseline's re-measurement after it."""
+        if not rem.held or rem.last is None or self.is_base(best):
+            return best, rem
+        rate = rem.rate or 0.0
+        for rival in self.close_rivals(best)[:self.settings.contenders]:
+            end = self.budget.end()
+            need = end.load_s + end.final_probe_s
+            if self.base is not None:
+                need += end.load_s + end.final_probe_s
+            if self.budget.before_restore(restores=False) < need:
+                self.notes.append(f"{rival.candidate.label()} measured alike with "
+                                  f"{best.candidate.label()} in the search; no time was left "
+                                  "to compare them")
+                break
+            self.on_event(ContenderRemeasured(rival.candidate, best.candidate, rate))
+            other = self._remeasure(rival, "the contender", at=rate, steps=1)
+            ours, theirs = rem.last, other.last
+            if other.held and theirs is not None and theirs.p99.high < ours.p99.low:
+                self.notes.append(
+                    f"{rival.candidate.label()} held {rate:.0f} req/s at p99 "
+                    f"{theirs.p99.value / 1000:.1f} ms (95% CI to {theirs.p99.high / 1000:.1f}) "
+                    f"where {best.candidate.label()} had {ours.p99.value / 1000:.1f} ms (from "
+                    f"{ours.p99.low / 1000:.1f}): more headroom, so it is chosen")
+                best, rem = rival, other
+            else:
+                self.notes.append(
+                    f"{rival.candidate.label()} measured alike with {best.candidate.label()} in "
+                    f"the search; at {rate:.0f} req/s it " + (
+                        f"had p99 {theirs.p99.value / 1000:.1f} ms against "
+                        f"{ours.p99.value / 1000:.1f} ms, not lower beyond their confidence "
+                        "intervals" if other.held and theirs is not None
+                        else "did not hold") + f", so {best.candidate.label()} stays")
+        return best, rem
+
     def _remeasure(self, r: CandidateResult, what: str, *, restores: bool = False,
-                   last: bool = False, floor: float | None = None) -> Remeasurement:
-        """Re-measure `r` at its search goodput, stepping down while it does not hold.
+                   last: bool = False, floor: float | None = None, at: float | None = None,
+                   steps: int | None = None) -> Remeasurement:
+        """Re-measure `r` at its search goodput (or `at`), stepping down while it does not hold.
 
         The bisection's edge is within noise of the SLO: if the longer re-measurement does not
         hold there, step down until it does (`final_steps` tries at most, within the budget; a
@@ -452,9 +511,11 @@ class Search:
         if error is not None:
             self.notes.append(f"{what} {r.candidate.label()} not re-measured: {error}")
             return rem
-        self._step_down(rem, r.goodput, what, restores=restores,
-                        steps=2 * self.settings.final_steps if last or floor is not None
-                        else self.settings.final_steps, floor=floor)
+        if steps is None:
+            steps = 2 * self.settings.final_steps if last or floor is not None \
+                else self.settings.final_steps
+        self._step_down(rem, r.goodput if at is None else at, what, restores=restores,
+                        steps=steps, floor=floor)
         if rem.probes and rem.rate is None:
             rem.rate = 0.0
         return rem
