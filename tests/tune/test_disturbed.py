@@ -6,14 +6,14 @@ from collections import namedtuple
 
 import pytest
 
-from triton_ops.tune.live import (
+from triton_ops.tune.prober import (
     ProbeSettings,
     disturbed,
     steal_fraction,
     steal_note,
     steal_persists,
 )
-from triton_ops.tune.search import ProbeResult
+from triton_ops.tune.results import ProbeResult
 from triton_ops.tune.stats import QuantileEstimate, Verdict
 
 # The fields psutil.cpu_times() has on Linux.

@@ -7,14 +7,10 @@ import pytest
 
 from triton_ops.cli.tune import apply_decision
 from triton_ops.tune.batcher import Candidate, ServiceProfile
+from triton_ops.tune.budget import FinalTiming
 from triton_ops.tune.report import best_summary
-from triton_ops.tune.search import (
-    CandidateResult,
-    FinalTiming,
-    ProbeResult,
-    keep_baseline_decision,
-    run_search,
-)
+from triton_ops.tune.results import CandidateResult, ProbeResult
+from triton_ops.tune.search import keep_baseline_decision, run_search
 from triton_ops.tune.stats import QuantileEstimate, Verdict
 
 SLO_US = 50_000.0
@@ -66,7 +62,7 @@ def search(server: ScriptedServer, budget_s: float, *, done: list[CandidateResul
            baseline: CandidateResult | None) -> object:
     return run_search([BASE, WIN, OTHER], PROFILE, SLO_US, server, budget_s=budget_s,
                       clock=server.now, reserve_s=2.0, done=done, baseline=baseline,
-                      probe_s=PROBE_S, rel_tol=0.08,
+                      probe_s=PROBE_S,
                       timing=FinalTiming(load_s=LOAD_S, final_probe_s=FINAL_S),
                       predict=lambda c: {BASE: 1377.0, WIN: 1381.0, OTHER: 1300.0}[c])
 
@@ -185,7 +181,7 @@ def search_restoring(server: ScriptedServer, budget_s: float) -> object:
     base = baseline_result()
     return run_search([BASE, WIN, OTHER], PROFILE, SLO_US, server, budget_s=budget_s,
                       clock=server.now, reserve_s=2.0, done=[base], baseline=base,
-                      probe_s=PROBE_S, rel_tol=0.08,
+                      probe_s=PROBE_S,
                       timing=FinalTiming(load_s=LOAD_S, final_probe_s=FINAL_S,
                                          baseline_restores=True),
                       predict=lambda c: {BASE: 1377.0, WIN: 1381.0, OTHER: 1300.0}[c])
@@ -228,7 +224,7 @@ def test_a_candidate_worse_than_the_baseline_keeps_no_time_back_for_the_baseline
     other = CandidateResult(OTHER, 1390.0, 200.0, base.p99_at_goodput, seconds=21.0)
     outcome = run_search([BASE, WIN, OTHER], PROFILE, SLO_US, server, budget_s=50.0,
                          clock=server.now, reserve_s=2.0, done=[base, other], baseline=base,
-                         probe_s=PROBE_S, rel_tol=0.08,
+                         probe_s=PROBE_S,
                          timing=FinalTiming(load_s=LOAD_S, final_probe_s=FINAL_S),
                          predict=lambda c: {BASE: 1377.0, WIN: 1385.0, OTHER: 1390.0}[c])
     assert WIN in [c for kind, c, _ in server.calls if kind == "probe"]
@@ -249,7 +245,7 @@ def test_a_candidate_that_ties_the_baseline_is_remeasured_with_it(
     base = baseline_result()
     outcome = run_search([BASE, WIN], profile, SLO_US, server, budget_s=150.0,
                          clock=server.now, reserve_s=2.0, done=[base], baseline=base,
-                         probe_s=PROBE_S, rel_tol=0.08,
+                         probe_s=PROBE_S,
                          timing=FinalTiming(load_s=LOAD_S, final_probe_s=FINAL_S),
                          predict=lambda c: {BASE: 1377.0, WIN: 1381.0}[c])
     win = next(r for r in outcome.results if r.candidate == WIN)  # type: ignore[attr-defined]

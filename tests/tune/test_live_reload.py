@@ -1,4 +1,4 @@
-"""LiveTarget against a real embedded Triton: a config the model already runs with is not
+"""Model control against a real embedded Triton: a config the model already runs with is not
 loaded again, and the restore does not reload a model already back on its original config.
 A reload is seen as new Python-backend stub processes (one per instance)."""
 
@@ -9,13 +9,9 @@ from pathlib import Path
 
 import psutil
 
-from triton_ops.envelope.loader import require_envelope
-from triton_ops.loadgen.engine import LoadGenerator
 from triton_ops.server.local import LocalTriton
 from triton_ops.tune.batcher import Candidate
-from triton_ops.tune.live import LiveTarget
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from triton_ops.tune.control import ModelControl
 
 
 def stub_pids(server: LocalTriton, count: int, timeout_s: float = 20.0) -> set[int]:
@@ -39,10 +35,7 @@ def stub_pids(server: LocalTriton, count: int, timeout_s: float = 20.0) -> set[i
 def test_same_config_is_not_reloaded_and_restore_skips_the_original(  # type: ignore[no-untyped-def]
         start_triton, model_repository_copy: Path) -> None:
     server = start_triton(model_repository_copy, models=["dense_mlp"])
-    envelope = require_envelope(REPO_ROOT / "envelopes" / "dense_mlp.yaml")
-    loadgen = LoadGenerator(server.grpc_url, "dense_mlp", envelope.inputs)  # never started
-    target = LiveTarget(server.grpc_url, "dense_mlp", envelope, slo_us=50_000,
-                        max_error_rate=0.001, loadgen=loadgen, record=lambda row: None)
+    target = ModelControl(server.grpc_url, "dense_mlp")
     try:
         original = target.original
         baseline = target.loaded

@@ -9,14 +9,8 @@ import pandas as pd
 
 from triton_ops.envelope.model import Envelope
 from triton_ops.tune.batcher import Candidate
-from triton_ops.tune.run import (
-    MeasurementLog,
-    RunState,
-    default_space,
-    result_from_dict,
-    result_to_dict,
-)
-from triton_ops.tune.search import CandidateResult
+from triton_ops.tune.results import CandidateResult, result_from_dict, result_to_dict
+from triton_ops.tune.run import MeasurementLog, RunState, default_space
 from triton_ops.tune.stats import QuantileEstimate
 
 

@@ -10,15 +10,15 @@ from triton_ops.tune.batcher import (
     poisson_arrivals_us,
     simulate,
 )
-from triton_ops.tune.search import (
-    ProbeResult,
-    bisect_rate,
+from triton_ops.tune.bisection import BisectionSettings, bisect_rate, first_rate
+from triton_ops.tune.ranking import (
+    Prediction,
     candidate_space,
-    first_rate,
+    delay_groups,
     prune_by_memory,
-    rank_candidates,
-    run_search,
 )
+from triton_ops.tune.results import ProbeResult
+from triton_ops.tune.search import SearchSettings, run_search
 from triton_ops.tune.stats import Verdict, quantile_ci, slo_verdict
 
 SLO_US = 4000.0
@@ -73,7 +73,8 @@ def grid_best() -> float:
         server = SimulatedServer()
         server.load(c)
         guess = TRUE.capacity(c) * 0.5
-        goodput, *_ = bisect_rate(lambda r, c=c, s=server: s.probe(c, r), guess)
+        goodput, *_ = bisect_rate(lambda r, c=c, s=server: s.probe(c, r), guess,
+                                  BisectionSettings(rel_tol=0.05))
         best = max(best, goodput)
     return best
 
@@ -95,31 +96,11 @@ def test_prune_by_memory() -> None:
     assert prune_by_memory(SPACE, per_instance_bytes=None, available_bytes=None) == (SPACE, [])
 
 
-def test_rank_keeps_shortest_delay_among_twins() -> None:
-    ranked = rank_candidates(SPACE, lambda c: c.max_batch_size * c.instance_count)
-    assert ranked[0][0] == Candidate(64, 0, 2)
-    assert all(c.max_queue_delay_us == 0 for c, _ in ranked)
-
-
-def test_rank_prefers_the_longest_delay_up_to_the_cap_among_twins() -> None:
-    # SPACE has delays 0, 500 and 2000 us: with a 1 ms cap, 500 us is kept of each group.
-    ranked = rank_candidates(SPACE, lambda c: c.max_batch_size * c.instance_count,
-                             max_twin_delay_us=1000)
-    assert ranked[0][0] == Candidate(64, 500, 2)
-    # (max_batch_size 1 has no queue delay to choose)
-    assert {c.max_queue_delay_us for c, _ in ranked if c.max_batch_size > 1} == {500}
-    assert len(ranked) == 2 + 3 * 2  # one of three delays per batch size and instance count
-    # Predictions more than the tolerance apart are not twins: each keeps its place.
-    apart = rank_candidates([Candidate(64, 0, 1), Candidate(64, 2000, 1)],
-                            lambda c: 1000.0 if c.max_queue_delay_us == 0 else 900.0,
-                            max_twin_delay_us=5000)
-    assert [c for c, _ in apart] == [Candidate(64, 0, 1), Candidate(64, 2000, 1)]
-    # Within the tolerance, the preferred twin takes the group's place and prediction.
-    close = rank_candidates([Candidate(64, 0, 1), Candidate(64, 2000, 1), Candidate(16, 0, 1)],
-                            lambda c: {0: 1000.0, 2000: 985.0}[c.max_queue_delay_us]
-                            if c.max_batch_size == 64 else 990.0,
-                            max_twin_delay_us=5000)
-    assert close == [(Candidate(64, 2000, 1), 1000.0), (Candidate(16, 0, 1), 990.0)]
+def test_groups_keep_shortest_delay_among_exact_twins() -> None:
+    groups = delay_groups([Prediction.within(c, c.max_batch_size * c.instance_count, 0.02)
+                           for c in SPACE])
+    assert groups[0].best.candidate == Candidate(64, 0, 2)
+    assert all(g.best.candidate.max_queue_delay_us == 0 for g in groups)
 
 
 def test_bisection_brackets_from_a_bad_guess() -> None:
@@ -131,7 +112,8 @@ def test_bisection_brackets_from_a_bad_guess() -> None:
         return ProbeResult(rate, verdict, est)
 
     for guess in (50.0, 1200.0, 9000.0):
-        goodput, p99, limited, probes = bisect_rate(probe, guess, rel_tol=0.03, max_probes=20)
+        goodput, p99, limited, probes = bisect_rate(
+            probe, guess, BisectionSettings(rel_tol=0.03, max_probes=20))
         assert capacity * 0.96 <= goodput <= capacity
         assert p99 is not None and not limited
 
@@ -145,9 +127,9 @@ def test_bisection_climbs_faster_when_far_below_the_seen_ceiling() -> None:
         est = quantile_ci([1.0] * 200, 0.99)  # far under the SLO below capacity
         return ProbeResult(rate, Verdict.PASS if rate <= capacity else Verdict.FAIL, est)
 
-    plain = bisect_rate(probe, 150.0, rel_tol=0.05, max_probes=20, slo_us=100.0)
-    informed = bisect_rate(probe, 150.0, rel_tol=0.05, max_probes=20, slo_us=100.0,
-                           ceiling=3500.0)
+    plain = bisect_rate(probe, 150.0, BisectionSettings(rel_tol=0.05, max_probes=20), slo_us=100.0)
+    informed = bisect_rate(probe, 150.0, BisectionSettings(rel_tol=0.05, max_probes=20),
+                           slo_us=100.0, ceiling=3500.0)
     assert capacity * 0.95 <= informed[0] <= capacity
     assert capacity * 0.95 <= plain[0] <= capacity
     assert len(informed[3]) < len(plain[3])
@@ -158,7 +140,8 @@ def test_bisection_flags_generator_limit() -> None:
         verdict = Verdict.PASS if rate <= 500 else Verdict.GENERATOR_LIMITED
         return ProbeResult(rate, verdict, quantile_ci([1.0] * 200, 0.99))
 
-    goodput, _, limited, _ = bisect_rate(probe, 400.0, rel_tol=0.02, max_probes=20)
+    goodput, _, limited, _ = bisect_rate(probe, 400.0,
+                                         BisectionSettings(rel_tol=0.02, max_probes=20))
     assert limited and 480 <= goodput <= 500
 
 
@@ -202,7 +185,9 @@ def test_search_starts_each_bisection_below_the_ceiling() -> None:
     # The model predicts more than the ceiling for every batching candidate, as it does for
     # the large batches of a CPU model.
     profile = ServiceProfile(dict(PROFILED.batch_us), ceiling_rps=ceiling, ceiling_batch=64)
-    outcome = run_search(SPACE, profile, SLO_US, server, budget_s=600, clock=server.now,
+    # One queue delay: this predictor cannot tell delays apart, which would add both ends.
+    space = candidate_space([1, 4, 16, 64], [0], [1, 2])
+    outcome = run_search(space, profile, SLO_US, server, budget_s=600, clock=server.now,
                          predict=lambda c: 1.2 * ceiling * c.max_batch_size / 64)
     measured = [r for r in outcome.results if r.status == "measured"]
     # max_batch 64 with one and with two instances; the rest are predicted far lower.
@@ -227,11 +212,11 @@ def test_search_respects_budget() -> None:
 def test_resume_skips_done_candidates() -> None:
     server = SimulatedServer()
     first = run_search(SPACE, PROFILED, SLO_US, server, budget_s=600, clock=server.now,
-                       max_measured=1)
+                       settings=SearchSettings(max_measured=1))
     assert len([r for r in first.results if r.status == "measured"]) == 1
     server2 = SimulatedServer()
     second = run_search(SPACE, PROFILED, SLO_US, server2, budget_s=600, clock=server2.now,
-                        done=first.results, max_measured=3)
+                        done=first.results, settings=SearchSettings(max_measured=3))
     keys = [r.candidate.key for r in second.results]
     assert len(keys) == len(set(keys))
     assert first.results[0] in second.results

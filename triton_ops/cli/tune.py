@@ -9,6 +9,12 @@ from typing import Any
 import typer
 
 
+def escape(text: str) -> str:
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
+
+
 def _int_list(text: str | None, what: str, *, durations: bool = False) -> list[int] | None:
     if not text:
         return None
@@ -66,59 +72,133 @@ def tune_command(
     under a p99 SLO, measured on a live Triton."""
     from rich.console import Console
 
-    from triton_ops.envelope.loader import EnvelopeError, find_envelope, require_envelope
-    from triton_ops.envelope.units import parse_duration_us
-
     # soft_wrap: a message is never broken inside a path; the terminal wraps long lines.
     err = Console(stderr=True, soft_wrap=True)
-    if output_format not in ("text", "json"):
-        raise typer.BadParameter("--format is text or json")
+    try:
+        if output_format not in ("text", "json"):
+            raise UsageError("--format is text or json")
+        budget_s, slo_us = _durations(budget, slo_p99)
+        env_path, env = _envelope(model, envelope, envelopes_dir)
+        for option, value in (("--url", url), ("--http-url", http_url)):
+            _check_server_url(option, value)
+        if resume is not None and not (resume / "state.json").is_file():
+            raise UsageError(f"{resume} holds no state.json from an earlier tune run")
+        from triton_ops.tune.run import TuneOptions, default_out_dir, space_problem
+
+        options = TuneOptions(
+            model=model, envelope=env, repository=repository, url=url, http_url=http_url,
+            metrics_url=metrics_url, slo_us=slo_us, budget_s=budget_s,
+            out_dir=resume or out or default_out_dir(model), resume=resume is not None,
+            allow_reload=allow_reload, workers=workers, max_workers=max_workers,
+            max_batch_sizes=_int_list(max_batch_sizes, "--max-batch-sizes"),
+            delays_us=_int_list(delays, "--delays", durations=True),
+            instance_counts=_int_list(instances, "--instances"), preferred=preferred,
+            max_measured=max_measured, started=_process_start())
+        problem = space_problem(env, options.max_batch_sizes, options.delays_us,
+                                options.instance_counts)
+        if problem:
+            raise UsageError(problem)
+    except UsageError as exc:
+        for line in exc.lines:
+            err.print(line)
+        raise typer.Exit(2) from None
+    best = _run(options, err).best
+    if output_format == "json":
+        typer.echo(json.dumps(best, indent=2))
+    else:
+        _print_best(best, err)
+    if apply:
+        _apply(best, Path(env_path), repository, err)
+    if not best.get("slo_met"):
+        raise typer.Exit(1)
+
+
+class UsageError(Exception):
+    """Bad input: the lines to print (exit 2)."""
+
+    def __init__(self, message: str, *, lines: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.lines = lines or [f"[red]error:[/] {escape(message)}"]
+
+
+def _process_start() -> float:
+    """When this process started, on the time.monotonic() clock: the budget covers the whole
+    command, interpreter start included."""
+    import time
+
+    import psutil
+
+    age = max(0.0, time.time() - psutil.Process().create_time())
+    return time.monotonic() - age
+
+
+def _durations(budget: str, slo_p99: str | None) -> tuple[float, float | None]:
+    from triton_ops.envelope.units import parse_duration_us
+
+    if budget.strip().replace(".", "", 1).isdigit():
+        raise UsageError(f"--budget {budget}: add a unit: {budget}s (or e.g. 3m)")
     try:
         budget_s = parse_duration_us(budget) / 1e6
         slo_us = float(parse_duration_us(slo_p99)) if slo_p99 else None
     except ValueError as exc:
-        err.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2) from None
+        raise UsageError(str(exc)) from None
     if budget_s < 30:
-        err.print("[red]error:[/] --budget must be at least 30s (server start, profile, baseline)")
-        raise typer.Exit(2)
+        raise UsageError("--budget must be at least 30s (server start, profile, baseline)")
+    return budget_s, slo_us
+
+
+def _envelope(model: str, envelope: Path | None, envelopes_dir: Path) -> tuple[Path, Any]:
+    from triton_ops.envelope.loader import EnvelopeError, find_envelope, require_envelope
+
     try:
         env_path = envelope or find_envelope(model, envelopes_dir)
         env = require_envelope(env_path)
     except FileNotFoundError as exc:
-        err.print(f"[red]error:[/] {exc}; pass --envelope PATH")
-        raise typer.Exit(2) from None
+        raise UsageError(f"{exc}; pass --envelope PATH") from None
     except EnvelopeError as exc:
-        for f in exc.findings:
-            err.print(f"{f.file}:{f.line}:{f.column}: [red]{f.rule}[/] {f.message}")
-        raise typer.Exit(2) from None
+        raise UsageError("envelope", lines=[
+            f"{f.file}:{f.line}:{f.column}: [red]{f.rule}[/] {escape(f.message)}"
+            for f in exc.findings]) from None
     if env.name != model:
-        err.print(f"[red]error:[/] {env_path} describes model {env.name!r}, not {model!r}")
-        raise typer.Exit(2)
-    if resume is not None and not (resume / "state.json").is_file():
-        err.print(f"[red]error:[/] {resume} holds no state.json from an earlier tune run")
-        raise typer.Exit(2)
-    from triton_ops.tune.run import TuneError, TuneOptions, default_out_dir
+        raise UsageError(f"{env_path} describes model {env.name!r}, not {model!r}")
+    return Path(env_path), env
 
-    options = TuneOptions(
-        model=model, envelope=env, repository=repository, url=url, http_url=http_url,
-        metrics_url=metrics_url, slo_us=slo_us, budget_s=budget_s,
-        out_dir=resume or out or default_out_dir(model), resume=resume is not None,
-        allow_reload=allow_reload,
-        workers=workers, max_workers=max_workers,
-        max_batch_sizes=_int_list(max_batch_sizes, "--max-batch-sizes"),
-        delays_us=_int_list(delays, "--delays", durations=True),
-        instance_counts=_int_list(instances, "--instances"), preferred=preferred,
-        max_measured=max_measured,
-    )
+
+def _check_server_url(option: str, url: str | None) -> None:
+    from urllib.parse import urlsplit
+
+    from triton_ops.server.endpoints import normalise_host_port
+
+    if url is None:
+        return
     try:
-        result = _run_with_progress(options, err)
+        normalise_host_port(url, 8001)
+        port = urlsplit(url if "://" in url else f"//{url}").port
+    except ValueError as exc:
+        raise UsageError(f"{option}: {exc}; give HOST:PORT with a port from 1 to 65535, "
+                         "e.g. 127.0.0.1:8001") from None
+    if port == 0:
+        raise UsageError(f"{option}: port 0 is not a server's port; give HOST:PORT with a port "
+                         "from 1 to 65535, e.g. 127.0.0.1:8001")
+
+
+def _run(options: Any, err: Any) -> Any:
+    """The run, with the failures it cannot work around as messages (never a traceback)."""
+    from triton_ops.tune.run import TuneError
+
+    try:
+        return _run_with_progress(options, err)
     except TuneError as exc:
-        err.print(f"[red]error:[/] {exc}")
+        err.print(f"[red]error:[/] {escape(str(exc))}")
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
-        err.print("[yellow]interrupted[/]: the model's original config was restored; continue "
-                  f"with --resume {options.out_dir or 'DIR'}")
+        folder = options.out_dir
+        if folder is not None and (folder / "state.json").is_file():
+            err.print("[yellow]interrupted[/]: the model's original config was restored; "
+                      f"continue with --resume {folder}")
+        else:
+            err.print("[yellow]interrupted[/] before anything was measured; the model's "
+                      "original config was restored")
         raise typer.Exit(130) from None
     except Exception as exc:  # noqa: BLE001 - server/loadgen failures: message, not traceback
         from triton_ops.loadgen.engine import LoadGenError
@@ -126,31 +206,28 @@ def tune_command(
 
         if isinstance(exc, (LoadGenError, ServerError, ConnectionError, OSError)) or \
                 type(exc).__name__ == "InferenceServerException":
-            err.print(f"[red]error:[/] {exc}")
+            unreachable = "UNAVAILABLE" in str(exc) or "failed to connect" in str(exc)
+            lead = (f"cannot reach the Triton server at {options.url}: "
+                    if unreachable and options.url else "")
+            err.print(f"[red]error:[/] {lead}{escape(str(exc))}")
             raise typer.Exit(1) from None
         raise
-    best = result.best
-    if output_format == "json":
-        typer.echo(json.dumps(best, indent=2))
-    else:
-        _print_best(best, err)
-    if apply:
-        do_apply, why = apply_decision(best)
-        if not do_apply:
-            err.print(f"[yellow]--apply changed nothing:[/] {why}")
-        else:
-            from triton_ops.tune.apply import ApplyError, apply_to_envelope
-            from triton_ops.tune.batcher import Candidate
 
-            try:
-                for line in apply_to_envelope(Path(env_path),
-                                              Candidate.from_dict(best["chosen"]), repository):
-                    err.print(line)
-            except ApplyError as exc:
-                err.print(f"[red]error:[/] {exc}")
-                raise typer.Exit(1) from None
-    if not best.get("slo_met"):
-        raise typer.Exit(1)
+
+def _apply(best: dict[str, Any], env_path: Path, repository: Path, err: Any) -> None:
+    do_apply, why = apply_decision(best)
+    if not do_apply:
+        err.print(f"[yellow]--apply changed nothing:[/] {escape(why)}")
+        return
+    from triton_ops.tune.apply import ApplyError, apply_to_envelope
+    from triton_ops.tune.batcher import Candidate
+
+    try:
+        for line in apply_to_envelope(env_path, Candidate.from_dict(best["chosen"]), repository):
+            err.print(line)
+    except ApplyError as exc:
+        err.print(f"[red]error:[/] {escape(str(exc))}")
+        raise typer.Exit(1) from None
 
 
 def apply_decision(best: dict[str, Any]) -> tuple[bool, str]:
@@ -163,49 +240,86 @@ def apply_decision(best: dict[str, Any]) -> tuple[bool, str]:
 
 
 def _print_best(best: dict[str, Any], console: Any) -> None:
-    chosen = best.get("chosen")
-    if not chosen:
-        console.print(f"[red]no config met the p99 SLO of {best['slo_p99_us'] / 1000:g} ms[/] "
-                      f"(see {best['out_dir']}/report.html)")
-        return
-    re = best.get("remeasured") or {}
-    if best.get("kept_baseline"):
-        console.print(f"[bold yellow]keeping the current config[/]: {best.get('reason', '')}")
-    console.print(
-        f"[bold]chosen[/]: max_batch_size={chosen['max_batch_size']} "
-        f"max_queue_delay={chosen['max_queue_delay_us']}us "
-        f"instances={chosen['instance_count']}"
-        + (f" preferred={chosen['preferred_batch_sizes']}"
-           if chosen["preferred_batch_sizes"] else ""))
-    if re:
-        source = " (from the search, not re-measured)" if re.get("source") == "search" else ""
-        console.print(
-            f"goodput {best['goodput']:.0f} req/s{source} "
-            f"at p99 {(re['p99_us'] or 0) / 1000:.2f} ms "
-            f"(95% CI {(re['p99_ci_low_us'] or 0) / 1000:.2f}-"
-            f"{(re['p99_ci_high_us'] or float('nan')) / 1000:.2f} ms, {re['samples']} samples), "
-            f"SLO {best['slo_p99_us'] / 1000:g} ms")
+    """The summary a person reads first, then what else happened, then where the files are."""
+    from triton_ops.tune.report import short_label, summary_lines
+
+    colours = {"good": "green", "warn": "yellow", "bad": "red"}
+    for line in summary_lines(best):
+        text = escape(line.text)
+        if line.tone:
+            text = f"[{colours[line.tone]}]{text}[/]"
+        console.print(f"[bold]{line.label}[/]: {text}")
     winner = best.get("winner")
-    if winner and winner["config"] != chosen:
+    if winner and winner["config"] != best.get("chosen"):
         got = winner.get("remeasured_goodput")
-        wc = winner["config"]
-        console.print(f"search winner {wc['max_batch_size']}/{wc['max_queue_delay_us']}us/"
-                      f"{wc['instance_count']}: {winner['search_goodput']:.0f} req/s in the "
-                      "search, " + (f"{got:.0f} req/s re-measured" if got is not None
-                                    else "not re-measured"))
+        console.print(f"search winner {short_label(winner['config'])}: "
+                      f"{winner['search_goodput']:.0f} req/s in the search, "
+                      + (f"{got:.0f} req/s re-measured" if got else
+                         "held no rate re-measured" if got == 0 else "not re-measured"))
     for note in best.get("notes") or []:
-        console.print(f"[yellow]note:[/] {note}")
-    base = best.get("baseline")
-    if base:
-        ratio = best.get("goodput_vs_baseline")
-        again = base.get("remeasured_goodput")
-        console.print(f"baseline {base['config']['max_batch_size']}/"
-                      f"{base['config']['max_queue_delay_us']}us/"
-                      f"{base['config']['instance_count']}: {base['goodput']:.0f} req/s"
-                      + (f", {again:.0f} re-measured" if again is not None else "")
-                      + (f" (chosen is {ratio:.2f}x)" if ratio and not winner else ""))
-    console.print(f"{best['measured_candidates']} configs measured in {best['elapsed_s']:.0f} s "
-                  f"of a {best['budget_s']:.0f} s budget; files in {best['out_dir']}")
+        console.print(f"[yellow]note:[/] {escape(note)}")
+    console.print(f"files in {best['out_dir']} (report.html, best.json, measurements.csv)")
+
+
+class ProgressPrinter:
+    """Prints a tune run's events above a progress bar of the budget."""
+
+    def __init__(self, progress: Any, task: Any, budget_s: float) -> None:
+        import time
+
+        self.progress = progress
+        self.task = task
+        self.budget_s = budget_s
+        self.started = time.monotonic()
+
+    def __call__(self, event: Any) -> None:
+        import time
+
+        from triton_ops.tune import events as ev
+
+        say = self.progress.console.print
+        self.progress.update(self.task,
+                             completed=min(time.monotonic() - self.started, self.budget_s))
+        match event:
+            case ev.PhaseStarted(name=name):
+                self.progress.update(self.task, description=name)
+            case ev.ProbeStarted(candidate=cand, rate=rate, final=final):
+                what = "re-measuring" if final else "measuring"
+                self.progress.update(self.task,
+                                     description=f"{what} {cand.label()} at {rate:.0f} req/s")
+            case ev.CandidateMeasured(result=r, baseline=baseline):
+                tag = "baseline " if baseline else ""
+                say(f"  {tag}{r.candidate.label()}: goodput {r.goodput:.0f} req/s "
+                    f"(predicted {r.predicted_goodput:.0f}, {len(r.probes)} probes, "
+                    f"{r.seconds:.0f} s)" + (" [generator-limited]" if r.generator_limited
+                                             else ""))
+            case ev.CandidateInfeasible(result=r):
+                say(f"  [yellow]infeasible[/] {r.candidate.label()}: {r.reason}")
+            case ev.CandidateSkipped(candidate=cand, reason=reason):
+                say(f"  [yellow]skipped[/] {cand.label()}: {reason}")
+            case ev.WorkersAdded(workers=workers):
+                say(f"  load generator could not keep up: now {workers} worker processes")
+            case ev.ProbeDisturbed(candidate=cand, rate=rate, steal=steal):
+                say(f"  {cand.label()} at {rate:.0f} req/s failed while other guests of the "
+                    f"host took {100 * steal:.0f}% of this machine's CPU: measuring again")
+            case ev.StealPersists(probes=probes):
+                say(f"  the last {probes} probes all lost CPU to other guests of the host: "
+                    "failures stand from now on, until a probe is measured undisturbed")
+            case ev.RunnerUpRemeasured(candidate=cand, previous=previous):
+                say(f"  {previous.label()} did not hold its search goodput: re-measuring the "
+                    f"runner-up {cand.label()}")
+            case ev.DelaysUnresolved(low=low, high=high, resolution=resolution):
+                say(f"  the model cannot tell queue delays {low.max_queue_delay_us}us to "
+                    f"{high.max_queue_delay_us}us of max_batch={low.max_batch_size} "
+                    f"instances={low.instance_count} apart (its predictions vary by "
+                    f"{resolution:.0%}): measuring both ends")
+            case ev.ContenderRemeasured(candidate=cand, winner=winner, rate=rate):
+                say(f"  {cand.label()} measured alike with {winner.label()} in the search: "
+                    f"re-measuring it at {rate:.0f} req/s to compare their p99")
+            case ev.SearchStopped(reason=reason):
+                say(f"  search stopped: {reason}")
+            case _:
+                pass
 
 
 def _run_with_progress(options: Any, console: Any) -> Any:
@@ -213,57 +327,11 @@ def _run_with_progress(options: Any, console: Any) -> Any:
 
     from triton_ops.tune.run import tune
 
-    budget = options.budget_s
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(),
                   TextColumn("{task.completed:.0f}/{task.total:.0f} s budget"),
                   TimeElapsedColumn(), console=console, transient=False) as progress:
-        task = progress.add_task("starting", total=budget)
-        import time
-
-        t0 = time.monotonic()
-
-        def on_event(kind: str, data: dict[str, Any]) -> None:
-            elapsed = time.monotonic() - t0
-            progress.update(task, completed=min(elapsed, budget))
-            if kind == "phase":
-                progress.update(task, description=str(data["name"]))
-            elif kind == "probe":
-                cand = data["candidate"]
-                what = "re-measuring" if data.get("final") else "measuring"
-                progress.update(task, description=f"{what} {cand.label()} at "
-                                f"{data['rate']:.0f} req/s")
-            elif kind == "measured":
-                r = data["result"]
-                tag = "baseline " if data.get("baseline") else ""
-                progress.console.print(
-                    f"  {tag}{r.candidate.label()}: goodput {r.goodput:.0f} req/s "
-                    f"(predicted {r.predicted_goodput:.0f}, {len(r.probes)} probes, "
-                    f"{r.seconds:.0f} s)" + (" [generator-limited]" if r.generator_limited else ""))
-            elif kind in ("infeasible", "skipped"):
-                progress.console.print(f"  [yellow]{kind}[/] {data['candidate'].label()}: "
-                                       f"{data['reason']}")
-            elif kind == "workers":
-                progress.console.print(f"  load generator could not keep up: now "
-                                       f"{data['workers']} worker processes")
-            elif kind == "disturbed":
-                progress.console.print(
-                    f"  {data['candidate'].label()} at {data['rate']:.0f} req/s failed while "
-                    f"other guests of the host took {100 * data['steal']:.0f}% of this "
-                    "machine's CPU: measuring again")
-            elif kind == "steal_persists":
-                progress.console.print(
-                    f"  the last {data['probes']} probes all lost CPU to other guests of the "
-                    "host: failures stand from now on, until a probe is measured undisturbed")
-            elif kind == "runner_up":
-                progress.console.print(
-                    f"  {data['previous'].label()} did not hold its search goodput: "
-                    f"re-measuring the runner-up {data['candidate'].label()}")
-            elif kind == "final":
-                progress.update(task, description=f"re-measuring {data['candidate'].label()}")
-            elif kind == "stop":
-                progress.console.print(f"  search stopped: {data['reason']}")
-
-        return tune(options, on_event)
+        task = progress.add_task("starting", total=options.budget_s)
+        return tune(options, ProgressPrinter(progress, task, options.budget_s))
 
 
 def register(app: typer.Typer) -> None:

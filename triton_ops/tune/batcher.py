@@ -77,6 +77,10 @@ class ServiceProfile:
     from Triton's per-batch-size statistics. Sizes not profiled are interpolated linearly
     (and extrapolated from the two largest ones).
     overhead_us: per-request latency outside queue and compute (RPC, serialisation, client).
+    execution_gap_us: per execution, the time an instance is occupied beyond the compute time
+    Triton reports (the scheduler's and the backend's hand-over of the batch and its
+    responses), measured on one saturated instance. Larger batches pay it less often per
+    request; a second instance hides it while the first one computes.
     parallel_efficiency: how much a second concurrently busy instance adds (1 = perfect
     scaling, 0 = instances only take turns on the same cores).
     contention: how much slower an execution is under load than alone (the load generator,
@@ -93,6 +97,7 @@ class ServiceProfile:
     batch_us: dict[int, float]
     overhead_us: float = 0.0
     parallel_efficiency: float = 1.0
+    execution_gap_us: float = 0.0
     contention: float = 1.0
     ceiling_rps: float | None = None
     ceiling_batch: int | None = None
@@ -139,17 +144,27 @@ class ServiceProfile:
         """Aggregate throughput of `busy` concurrently executing instances, in units of one."""
         return 1.0 + (busy - 1) * max(0.0, min(1.0, self.parallel_efficiency))
 
+    def throughput(self, batch: int, instances: int) -> float:
+        """Inferences/s of `instances` instances that always execute batches of `batch`: the
+        device's share (parallel efficiency) or the instances' own cycles (compute plus the
+        execution gap), whichever is lower."""
+        compute = self.service_us(batch) * self.contention
+        device = self.speedup(instances) * batch / compute
+        cycles = instances * batch / (compute + self.execution_gap_us)
+        return 1e6 * min(device, cycles)
+
     def capacity(self, candidate: Candidate) -> float:
         """Upper bound on the throughput (inferences/s) of a candidate config."""
         top = max(candidate.max_batch_size, 1)
-        best_batch = max(range(1, top + 1), key=lambda b: b / self.service_us(b))
-        per_request_us = self.service_us(best_batch) * self.contention / best_batch
-        capacity = 1e6 / per_request_us * self.speedup(candidate.instance_count)
+        k = candidate.instance_count
+        best_batch = max(range(1, top + 1), key=lambda b: self.throughput(b, k))
+        capacity = self.throughput(best_batch, k)
         cost = self.request_cost_us
         if cost <= 0:
             return capacity
         # The machine's cores are shared by everything a request costs (and, for CPU
         # models, by the executions themselves).
+        per_request_us = self.service_us(best_batch) * self.contention / best_batch
         cpu_us = cost + (per_request_us if self.cpu_model else 0.0)
         return min(capacity, self.shared_cores * 1e6 / cpu_us)
 
@@ -158,6 +173,7 @@ class ServiceProfile:
             "batch_us": {str(k): v for k, v in sorted(self.batch_us.items())},
             "overhead_us": self.overhead_us,
             "parallel_efficiency": self.parallel_efficiency,
+            "execution_gap_us": self.execution_gap_us,
             "contention": self.contention,
             "ceiling_rps": self.ceiling_rps,
             "ceiling_batch": self.ceiling_batch,
@@ -173,6 +189,7 @@ class ServiceProfile:
             batch_us={int(k): float(v) for k, v in data["batch_us"].items()},  # type: ignore[union-attr]
             overhead_us=float(data.get("overhead_us", 0.0)),  # type: ignore[arg-type]
             parallel_efficiency=float(data.get("parallel_efficiency", 1.0)),  # type: ignore[arg-type]
+            execution_gap_us=float(data.get("execution_gap_us", 0.0)),  # type: ignore[arg-type]
             contention=float(data.get("contention", 1.0)),  # type: ignore[arg-type]
             ceiling_rps=float(data["ceiling_rps"]) if data.get("ceiling_rps") else None,  # type: ignore[arg-type]
             ceiling_batch=int(data["ceiling_batch"]) if data.get("ceiling_batch") else None,  # type: ignore[arg-type]
@@ -211,74 +228,91 @@ def poisson_arrivals_us(rate_per_s: float, n: int, seed: int = 0) -> list[float]
     return out
 
 
+class BatcherQueue:
+    """Requests waiting in the dynamic batcher, admitted from an arrival sequence as simulated
+    time passes."""
+
+    def __init__(self, arrivals_us: list[float]) -> None:
+        self.arrivals = arrivals_us
+        self.next = 0  # the first arrival not admitted yet
+        self.waiting: deque[float] = deque()
+
+    def pending(self) -> bool:
+        return self.next < len(self.arrivals) or bool(self.waiting)
+
+    def admit_until(self, t: float) -> None:
+        while self.next < len(self.arrivals) and self.arrivals[self.next] <= t:
+            self.waiting.append(self.arrivals[self.next])
+            self.next += 1
+
+    def dispatch(self, free_at: float, target: int, max_bs: int, delay: float
+                 ) -> tuple[float, int]:
+        """When the next batch goes to the instance free at `free_at`, and its size: at once
+        when `target` requests wait, else when the oldest has waited `delay` or the target is
+        reached, whichever comes first (what waits then, up to `max_bs`)."""
+        if not self.waiting:
+            self.admit_until(self.arrivals[self.next])
+        t = max(free_at, self.waiting[0])
+        self.admit_until(t)
+        if len(self.waiting) >= target:
+            return t, target
+        deadline = self.waiting[0] + delay
+        if deadline > t:
+            j = self.next + target - len(self.waiting) - 1
+            t = self.arrivals[j] if j < len(self.arrivals) and self.arrivals[j] <= deadline \
+                else deadline
+            self.admit_until(t)
+        return t, min(len(self.waiting), max_bs)
+
+
+def execution_cores(profile: ServiceProfile, arrivals_us: list[float]) -> float:
+    """The cores a CPU model's executions share at the arrivals' rate.
+
+    A CPU model's executions share the machine's cores with the requests' own CPU work (RPC,
+    frontend, load generator), which grows with the arrival rate: what is left for the
+    executions is shared by the instances executing at once. Known only where the busy cores
+    were measured (the server on this machine). A GPU model's executions do not compete for
+    the cores (its capacity bound covers the CPU side)."""
+    n = len(arrivals_us)
+    if not profile.cpu_model or profile.busy_cores is None:
+        return math.inf
+    rate_per_us = n / arrivals_us[-1] if n and arrivals_us[-1] > 0 else 0.0
+    return max(0.25, profile.shared_cores - rate_per_us * profile.request_cost_us)
+
+
 def simulate(candidate: Candidate, profile: ServiceProfile, arrivals_us: list[float],
              *, warmup_fraction: float = 0.1) -> SimResult:
     """Run the dynamic batcher over `arrivals_us`; latencies of the requests after warm-up."""
-    n = len(arrivals_us)
     max_bs = max(candidate.max_batch_size, 1)
-    batching = candidate.max_batch_size > 0
     target = max(candidate.preferred_batch_sizes) if candidate.preferred_batch_sizes else max_bs
     target = min(target, max_bs)
-    delay = float(candidate.max_queue_delay_us) if batching else 0.0
+    delay = float(candidate.max_queue_delay_us) if candidate.max_batch_size > 0 else 0.0
     free: list[float] = [0.0] * candidate.instance_count  # heap of times instances free up
-    heapq.heapify(free)
-    busy_until: list[float] = []  # completion times of executions, to count concurrent ones
-    queue: deque[float] = deque()
+    busy_until: list[float] = []  # when the executions in progress end their compute
+    queue = BatcherQueue(arrivals_us)
+    cores = execution_cores(profile, arrivals_us)
     latencies: list[float] = []
     batches: list[int] = []
-    skip = int(n * warmup_fraction)
+    skip = int(len(arrivals_us) * warmup_fraction)
     done = 0
-    i = 0
-    overhead = profile.overhead_us
-    # A CPU model's executions share the machine's cores with the requests' own CPU work
-    # (RPC, frontend, load generator), which grows with the arrival rate: what is left for
-    # the executions is shared by the instances executing at once. Known only where the
-    # busy cores were measured (the server on this machine). A GPU model's executions do
-    # not compete for the cores (its capacity bound covers the CPU side).
-    execution_cores = math.inf
-    if profile.cpu_model and profile.busy_cores is not None:
-        rate_per_us = n / arrivals_us[-1] if n and arrivals_us[-1] > 0 else 0.0
-        background = rate_per_us * profile.request_cost_us
-        execution_cores = max(0.25, profile.shared_cores - background)
-    while i < n or queue:
-        if not queue:
-            queue.append(arrivals_us[i])
-            i += 1
-        inst_free = free[0]
-        t = max(inst_free, queue[0])
-        while i < n and arrivals_us[i] <= t:
-            queue.append(arrivals_us[i])
-            i += 1
-        if len(queue) >= target:
-            size = target
-        else:
-            deadline = queue[0] + delay
-            if deadline > t:
-                need = target - len(queue)
-                j = i + need - 1
-                if j < n and arrivals_us[j] <= deadline:
-                    t = arrivals_us[j]
-                else:
-                    t = deadline
-                while i < n and arrivals_us[i] <= t:
-                    queue.append(arrivals_us[i])
-                    i += 1
-            size = min(len(queue), max_bs)
+    while queue.pending():
+        t, size = queue.dispatch(free[0], target, max_bs, delay)
         heapq.heappop(free)
-        # Instances executing at time t share the cores left to executions: slow this one
-        # down accordingly.
+        # Instances executing at time t share the device (parallel efficiency) and the cores
+        # left to executions: slow this one down accordingly.
         busy_until = [e for e in busy_until if e > t]
         k = len(busy_until) + 1
-        slowdown = max(1.0, k / min(profile.speedup(k), execution_cores))
-        service = profile.service_us(size) * profile.contention * slowdown
-        end = t + service
-        busy_until.append(end)
+        slowdown = max(1.0, k / min(profile.speedup(k), cores))
+        computed = t + profile.service_us(size) * profile.contention * slowdown
+        busy_until.append(computed)
+        # The instance is free again (and the responses out) after the execution gap.
+        end = computed + profile.execution_gap_us
         heapq.heappush(free, end)
         batches.append(size)
         for _ in range(size):
-            arrival = queue.popleft()
+            arrival = queue.waiting.popleft()
             if done >= skip:
-                latencies.append(end - arrival + overhead)
+                latencies.append(end - arrival + profile.overhead_us)
             done += 1
     return SimResult(latencies, batches)
 
@@ -310,3 +344,15 @@ def predict_goodput(candidate: Candidate, profile: ServiceProfile, slo_us: float
         else:
             hi = mid
     return lo
+
+
+
+def predict_goodput_range(candidate: Candidate, profile: ServiceProfile, slo_us: float, *,
+                          seeds: tuple[int, ...] = (0, 1, 2), rel_tol: float = 0.02,
+                          n_requests: int = 3000) -> tuple[float, float]:
+    """The goodputs the model cannot tell apart from its prediction: the lowest and highest
+    prediction over arrival sequences of different seeds, the highest widened by the
+    bisection's tolerance (the true crossing lies at most that far above a passing rate)."""
+    values = [predict_goodput(candidate, profile, slo_us, rel_tol=rel_tol,
+                              n_requests=n_requests, seed=s) for s in seeds]
+    return min(values), max(values) / (1 - rel_tol)

@@ -3,7 +3,8 @@
 Everything measured is appended to <out>/measurements.csv as it happens; the profile, the
 baseline and each finished candidate go to <out>/state.json so that `--resume <out>`
 continues an interrupted run without measuring them again. The model's original config is
-put back in a `finally` block, so Ctrl-C and errors leave the server as it was found.
+put back in a `finally` block, so Ctrl-C and errors leave the server as it was found. A run
+that fails before anything was measured leaves no results folder behind.
 """
 
 from __future__ import annotations
@@ -11,31 +12,39 @@ from __future__ import annotations
 import json
 import math
 import os
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from triton_ops.envelope.model import Envelope, InstanceKind
-from triton_ops.tune.batcher import Candidate, ServiceProfile, predict_goodput
-from triton_ops.tune.search import (
-    CandidateResult,
-    FinalTiming,
-    SearchOutcome,
-    bisect_rate,
-    candidate_space,
-    first_rate,
-    prune_by_memory,
-    run_search,
+from triton_ops.fileio import atomic_write_text
+from triton_ops.tune.batcher import Candidate
+from triton_ops.tune.budget import Budget, FinalTiming
+from triton_ops.tune.events import (
+    CandidateInfeasible,
+    CandidateMeasured,
+    CandidateSkipped,
+    EventSink,
+    PhaseStarted,
+    TuneEvent,
+    ignore,
 )
-from triton_ops.tune.stats import QuantileEstimate
+from triton_ops.tune.prober import ProbeSettings, WindowRow
+from triton_ops.tune.ranking import candidate_space, prune_by_memory
+from triton_ops.tune.results import (
+    CandidateResult,
+    SearchOutcome,
+    result_from_dict,
+    result_to_dict,
+)
+from triton_ops.tune.search import Search, SearchSettings
 
-# Kept back at the end of the budget for writing best.json and report.html.
-REPORT_RESERVE_S = 4.0
-
-EventSink = Callable[[str, dict[str, object]], None]
+# Kept back at the end of the budget for writing best.json and report.html, stopping the
+# embedded server and exiting.
+REPORT_RESERVE_S = 5.0
 
 
 class TuneError(RuntimeError):
@@ -63,7 +72,11 @@ class TuneOptions:
     preferred: bool = False
     max_measured: int = 12
     seed: int = 0
-    settings: Any = None  # live.ProbeSettings
+    settings: ProbeSettings | None = None
+    search: SearchSettings | None = None
+    # When the budget started (time.monotonic()); None: when tune() is called. The CLI passes
+    # its process's start, so that the whole command ends within the budget.
+    started: float | None = None
 
 
 @dataclass
@@ -94,37 +107,24 @@ def default_space(envelope: Envelope, slo_us: float) -> tuple[list[int], list[in
     return sizes, delays, counts
 
 
-def _estimate_to_dict(est: QuantileEstimate | None) -> dict[str, float] | None:
-    if est is None:
-        return None
-    return {"p99_us": est.value, "ci_low_us": est.low, "ci_high_us": est.high, "n": est.n,
-            "confidence": est.confidence}
-
-
-def _estimate_from_dict(data: dict[str, Any] | None) -> QuantileEstimate | None:
-    if not data:
-        return None
-    return QuantileEstimate(0.99, float(data["p99_us"]), float(data["ci_low_us"]),
-                            float(data["ci_high_us"]), int(data["n"]),
-                            float(data.get("confidence", 0.95)))
-
-
-def result_to_dict(r: CandidateResult) -> dict[str, Any]:
-    return {
-        "candidate": r.candidate.to_dict(), "predicted_goodput": r.predicted_goodput,
-        "goodput": r.goodput, "p99": _estimate_to_dict(r.p99_at_goodput), "status": r.status,
-        "reason": r.reason, "generator_limited": r.generator_limited, "seconds": r.seconds,
-        "probes": len(r.probes),
-    }
-
-
-def result_from_dict(data: dict[str, Any]) -> CandidateResult:
-    return CandidateResult(
-        Candidate.from_dict(data["candidate"]), float(data["predicted_goodput"]),
-        float(data["goodput"]), _estimate_from_dict(data.get("p99")), data["status"],
-        data.get("reason", ""), bool(data.get("generator_limited")),
-        seconds=float(data.get("seconds", 0.0)),
-    )
+def space_problem(envelope: Envelope, sizes: list[int] | None, delays: list[int] | None,
+                  counts: list[int] | None) -> str | None:
+    """What is wrong with a search space given by the user, or None."""
+    batches = envelope.max_batch_size > 0
+    for size in sizes or []:
+        if batches and size < 1:
+            return (f"--max-batch-sizes: {size} is not a batch size; {envelope.name} batches, "
+                    "so give sizes of 1 or more, e.g. 1,4,16,64")
+        if not batches and size != 0:
+            return (f"--max-batch-sizes: {envelope.name} does not batch (max_batch_size 0 in "
+                    "its envelope), so its requests carry no batch dimension; leave the "
+                    "option out")
+    if any(d < 0 for d in delays or []):
+        return "--delays: a queue delay cannot be negative, e.g. 0,500us,2ms"
+    for count in counts or []:
+        if count < 1:
+            return f"--instances: {count} is not an instance count; give 1 or more, e.g. 1,2"
+    return None
 
 
 class RunState:
@@ -141,9 +141,7 @@ class RunState:
                                 "run without --resume") from None
 
     def save(self) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.data, indent=2, default=str))
-        tmp.replace(self.path)
+        atomic_write_text(self.path, json.dumps(self.data, indent=2, default=str))
 
 
 class MeasurementLog:
@@ -180,26 +178,73 @@ class MeasurementLog:
             csv.writer(f).writerow([row.get(c, "") for c in self.columns])
 
 
-def _same_machine(endpoints: Any) -> bool:
+class Recorder:
+    """Where a run's measurements go as they happen: window rows to measurements.csv (with the
+    CPU steal of each window kept for the run's note), finished candidates to state.json."""
+
+    def __init__(self, out_dir: Path, state: RunState, forward: EventSink) -> None:
+        self.log = MeasurementLog(out_dir / "measurements.csv")
+        self.state = state
+        self.forward = forward
+        self.window_steals: list[float] = []
+
+    def row(self, probe: int, row: WindowRow) -> None:
+        if row.cpu_steal is not None:
+            self.window_steals.append(row.cpu_steal)
+        self.log.append({"probe": probe, **row.to_csv()})
+
+    def event(self, event: TuneEvent) -> None:
+        match event:
+            case CandidateMeasured(result=result, baseline=False) | CandidateInfeasible(
+                    result=result):
+                self.state.data.setdefault("candidates", []).append(result_to_dict(result))
+                self.state.save()
+        self.forward(event)
+
+
+def same_machine(grpc_url: str, embedded: bool) -> bool:
     """Whether the server shares this machine's CPU cores with the load generator."""
-    host = endpoints.grpc_url.rsplit(":", 1)[0].strip("[]")
-    return bool(endpoints.embedded) or host in ("127.0.0.1", "localhost", "::1")
+    host = grpc_url.rsplit(":", 1)[0].strip("[]")
+    return embedded or host in ("127.0.0.1", "localhost", "::1")
 
 
-def tune(options: TuneOptions, on_event: EventSink = lambda k, d: None) -> TuneResult:
-    """Run the whole tuning loop; see the module docstring."""
-    from triton_ops.loadgen.engine import LoadGenerator
-    from triton_ops.server.endpoints import open_server
-    from triton_ops.tune.live import LiveTarget, ProbeSettings, steal_note
-    from triton_ops.tune.report import write_outputs
+@contextmanager
+def results_folder(out_dir: Path) -> Iterator[Path]:
+    """Create `out_dir` for a run; when the run fails before anything was measured, remove
+    what was created for it (its files, the folder and parents it needed), nothing else."""
+    created = [p for p in [out_dir, *out_dir.parents] if not p.exists()]
+    files = [out_dir / name for name in ("state.json", "measurements.csv")]
+    new_files = [f for f in files if not f.exists()]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        yield out_dir
+    except BaseException:
+        if not _holds_measurements(out_dir):
+            for f in new_files:
+                f.unlink(missing_ok=True)
+            for folder in created:
+                try:
+                    folder.rmdir()  # only while empty: another run may have written there
+                except OSError:
+                    break
+        raise
 
-    started = time.monotonic()
+
+def _holds_measurements(out_dir: Path) -> bool:
+    """Whether a run left something worth resuming (its profile is saved)."""
+    try:
+        return "profile" in json.loads((out_dir / "state.json").read_text())
+    except (OSError, ValueError):
+        return False
+
+
+def check_options(options: TuneOptions) -> float:
+    """Refuse what cannot run, before anything starts; the SLO (µs)."""
     envelope = options.envelope
     slo_us = options.slo_us or (envelope.slo.p99_latency if envelope.slo else None)
     if not slo_us:
         raise TuneError(f"no latency SLO for {options.model}: give --slo-p99 (e.g. 50ms) or set "
                         "slo.p99_latency in the envelope")
-    max_error_rate = envelope.slo.max_error_rate if envelope.slo else 0.001
     if not envelope.inputs:
         raise TuneError(f"the envelope of {options.model} lists no inputs: tune builds requests "
                         "from inputs[].name/data_type/dims; add them")
@@ -208,8 +253,15 @@ def tune(options: TuneOptions, on_event: EventSink = lambda k, d: None) -> TuneR
             f"{options.url} is a remote server: tune reloads {options.model} with each candidate "
             "config, which affects its live traffic. Pass --allow-reload to accept that, or "
             "run without --url to tune on an embedded server")
-    out_dir = options.out_dir or default_out_dir(options.model)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    problem = space_problem(envelope, options.max_batch_sizes, options.delays_us,
+                            options.instance_counts)
+    if problem:
+        raise TuneError(problem)
+    return float(slo_us)
+
+
+def open_state(out_dir: Path, options: TuneOptions) -> RunState:
+    """The run's state.json, checked against --resume and the model."""
     state = RunState(out_dir / "state.json")
     if options.resume and not state.data:
         raise TuneError(f"{out_dir} holds no state.json: nothing to resume; run without --resume")
@@ -220,162 +272,174 @@ def tune(options: TuneOptions, on_event: EventSink = lambda k, d: None) -> TuneR
     if state.data and state.data.get("model") not in (None, options.model):
         raise TuneError(f"{out_dir} is a run of model {state.data.get('model')!r}, "
                         f"not {options.model!r}")
-    state.data.setdefault("model", options.model)
-    state.data.setdefault("started", datetime.now(timezone.utc).isoformat())
-    state.data["slo_p99_us"] = slo_us
-    state.save()
-    log = MeasurementLog(out_dir / "measurements.csv")
-    settings = options.settings or ProbeSettings(late_threshold_us=max(2000.0, 0.05 * slo_us))
+    return state
+
+
+def search_space(options: TuneOptions, slo_us: float, on_event: EventSink
+                 ) -> tuple[list[Candidate], list[CandidateResult]]:
+    """The candidates to consider, and those skipped because their memory does not fit."""
+    envelope = options.envelope
     sizes, delays, counts = default_space(envelope, slo_us)
-    space_sizes = options.max_batch_sizes or sizes
-    space = candidate_space(space_sizes, options.delays_us or delays,
+    space = candidate_space(options.max_batch_sizes or sizes, options.delays_us or delays,
                             options.instance_counts or counts, preferred=options.preferred)
-    per_instance = None
-    available = None
-    gpu_kind = any(g.kind is InstanceKind.GPU for g in envelope.instances)
+    per_instance = available = None
     gm = envelope.resources.gpu_memory
-    if gpu_kind and gm is not None:
+    if any(g.kind is InstanceKind.GPU for g in envelope.instances) and gm is not None:
         per_instance = gm.per_instance
         total = envelope.hardware.smallest_gpu_memory()
         available = int(total * (1 - gm.headroom)) if total else None
     space, skipped = prune_by_memory(space, per_instance_bytes=per_instance,
                                      available_bytes=available)
     for s in skipped:
-        on_event("skipped", {"candidate": s.candidate, "reason": s.reason})
+        on_event(CandidateSkipped(s.candidate, s.reason))
     if not space:
         raise TuneError("no candidate config fits the memory envelope; lower the batch sizes "
                         "or instance counts, or check resources.gpu_memory")
-    batching = any(c.max_batch_size > 0 for c in space)
-    outcome: SearchOutcome | None = None
-    baseline: CandidateResult | None = None
-    profile: ServiceProfile | None = None
-    window_steals: list[float] = []  # CPU steal per measurement window (server's machine)
-    on_event("phase", {"name": "server", "elapsed": time.monotonic() - started})
-    with open_server(options.url, options.repository, [options.model],
-                     http_url=options.http_url, metrics_url=options.metrics_url) as ep:
-        lg = LoadGenerator(ep.grpc_url, options.model, envelope.inputs,
-                           outputs=[o.name for o in envelope.outputs],
-                           batching=envelope.max_batch_size > 0, workers=options.workers,
-                           timeout_s=max(2.0, min(10.0, 20 * slo_us / 1e6)), seed=options.seed)
-        lg.start()
-        probe_counter = [0]
+    return space, skipped
 
-        def record(row: dict[str, object]) -> None:
-            steal = row.get("cpu_steal")
-            if isinstance(steal, float | int):
-                window_steals.append(float(steal))
-            log.append({"probe": probe_counter[0], **row})
 
-        target = LiveTarget(ep.grpc_url, options.model, envelope, slo_us=slo_us,
-                            max_error_rate=max_error_rate, loadgen=lg, record=record,
-                            metrics_url=ep.metrics_url, settings=settings,
-                            max_workers=options.max_workers or max(1, (os.cpu_count() or 2) // 2),
-                            record_event=on_event, local_server=_same_machine(ep))
-        original_probe = target.probe
+def tune(options: TuneOptions, on_event: EventSink = ignore) -> TuneResult:
+    """Run the whole tuning loop; see the module docstring."""
+    slo_us = check_options(options)
+    out_dir = options.out_dir or default_out_dir(options.model)
+    settings = options.settings or ProbeSettings(late_threshold_us=max(2000.0, 0.05 * slo_us))
+    with results_folder(out_dir):
+        state = open_state(out_dir, options)
+        budget = Budget.starting_now(
+            options.budget_s, reserve_s=REPORT_RESERVE_S, probe_s=settings.probe_s(),
+            started=options.started,
+            first=FinalTiming(load_s=float(state.data.get("load_s", 0.0)),
+                              final_probe_s=settings.final_probe_s(),
+                              baseline_restores=bool(state.data.get("baseline_restores"))))
+        space, skipped = search_space(options, slo_us, on_event)
+        state.data.setdefault("model", options.model)
+        state.data.setdefault("started", datetime.now(timezone.utc).isoformat())
+        state.data["slo_p99_us"] = slo_us
+        state.save()
+        recorder = Recorder(out_dir, state, on_event)
+        outcome, search = _run_live(options, slo_us, settings, budget, space, state, recorder)
+    from triton_ops.tune.prober import steal_note
+    from triton_ops.tune.report import write_outputs
 
-        def counted_probe(candidate: Candidate, rate: float, *, final: bool = False) -> Any:
-            probe_counter[0] += 1
-            on_event("probe", {"candidate": candidate, "rate": rate, "final": final,
-                               "elapsed": time.monotonic() - started})
-            return original_probe(candidate, rate, final=final)
-
-        target.probe = counted_probe  # type: ignore[method-assign]
-        try:
-            base_cand = target.loaded or Candidate(envelope.max_batch_size, 0, 1)
-            state.data["original_config"] = target.original
-            # 1. Profile the cost per batch size (once; reused on --resume).
-            if "profile" in state.data:
-                profile = ServiceProfile.from_dict(state.data["profile"])
-            else:
-                on_event("phase", {"name": "profile", "elapsed": time.monotonic() - started})
-                top = max(c.max_batch_size for c in space) if batching else 0
-                profile = target.profile_service(
-                    top, instances=max(c.instance_count for c in space),
-                    measure_parallel=any(c.instance_count > 1 for c in space),
-                    shared_cores=(os.cpu_count() or 1) if _same_machine(ep) else 1,
-                    measure_cores=_same_machine(ep),
-                    cpu_model=not (envelope.instances
-                               and all(g.kind == "GPU" for g in envelope.instances)))
-                state.data["profile"] = profile.to_dict()
-                state.save()
-            # 2. The baseline: the config the model had, measured the same way.
-            if "baseline" in state.data:
-                baseline = result_from_dict(state.data["baseline"])
-            else:
-                on_event("phase", {"name": "baseline", "elapsed": time.monotonic() - started})
-                target.phase = "baseline"
-                t0 = time.monotonic()
-                predicted = predict_goodput(base_cand, profile, slo_us)
-                t_load = time.monotonic()
-                err = target.load(base_cand)
-                state.data["load_s"] = time.monotonic() - t_load
-                if err is not None:
-                    raise TuneError(f"cannot reload the model's own config: {err}")
-                # Then re-measuring the baseline last leaves nothing to restore.
-                state.data["baseline_restores"] = target.loaded_config == target.original
-                # Same start as every candidate's: the prediction, but no higher than half
-                # the closed-loop ceiling (open-loop arrivals hold well below it).
-                guess = (first_rate(predicted, 1.0, ceiling=profile.ceiling_rps) if predicted
-                         else (profile.ceiling_rps or 10.0) / 2)
-                goodput, p99, limited, probes = bisect_rate(
-                    lambda r: target.probe(base_cand, r), guess, slo_us=slo_us,
-                    rel_tol=0.08, max_probes=7, ceiling=profile.ceiling_rps,
-                    # the baseline is what the answer is compared with: always measure it
-                    min_probes=2,
-                    should_stop=lambda: time.monotonic() - started > options.budget_s * 0.5)
-                baseline = CandidateResult(base_cand, predicted, goodput, p99,
-                                           generator_limited=limited, probes=probes,
-                                           seconds=time.monotonic() - t0)
-                state.data["baseline"] = result_to_dict(baseline)
-                state.save()
-                on_event("measured", {"result": baseline, "baseline": True})
-            # 3. Search: predicted goodput first, bisection on the promising ones.
-            done = [result_from_dict(d) for d in state.data.get("candidates", [])]
-            done_keys = {r.candidate.key for r in done}
-            if baseline.candidate.key not in done_keys:
-                done.append(baseline)
-            target.phase = "search"
-
-            def search_event(kind: str, data: dict[str, object]) -> None:
-                if kind in ("measured", "infeasible"):
-                    result = data.get("result")
-                    if result is None:
-                        result = CandidateResult(data["candidate"], 0.0,  # type: ignore[arg-type]
-                                                 status="infeasible", reason=str(data["reason"]))
-                    state.data.setdefault("candidates", []).append(
-                        result_to_dict(result))  # type: ignore[arg-type]
-                    state.save()
-                on_event(kind, data)
-
-            elapsed = time.monotonic() - started
-            # The budget covers the re-measurements and the restore too: run_search keeps
-            # time for them, estimated from a model load and a re-measurement probe (the
-            # longest seen while searching, when longer).
-            final_probe_s = settings.warmup_s + settings.window_s * settings.final_windows + 1.0
-            timing = FinalTiming(load_s=float(state.data.get("load_s", 2.0)),
-                                 final_probe_s=final_probe_s,
-                                 baseline_restores=bool(state.data.get("baseline_restores")))
-            outcome = run_search(
-                space, profile, slo_us, target,
-                budget_s=max(0.0, options.budget_s - elapsed),
-                reserve_s=REPORT_RESERVE_S,
-                max_measured=options.max_measured, done=done, on_event=search_event,
-                probe_s=settings.warmup_s + settings.window_s * settings.max_windows,
-                baseline=baseline, timing=timing,
-            )
-        finally:
-            on_event("phase", {"name": "restore", "elapsed": time.monotonic() - started})
-            try:
-                target.restore()
-            finally:
-                target.close()
-                lg.close()
-    note = steal_note(window_steals, settings.max_steal_fraction)
-    if note is not None and outcome is not None:
+    note = steal_note(recorder.window_steals, settings.max_steal_fraction)
+    if note is not None:
         outcome.notes.append(note)
-    elapsed = time.monotonic() - started
-    best = write_outputs(out_dir, options.model, slo_us, outcome, baseline, profile, skipped,
-                         elapsed_s=elapsed, budget_s=options.budget_s)
+    best = write_outputs(out_dir, options.model, slo_us, outcome, search.base, search.service,
+                         skipped, elapsed_s=budget.elapsed(), budget_s=options.budget_s)
     state.data["finished"] = datetime.now(timezone.utc).isoformat()
     state.save()
     return TuneResult(best, out_dir, outcome)
+
+
+def _run_live(options: TuneOptions, slo_us: float, settings: ProbeSettings, budget: Budget,
+              space: list[Candidate], state: RunState, recorder: Recorder
+              ) -> tuple[SearchOutcome, Search]:
+    """Server, live target, then the search's steps; the original config restored at the end."""
+    from triton_ops.server.endpoints import open_server
+
+    recorder.forward(PhaseStarted("server"))
+    with open_server(options.url, options.repository, [options.model],
+                     http_url=options.http_url, metrics_url=options.metrics_url) as ep:
+        with LiveParts(options, ep.grpc_url, ep.metrics_url, slo_us, settings, space,
+                       local=same_machine(ep.grpc_url, ep.embedded), recorder=recorder) as live:
+            done = [result_from_dict(d) for d in state.data.get("candidates", [])]
+            search = Search(space, slo_us, live.target, budget,
+                            settings=_search_settings(options), done=done,
+                            baseline=result_from_dict(state.data["baseline"])
+                            if "baseline" in state.data else None,
+                            on_event=recorder.event)
+            try:
+                _profile_and_baseline(search, state, live)
+                return search.run(), search
+            finally:
+                recorder.forward(PhaseStarted("restore"))
+                live.control.restore()
+
+
+def _search_settings(options: TuneOptions) -> SearchSettings:
+    return replace(options.search or SearchSettings(), max_measured=options.max_measured)
+
+
+def _profile_and_baseline(search: Search, state: RunState, live: LiveParts) -> None:
+    """Steps 1 and 2, each measured once and saved (a resumed run reuses them)."""
+    from triton_ops.tune.batcher import ServiceProfile
+
+    state.data["original_config"] = live.control.original
+    if "profile" in state.data:
+        search.service = ServiceProfile.from_dict(state.data["profile"])
+    else:
+        state.data["profile"] = search.profile().to_dict()
+        state.save()
+    if search.base is None:
+        base = search.baseline(live.control.original_candidate)
+        if base.status != "measured":
+            raise TuneError(f"cannot reload the model's own config: {base.reason}")
+        # Then re-measuring the baseline last leaves nothing to restore.
+        search.budget.baseline_restores = live.control.runs_original()
+        state.data["baseline_restores"] = search.budget.baseline_restores
+        state.data["load_s"] = search.budget.load_estimate()
+        state.data["baseline"] = result_to_dict(base)
+        state.save()
+
+
+class LiveParts:
+    """The load generator, model control, prober and profiler of one run, closed together."""
+
+    def __init__(self, options: TuneOptions, grpc_url: str, metrics_url: str | None,
+                 slo_us: float, settings: ProbeSettings, space: list[Candidate], *,
+                 local: bool, recorder: Recorder) -> None:
+        self.options = options
+        self.grpc_url = grpc_url
+        self.metrics_url = metrics_url
+        self.slo_us = slo_us
+        self.settings = settings
+        self.space = space
+        self.local = local
+        self.recorder = recorder
+
+    def __enter__(self) -> LiveParts:
+        from triton_ops.loadgen.engine import LoadGenerator
+        from triton_ops.tune.control import ModelControl
+        from triton_ops.tune.live import LiveTarget
+        from triton_ops.tune.prober import Prober
+        from triton_ops.tune.profiler import Profiler
+
+        o, env = self.options, self.options.envelope
+        self.loadgen = LoadGenerator(
+            self.grpc_url, o.model, env.inputs, outputs=[x.name for x in env.outputs],
+            batching=env.max_batch_size > 0, workers=o.workers,
+            timeout_s=max(2.0, min(10.0, 20 * self.slo_us / 1e6)), seed=o.seed)
+        self.loadgen.start()
+        try:
+            self.control = ModelControl(self.grpc_url, o.model)
+        except BaseException:
+            self.loadgen.close()
+            raise
+        prober = Prober(self.loadgen, self.control.counters, self.control.drain,
+                        slo_us=self.slo_us,
+                        max_error_rate=env.slo.max_error_rate if env.slo else 0.001,
+                        settings=self.settings, metrics_url=self.metrics_url,
+                        local_server=self.local,
+                        max_workers=o.max_workers or max(1, (os.cpu_count() or 2) // 2),
+                        on_event=self.recorder.event)
+        self.target = LiveTarget(self.control, prober, Profiler(self.control, self.loadgen),
+                                 self._plan(), record=self.recorder.row)
+        return self
+
+    def _plan(self) -> Any:
+        from triton_ops.tune.profiler import ProfilePlan
+
+        env, space = self.options.envelope, self.space
+        batching = any(c.max_batch_size > 0 for c in space)
+        return ProfilePlan(
+            max_batch_size=max(c.max_batch_size for c in space) if batching else 0,
+            instances=max(c.instance_count for c in space),
+            shared_cores=(os.cpu_count() or 1) if self.local else 1,
+            measure_cores=self.local,
+            cpu_model=not (env.instances and all(g.kind == "GPU" for g in env.instances)))
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.control.close()
+        finally:
+            self.loadgen.close()

@@ -1,0 +1,132 @@
+"""What a tune run reports while it runs: small immutable events, one class per kind.
+
+The search and the live pieces emit them through one callable (`EventSink`); the CLI matches
+on the class to print progress, and the run matches on the ones that must be saved for
+`--resume`. No event carries a number that was not measured or predicted as named.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from triton_ops.tune.batcher import Candidate
+from triton_ops.tune.results import CandidateResult
+
+
+@dataclass(frozen=True)
+class PhaseStarted:
+    """server, profile, baseline, search, remeasure, restore."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class CandidateSkipped:
+    """Left out before measuring (e.g. its GPU memory envelope does not fit)."""
+
+    candidate: Candidate
+    reason: str
+
+
+@dataclass(frozen=True)
+class CandidateStarted:
+    candidate: Candidate
+    predicted: float
+    why: str  # why this one now (its rank, or the other end of delays the model cannot separate)
+
+
+@dataclass(frozen=True)
+class CandidateMeasured:
+    result: CandidateResult
+    baseline: bool = False
+
+
+@dataclass(frozen=True)
+class CandidateInfeasible:
+    """Triton refused to load it; the search goes on."""
+
+    result: CandidateResult
+
+
+@dataclass(frozen=True)
+class ProbeStarted:
+    candidate: Candidate
+    rate: float
+    final: bool
+
+
+@dataclass(frozen=True)
+class DelaysUnresolved:
+    """The model cannot separate these queue delays of one batch size and instance count, so
+    both ends are measured."""
+
+    low: Candidate
+    high: Candidate
+    resolution: float  # relative: the model's own spread between its predictions
+
+
+@dataclass(frozen=True)
+class SearchStopped:
+    reason: str
+
+
+@dataclass(frozen=True)
+class RunnerUpRemeasured:
+    candidate: Candidate
+    previous: Candidate
+
+
+@dataclass(frozen=True)
+class ContenderRemeasured:
+    """`candidate` measured alike with the winner in the search: re-measured at the rate the
+    winner held, to compare their p99 there."""
+
+    candidate: Candidate
+    winner: Candidate
+    rate: float
+
+
+@dataclass(frozen=True)
+class BaselineKept:
+    reason: str
+
+
+@dataclass(frozen=True)
+class Note:
+    text: str
+
+
+@dataclass(frozen=True)
+class WorkersAdded:
+    """The load generator could not keep the rate: one more worker process."""
+
+    workers: int
+
+
+@dataclass(frozen=True)
+class ProbeDisturbed:
+    """A probe failed while other guests of the host took the CPU: measured again."""
+
+    candidate: Candidate
+    rate: float
+    steal: float
+
+
+@dataclass(frozen=True)
+class StealPersists:
+    """The last `probes` probes were all disturbed: failures stand from now on."""
+
+    probes: int
+
+
+TuneEvent = (PhaseStarted | CandidateSkipped | CandidateStarted | CandidateMeasured
+             | CandidateInfeasible | ProbeStarted | DelaysUnresolved | SearchStopped
+             | RunnerUpRemeasured | ContenderRemeasured | BaselineKept | Note | WorkersAdded
+             | ProbeDisturbed | StealPersists)
+
+EventSink = Callable[[TuneEvent], None]
+
+
+def ignore(event: TuneEvent) -> None:
+    """The default sink."""
