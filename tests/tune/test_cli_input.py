@@ -26,8 +26,8 @@ def tune(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     (["--instances", "0"], "--instances: 0 is not an instance count; give 1 or more"),
     (["--instances", "1,-2"], "--instances: -2 is not an instance count"),
     (["--url", "127.0.0.1:99999", "--allow-reload"],
-     "--url: bad port in server URL '127.0.0.1:99999'"),
-    (["--url", "127.0.0.1:0", "--allow-reload"], "--url: port 0 is not a server's port"),
+     "--url: server URL '127.0.0.1:99999': bad port '99999'"),
+    (["--url", "127.0.0.1:0", "--allow-reload"], "--url: server URL '127.0.0.1:0': bad port '0'"),
     (["--budget", "600"], "--budget 600: add a unit: 600s"),
 ])
 def test_bad_options_get_a_message_and_exit_2(tmp_path: Path, args: list[str],

@@ -81,7 +81,7 @@ def overload_config(base: Mapping[str, Any], candidate: Candidate,
     A model that does not batch (max_batch_size 0) keeps a `dynamic_batching {}` for the
     policy: Triton applies the queue policy whenever the dynamic batcher is on.
     """
-    from triton_ops.tune.live import candidate_config
+    from triton_ops.tune.control import candidate_config
 
     cfg = candidate_config(base, candidate)
     dyn = dict(cfg.get("dynamic_batching") or {})
