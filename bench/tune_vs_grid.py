@@ -20,6 +20,9 @@ runs on the CPU-bound example (max_batch {1, 4, 16, 64} x delay {0, 1 ms, 5 ms} 
 
 Run: .venv/bin/python bench/tune_vs_grid.py [--model accel_sim] [--budget 120] [--start 4,0,1]
                                             [--param per_item_us=3000] [--rounds 5]
+                                            [--grid-from EARLIER/bench.json]
+
+tune runs with the overload stage off (`overload=False`): the grid compares batching choices.
 """
 
 from __future__ import annotations
@@ -63,6 +66,10 @@ def parse_args() -> argparse.Namespace:
                         help="override a parameter of the model's envelope (repeatable)")
     parser.add_argument("--no-head-to-head", dest="head_to_head", action="store_false",
                         help="skip re-measuring tune's choice against the grid's best")
+    parser.add_argument("--grid-from", type=Path, default=None, metavar="BENCH_JSON",
+                        help="reuse the grid (goodputs and wall time) of an earlier run's "
+                             "bench.json over the same model, space, start and parameters; "
+                             "tune and the head-to-head are measured afresh")
     parser.add_argument("--rounds", type=int, default=5,
                         help="head-to-head: alternating bisections of each config")
     args = parser.parse_args()
@@ -171,6 +178,18 @@ def machine() -> dict[str, Any]:
     return {"cpu": model, "cores": os.cpu_count(), "loadavg": os.getloadavg()}
 
 
+def earlier_grid(args: argparse.Namespace, space: list[Any]) -> tuple[dict[str, float], float]:
+    """The grid of an earlier run (`--grid-from`), refused unless it measured the same thing."""
+    earlier = json.loads(args.grid_from.read_text())
+    same = {"model": args.model, "start": args.start, "params": args.param}
+    differs = [k for k, v in same.items() if earlier.get(k) != v]
+    if differs or set(earlier.get("grid", {})) != {c.key for c in space}:
+        raise SystemExit(f"--grid-from {args.grid_from}: measured another "
+                         f"{', '.join(differs) or 'space'}; run the grid again")
+    print(f"grid from {args.grid_from} (measured {earlier['started']}, {earlier['grid_s']} s)")
+    return {k: float(v) for k, v in earlier["grid"].items()}, float(earlier["grid_s"])
+
+
 def run_grid(bench: Bench, space: list[Any], top: Any) -> dict[str, float]:
     ceiling = bench.ceiling(top)
     t0 = time.monotonic()
@@ -230,18 +249,23 @@ def main() -> int:
     with LocalTriton(repo, models=[args.model], startup_timeout_s=120) as server:
         bench = Bench(server.grpc_url, args.model, envelope, slo_us, args.workers,
                       MeasurementLog(out / "grid-measurements.csv"))
-        t0 = time.monotonic()
-        try:
-            grid = run_grid(bench, space, max(space, key=lambda c: c.max_batch_size))
-        finally:
+        if args.grid_from is not None:
             bench.close()
-        grid_s = time.monotonic() - t0
+            grid, grid_s = earlier_grid(args, space)
+        else:
+            t0 = time.monotonic()
+            try:
+                grid = run_grid(bench, space, max(space, key=lambda c: c.max_batch_size))
+            finally:
+                bench.close()
+            grid_s = time.monotonic() - t0
         t1 = time.monotonic()
         result = tune(TuneOptions(
             model=args.model, envelope=envelope, repository=repo, url=server.grpc_url,
             metrics_url=server.metrics_url, allow_reload=True, budget_s=args.budget,
             out_dir=out / time.strftime("tune-%Y%m%dT%H%M%S"), max_batch_sizes=sizes,
-            delays_us=delays, instance_counts=counts, workers=args.workers))
+            delays_us=delays, instance_counts=counts, workers=args.workers,
+            overload=False))  # the grid measures no overload policies: compare like with like
         tune_s = time.monotonic() - t1
         best_key = max(grid, key=lambda k: grid[k])
         chosen = result.best.get("chosen")
@@ -257,6 +281,7 @@ def main() -> int:
                 bench.close()
     summary = summarize(args, started, space, grid, grid_s, tune_s, result.best, best_key,
                         chosen_cand, head)
+    summary["grid_from"] = str(args.grid_from) if args.grid_from else None
     summary["machine"] = {**machine_at_start, "loadavg_at_end": machine()["loadavg"]}
     (out / "bench.json").write_text(json.dumps(summary, indent=2))
     report(summary, args.rounds, len(space), bool(result.best.get("slo_met")))

@@ -103,18 +103,18 @@ def test_instances_take_turns_on_one_device(  # type: ignore[no-untyped-def]
     assert len(done) == 2 and max(done) >= 0.59 and min(done) < 0.5, done
 
 
-def test_tune_on_accel_sim_end_to_end(tmp_path: Path) -> None:
+def test_tune_on_accel_sim_end_to_end_with_the_overload_stage(tmp_path: Path) -> None:
     out = tmp_path / "out"
     proc = subprocess.run(
         [sys.executable, "-m", "triton_ops.cli.main", "tune", "accel_sim",
          "--envelope", str(ENVELOPE), "--repository", str(REPO_ROOT / "model_repository"),
-         "--budget", "70s", "--max-batch-sizes", "4,16", "--delays", "0,10ms",
+         "--budget", "120s", "--max-batch-sizes", "4,16", "--delays", "0,10ms",
          "--instances", "1", "--out", str(out), "--format", "json"],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path)
+        capture_output=True, text=True, timeout=400, cwd=tmp_path)
     assert "Traceback" not in proc.stderr, proc.stderr
     assert proc.returncode in (0, 1), proc.stderr
     best = json.loads(proc.stdout)
-    assert best["elapsed_s"] <= 70 + 15
+    assert best["elapsed_s"] <= 120 + 15
     assert best["baseline"]["config"]["max_batch_size"] == 32
     assert best["candidates"] and all("predicted_goodput" in c for c in best["candidates"])
     if best["confirmed"] is True:
@@ -123,3 +123,24 @@ def test_tune_on_accel_sim_end_to_end(tmp_path: Path) -> None:
         assert best["goodput"] is None and proc.returncode == 1
     report = (out / "report.html").read_text()
     assert report.index('class="summary"') < report.index("<h2>Candidates")
+    stage = best["overload_stage"]
+    assert stage["budget_share"] == 0.3 and "overload stage:" in proc.stderr
+    if not best["slo_met"]:
+        assert best["overload"] is None and stage["not_run"]
+        return
+    overload = best["overload"]
+    assert overload["goodput_rps"] == best["goodput"]
+    assert overload["config"] == best["chosen"]
+    reference = overload["policies"][0]
+    assert reference["policy"]["label"] == "no policy" and reference["status"] == "measured"
+    assert [f["level"] for f in reference["levels"]] == [0.8, 2.0, 3.0]
+    measured = [p for p in overload["policies"] if p["status"] != "not measured"]
+    assert len(measured) >= 2
+    for policy in measured:
+        for f in policy["levels"]:
+            assert f["requests"] > 0 and f["errors"] == 0
+            assert f["answered"] + f["rejected"] + f["client_timeouts"] == f["requests"]
+            assert f["p99_answered"]["n"] == f["answered"]
+    assert reference["levels"][0]["rejected"] == 0
+    assert overload["chosen"] is not None or overload["notes"]
+    assert "Past the knee" in report and "Within-SLO answers vs offered load" in report

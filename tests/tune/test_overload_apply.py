@@ -8,9 +8,8 @@ import pytest
 
 from triton_ops.envelope.model import Envelope
 from triton_ops.modelconfig.render import render_model_config
-from triton_ops.tune.apply import ApplyError
+from triton_ops.tune.apply import ApplyError, write_queue_policy
 from triton_ops.tune.overload import OverloadPolicy
-from triton_ops.tune.overload.apply import write_queue_policy
 
 ENVELOPE = """\
 # my model, hand written

@@ -65,7 +65,7 @@ def test_tune_dense_mlp_end_to_end(tmp_path: Path, start_triton,  # type: ignore
          "--repository", str(repo), "--url", server.grpc_url,
          "--metrics-url", server.metrics_url, "--allow-reload",
          "--budget", "75s", "--max-batch-sizes", "1,32", "--delays", "0,2ms",
-         "--instances", "1", "--format", "json", "--out", str(out)],
+         "--instances", "1", "--format", "json", "--out", str(out), "--no-overload"],
         capture_output=True, text=True, timeout=240, cwd=tmp_path,
     )
     assert "Traceback" not in proc.stderr, proc.stderr
@@ -121,7 +121,7 @@ def test_ctrl_c_restores_config_and_resume_continues(  # type: ignore[no-untyped
             "--envelope", str(REPO_ROOT / "envelopes" / "dense_mlp.yaml"),
             "--repository", str(repo), "--url", server.grpc_url, "--allow-reload",
             "--budget", "40s", "--max-batch-sizes", "1,32", "--delays", "0",
-            "--instances", "1", "--format", "json"]
+            "--instances", "1", "--format", "json", "--no-overload"]
     proc = subprocess.Popen([*args, "--out", str(out)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, cwd=tmp_path)
     # Interrupt once the profile is saved (the run is then reloading and measuring).

@@ -67,6 +67,9 @@ def tune_command(
     instances: str | None = typer.Option(None, help="Comma list of instance counts, e.g. 1,2"),
     preferred: bool = typer.Option(False, help="Also try preferred batch sizes"),
     max_measured: int = typer.Option(12, min=1, help="Measure at most this many candidates"),
+    overload: bool = typer.Option(
+        True, "--overload/--no-overload", help="After the batching choice, measure queue "
+        "policies at 0.8x, 2x and 3x its goodput and choose one (a share of --budget)"),
 ) -> None:
     """Find the max_batch_size / max_queue_delay / instance count with the highest goodput
     under a p99 SLO, measured on a live Triton."""
@@ -93,7 +96,7 @@ def tune_command(
             max_batch_sizes=_int_list(max_batch_sizes, "--max-batch-sizes"),
             delays_us=_int_list(delays, "--delays", durations=True),
             instance_counts=_int_list(instances, "--instances"), preferred=preferred,
-            max_measured=max_measured, started=_process_start())
+            max_measured=max_measured, overload=overload, started=_process_start())
         problem = space_problem(env, options.max_batch_sizes, options.delays_us,
                                 options.instance_counts)
         if problem:
@@ -208,15 +211,20 @@ def _run(options: Any, err: Any) -> Any:
 
 
 def _apply(best: dict[str, Any], env_path: Path, repository: Path, err: Any) -> None:
+    from triton_ops.tune.report import chosen_policy
+
     do_apply, why = apply_decision(best)
-    if not do_apply:
+    policy = chosen_policy(best)
+    if not do_apply and policy is None:
         err.print(f"[yellow]--apply changed nothing:[/] {escape(why)}")
         return
     from triton_ops.tune.apply import ApplyError, apply_to_envelope
     from triton_ops.tune.batcher import Candidate
 
+    candidate = Candidate.from_dict(best["chosen"]) if do_apply else None
     try:
-        for line in apply_to_envelope(env_path, Candidate.from_dict(best["chosen"]), repository):
+        for line in apply_to_envelope(env_path, candidate, repository,
+                                      policy=policy["policy"] if policy else None):
             err.print(line)
     except ApplyError as exc:
         err.print(f"[red]error:[/] {escape(str(exc))}")
@@ -224,7 +232,8 @@ def _apply(best: dict[str, Any], env_path: Path, repository: Path, err: Any) -> 
 
 
 def apply_decision(best: dict[str, Any]) -> tuple[bool, str]:
-    """Whether `--apply` writes best.json's chosen config, and if not, why (plain data)."""
+    """Whether `--apply` writes best.json's chosen batching config, and if not, why (plain
+    data). The queue policy is written whenever the overload stage chose one that helps."""
     if best.get("kept_baseline"):
         return False, f"the current config is kept ({best.get('reason', '')})"
     if not best.get("chosen") or not best.get("slo_met"):
@@ -312,7 +321,42 @@ class ProgressPrinter:
             case ev.SearchStopped(reason=reason):
                 say(f"  search stopped: {reason}")
             case _:
+                self.overload(event)
+
+    def overload(self, event: Any) -> None:
+        """The overload stage's events."""
+        from triton_ops.tune import events as ev
+
+        say = self.progress.console.print
+        match event:
+            case ev.OverloadStarted():
+                self.progress.update(self.task, description="overload")
+                say(overload_started_text(event))
+            case ev.OverloadSkipped(reason=reason):
+                say(f"  overload stage skipped: {escape(reason)}")
+            case ev.PolicyLoading(policy=policy):
+                self.progress.update(self.task, description=f"overload: {policy.label()}")
+            case ev.LevelMeasured(policy=policy, figures=f):
+                p99 = (f"p99 of answers {f.p99_answered.value / 1000:.0f} ms" if f.answered
+                       else "none answered")
+                say(f"  {policy.label()} at {f.level:g}x ({f.offered_rps:.0f} req/s offered): "
+                    f"{f.within_slo_rps:.0f} req/s within the SLO, {f.rejected_share:.1%} "
+                    f"rejected, {p99}")
+            case ev.PolicyDone(result=r) if r.status != "measured":
+                say(f"  {r.policy.label()}: {r.status}: {escape(r.reason)}")
+            case _:
                 pass
+
+
+def overload_started_text(event: Any) -> str:
+    """What the overload stage will measure, in the time it was given."""
+    text = (f"overload stage: {event.seconds:.0f} s ({event.share:.0%} of the budget) for "
+            f"{len(event.policies)} queue policies at 0.8x, 2x and 3x the goodput, "
+            f"{event.window_s:g} s per load")
+    if event.left_out:
+        text += (f"; {len(event.left_out)} more if time allows "
+                 f"({', '.join(p.label() for p in event.left_out)})")
+    return text
 
 
 def _run_with_progress(options: Any, console: Any) -> Any:

@@ -3,6 +3,12 @@
 The envelope is edited with ruamel.yaml's round-trip mode (only the batching and instance
 keys change), validated before it replaces the file (atomically), then config.pbtxt is
 regenerated from it exactly as `triton-ops generate` does.
+
+The overload stage's queue policy becomes `batching.dynamic.default_queue_policy` (the dynamic
+batcher's section is created when missing: the policy needs it). An existing policy is edited
+in place, so its comments stay; `allow_timeout_override` is left as the owner set it (it only
+lets a request shorten the timeout, and the stage's requests set none). No policy removes the
+key.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from typing import Any
 
 from triton_ops.envelope.units import format_duration_us
 from triton_ops.tune.batcher import Candidate
+from triton_ops.tune.overload.policy import OverloadPolicy
 
 
 class ApplyError(RuntimeError):
@@ -80,9 +87,41 @@ def apply_to_envelope_text(text: str, candidate: Candidate) -> str:
     return dump_round_trip(yaml, data)
 
 
-def apply_to_envelope(envelope_path: Path, candidate: Candidate, repository: Path
-                      ) -> list[str]:
-    """Write the candidate into the envelope file and regenerate config.pbtxt.
+def _mapping(parent: Any, key: str) -> Any:
+    """parent[key], created as an empty mapping when missing (or null)."""
+    from ruamel.yaml.comments import CommentedMap
+
+    value = parent.get(key)
+    if value is None:
+        value = CommentedMap()
+        parent[key] = value
+    elif not isinstance(value, CommentedMap):
+        raise ApplyError(f"'{key}' in the envelope is not a mapping")
+    return value
+
+
+def write_queue_policy(text: str, policy: OverloadPolicy) -> str:
+    """The envelope YAML with `policy` as the dynamic batcher's default_queue_policy."""
+    yaml, data = load_round_trip(text)
+    settings = policy.envelope_dict()
+    if settings is None:
+        dynamic = (data.get("batching") or {}).get("dynamic") or {}
+        if "default_queue_policy" in dynamic:
+            del dynamic["default_queue_policy"]
+        return dump_round_trip(yaml, data)
+    queue = _mapping(_mapping(_mapping(data, "batching"), "dynamic"), "default_queue_policy")
+    for key in ("timeout_action", "default_timeout", "max_queue_size"):
+        if key in settings:
+            queue[key] = settings[key]
+        elif key in queue:
+            del queue[key]
+    return dump_round_trip(yaml, data)
+
+
+def apply_to_envelope(envelope_path: Path, candidate: Candidate | None, repository: Path,
+                      *, policy: OverloadPolicy | None = None) -> list[str]:
+    """Write the candidate's batching settings (when given) and the overload stage's queue
+    policy (when given) into the envelope file, and regenerate config.pbtxt.
 
     Returns human-readable lines saying what was written.
     """
@@ -91,7 +130,14 @@ def apply_to_envelope(envelope_path: Path, candidate: Candidate, repository: Pat
     from triton_ops.modelconfig.render import generate
 
     original = envelope_path.read_text(encoding="utf-8")
-    updated = apply_to_envelope_text(original, candidate)
+    updated = original
+    written = []
+    if candidate is not None:
+        updated = apply_to_envelope_text(updated, candidate)
+        written.append(candidate.label())
+    if policy is not None:
+        updated = write_queue_policy(updated, policy)
+        written.append(f"queue policy {policy.label()}")
     tmp = envelope_path.with_name(f".{envelope_path.name}.check.yaml")
     try:
         tmp.write_text(updated, encoding="utf-8")
@@ -103,7 +149,7 @@ def apply_to_envelope(envelope_path: Path, candidate: Candidate, repository: Pat
         raise ApplyError(f"the tuned envelope would not validate ({problems}); "
                          f"{envelope_path} was left unchanged")
     atomic_write_text(envelope_path, updated)
-    lines = [f"wrote {candidate.label()} into {envelope_path}"]
+    lines = [f"wrote {' and '.join(written)} into {envelope_path}"]
     outcomes: list[Any] = generate([envelope_path], repository)
     for o in outcomes:
         lines.append(f"{o.status}: {o.config_path or o.envelope}")

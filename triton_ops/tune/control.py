@@ -84,13 +84,20 @@ class ModelControl:
 
     def load(self, candidate: Candidate) -> str | None:
         """Apply the candidate; None when it loaded, else the reason it cannot."""
+        error = self.load_config(candidate_config(self.original, candidate))
+        if error is None:
+            self.loaded = candidate
+        return error
+
+    def load_config(self, config: Mapping[str, Any]) -> str | None:
+        """Load the model with `config` (protobuf JSON form); None when it loaded, else the
+        reason it cannot (the original config is then put back, quietly)."""
         from tritonclient.utils import InferenceServerException
 
-        sent = json.dumps(candidate_config(self.original, candidate), sort_keys=True)
+        sent = json.dumps(config, sort_keys=True)
         # The model already runs with exactly this config: a reload would only cost time
         # (seconds for a large model on a GPU).
         if sent == self._sent and self.client.is_model_ready(self.model):
-            self.loaded = candidate
             return None
         self.loaded, self.loaded_config, self._sent = None, None, None
         try:
@@ -103,11 +110,22 @@ class ModelControl:
             if time.monotonic() > deadline:
                 return f"not ready {self.load_timeout_s:.0f} s after loading"
             time.sleep(0.1)
-        self.loaded, self._sent = candidate, sent
+        self._sent = sent
+        self.loaded = candidate_from_config(config)
         # Triton fills in defaults (e.g. preferred_batch_size [max_batch_size]): keep its form
         # to compare with the original.
         self.loaded_config = self.client.get_model_config(self.model, as_json=True)["config"]
         return None
+
+    def completed(self) -> int:
+        """Requests the model finished so far, succeeded or failed (a rejection is a
+        failure)."""
+        stats = self.client.get_inference_statistics(self.model, as_json=True)
+        total = 0
+        for entry in stats.get("model_stats", []):
+            inference = entry.get("inference_stats", {})
+            total += sum(int(inference.get(k, {}).get("count", 0)) for k in ("success", "fail"))
+        return total
 
     def _reload_original_quietly(self) -> None:
         try:

@@ -11,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from triton_ops.tune.batcher import Candidate
+from triton_ops.tune.overload.figures import LevelFigures, PolicyResult
+from triton_ops.tune.overload.policy import OverloadPolicy
 from triton_ops.tune.results import CandidateResult
 
 
@@ -120,10 +122,48 @@ class StealPersists:
     probes: int
 
 
+# ---- the overload stage ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class OverloadStarted:
+    """The overload stage begins on the chosen config: its share of the budget, the policies
+    it will measure, and those left out for lack of time."""
+
+    seconds: float
+    share: float
+    policies: tuple[OverloadPolicy, ...]
+    left_out: tuple[OverloadPolicy, ...]
+    window_s: float
+
+
+@dataclass(frozen=True)
+class OverloadSkipped:
+    reason: str
+
+
+@dataclass(frozen=True)
+class PolicyLoading:
+    policy: OverloadPolicy
+
+
+@dataclass(frozen=True)
+class LevelMeasured:
+    policy: OverloadPolicy
+    figures: LevelFigures
+
+
+@dataclass(frozen=True)
+class PolicyDone:
+    result: PolicyResult
+
+
+OverloadEvent = PolicyLoading | LevelMeasured | PolicyDone
+
 TuneEvent = (PhaseStarted | CandidateSkipped | CandidateStarted | CandidateMeasured
              | CandidateInfeasible | ProbeStarted | DelaysUnresolved | SearchStopped
              | RunnerUpRemeasured | ContenderRemeasured | BaselineKept | Note | WorkersAdded
-             | ProbeDisturbed | StealPersists)
+             | ProbeDisturbed | StealPersists | OverloadStarted | OverloadSkipped
+             | PolicyLoading | LevelMeasured | PolicyDone)
 
 EventSink = Callable[[TuneEvent], None]
 

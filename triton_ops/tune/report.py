@@ -226,7 +226,15 @@ def summary_lines(best: dict[str, Any]) -> list[SummaryLine]:
                             "with a longer --budget")]
     lines = [_decision(best, chosen), _goodput_line(best, slo), _gain_line(best),
              _sureness_line(best)]
-    return [line for line in lines if line is not None] + [_next_line(best, chosen)]
+    return ([line for line in lines if line is not None] + _stage_lines(best)
+            + [_next_line(best, chosen)])
+
+
+def _stage_lines(best: dict[str, Any]) -> list[SummaryLine]:
+    """The overload stage and the capacity plan, when they ran."""
+    from triton_ops.tune.overload.report import capacity_lines, overload_lines
+
+    return [SummaryLine(*line) for line in overload_lines(best) + capacity_lines(best)]
 
 
 def _decision(best: dict[str, Any], chosen: dict[str, Any]) -> SummaryLine:
@@ -280,13 +288,33 @@ def _sureness_line(best: dict[str, Any]) -> SummaryLine:
 
 
 def _next_line(best: dict[str, Any], chosen: dict[str, Any]) -> SummaryLine:
+    policy = chosen_policy(best)
+    queue = (f"batching.dynamic.default_queue_policy {policy['envelope']}"
+             if policy is not None else "")
     if best.get("kept_baseline"):
-        return SummaryLine("next", "nothing to change")
-    return SummaryLine(
-        "next", "write it into the envelope (batching.max_batch_size "
-        f"{chosen['max_batch_size']}, batching.dynamic.max_queue_delay "
-        f"{chosen['max_queue_delay_us']}us, instances count {chosen['instance_count']}) and run "
-        "`triton-ops generate`; `tune --apply` does both")
+        if not queue:
+            return SummaryLine("next", "nothing to change")
+        return SummaryLine("next", f"write {queue} into the envelope and run `triton-ops "
+                           "generate`; `tune --apply` does both")
+    settings = (f"batching.max_batch_size {chosen['max_batch_size']}, "
+                f"batching.dynamic.max_queue_delay {chosen['max_queue_delay_us']}us, "
+                f"instances count {chosen['instance_count']}" + (f", {queue}" if queue else ""))
+    return SummaryLine("next", f"write it into the envelope ({settings}) and run "
+                       "`triton-ops generate`; `tune --apply` does both")
+
+
+def chosen_policy(best: dict[str, Any]) -> dict[str, Any] | None:
+    """The queue policy the overload stage chose, when one helps: its best.json entry and
+    its envelope form as text; None otherwise."""
+    choice = (best.get("overload") or {}).get("chosen")
+    if not choice or not choice.get("helps"):
+        return None
+    from triton_ops.tune.overload.policy import OverloadPolicy
+
+    policy = OverloadPolicy.from_dict(choice["policy"])
+    settings = policy.envelope_dict() or {}
+    text = "{" + ", ".join(f"{k}: {v}" for k, v in settings.items()) + "}"
+    return {"policy": policy, "envelope": text}
 
 
 # ---- report.html
@@ -374,7 +402,8 @@ def _prediction_plot(results: list[CandidateResult], plt: Any) -> tuple[str, str
     return "Predicted vs measured", _svg(fig)
 
 
-def _plots(table: Any, results: list[CandidateResult], slo_us: float) -> list[tuple[str, str]]:
+def _plots(table: Any, results: list[CandidateResult], slo_us: float,
+           best: dict[str, Any]) -> list[tuple[str, str]]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -391,6 +420,11 @@ def _plots(table: Any, results: list[CandidateResult], slo_us: float) -> list[tu
         plots += [_throughput_plot(table, slo_us, plt), _breakdown_plot(table, plt),
                   _batch_plot(table, plt)]
     plots.append(_prediction_plot(results, plt))
+    from triton_ops.tune.overload.report import overload_plot
+
+    overload = overload_plot(best, plt)
+    if overload is not None:
+        plots.append((overload[0], _svg(overload[1])))
     return [p for p in plots if p is not None]
 
 
@@ -439,6 +473,8 @@ def _candidate_rows(best: dict[str, Any]) -> str:
 def render_html(best: dict[str, Any], plots: list[tuple[str, str]]) -> str:
     """report.html: the summary, the candidates (predicted vs measured), the plots, and
     best.json for reference (plain data in, HTML out)."""
+    from triton_ops.tune.overload.report import policy_table_html
+
     figures = "".join(f"<h2>{html.escape(t)}</h2>{svg}" for t, svg in plots)
     stopped = (best.get("search_stopped") or {}).get("reason") or ""
     model = html.escape(best["model"])
@@ -453,6 +489,7 @@ def render_html(best: dict[str, Any], plots: list[tuple[str, str]]) -> str:
 <table><tr><th>config</th><th>why measured</th><th>predicted (req/s)</th>
 <th>measured (req/s)</th><th>p99 at that rate (95% CI, samples)</th>
 <th>re-measured (req/s)</th><th>status</th></tr>{_candidate_rows(best)}</table>
+{policy_table_html(best)}
 {figures}
 <h2>best.json</h2>
 <details><summary>show</summary><pre>{html.escape(json.dumps(best, indent=2))}</pre></details>
@@ -460,14 +497,9 @@ def render_html(best: dict[str, Any], plots: list[tuple[str, str]]) -> str:
 """
 
 
-def write_outputs(out_dir: Path, model: str, slo_us: float, outcome: SearchOutcome | None,
-                  baseline: CandidateResult | None, profile: ServiceProfile | None,
-                  skipped: list[CandidateResult], *, elapsed_s: float,
-                  budget_s: float) -> dict[str, Any]:
-    """Write best.json and report.html; return best.json's content."""
-    best = best_summary(model, slo_us, outcome, baseline, profile, skipped,
-                        elapsed_s=elapsed_s, budget_s=budget_s)
-    best["out_dir"] = str(out_dir)
+def write_report(out_dir: Path, best: dict[str, Any], outcome: SearchOutcome | None,
+                 slo_us: float) -> None:
+    """Write best.json (`best`) and report.html (plots from measurements.csv)."""
     atomic_write_text(out_dir / "best.json", json.dumps(best, indent=2) + "\n")
     table = None
     csv_path = out_dir / "measurements.csv"
@@ -477,5 +509,4 @@ def write_outputs(out_dir: Path, model: str, slo_us: float, outcome: SearchOutco
         table = pd.read_csv(csv_path)
     results = list(outcome.results) if outcome else []
     atomic_write_text(out_dir / "report.html",
-                      render_html(best, _plots(table, results, slo_us)))
-    return best
+                      render_html(best, _plots(table, results, slo_us, best)))

@@ -32,6 +32,7 @@ from triton_ops.tune.events import (
     TuneEvent,
     ignore,
 )
+from triton_ops.tune.overload.stage import OVERLOAD_SHARE, OverloadStage, overload_share_s
 from triton_ops.tune.prober import ProbeSettings, WindowRow
 from triton_ops.tune.ranking import candidate_space, prune_by_memory
 from triton_ops.tune.results import (
@@ -74,6 +75,8 @@ class TuneOptions:
     seed: int = 0
     settings: ProbeSettings | None = None
     search: SearchSettings | None = None
+    # The overload stage (queue policy past the knee) after the batching choice.
+    overload: bool = True
     # When the budget started (time.monotonic()); None: when tune() is called. The CLI passes
     # its process's start, so that the whole command ends within the budget.
     started: float | None = None
@@ -305,8 +308,11 @@ def tune(options: TuneOptions, on_event: EventSink = ignore) -> TuneResult:
     settings = options.settings or ProbeSettings(late_threshold_us=max(2000.0, 0.05 * slo_us))
     with results_folder(out_dir):
         state = open_state(out_dir, options)
+        # The search keeps the overload stage's share back, with the report's.
+        overload_s = overload_share_s(options.budget_s) if options.overload else 0.0
         budget = Budget.starting_now(
-            options.budget_s, reserve_s=REPORT_RESERVE_S, probe_s=settings.probe_s(),
+            options.budget_s, reserve_s=REPORT_RESERVE_S + overload_s,
+            probe_s=settings.probe_s(),
             started=options.started,
             first=FinalTiming(load_s=float(state.data.get("load_s", 0.0)),
                               final_probe_s=settings.final_probe_s(),
@@ -317,24 +323,46 @@ def tune(options: TuneOptions, on_event: EventSink = ignore) -> TuneResult:
         state.data["slo_p99_us"] = slo_us
         state.save()
         recorder = Recorder(out_dir, state, on_event)
-        outcome, search = _run_live(options, slo_us, settings, budget, space, state, recorder)
+        outcome, search, stage = _run_live(options, slo_us, settings, budget, space, state,
+                                           recorder)
     from triton_ops.tune.prober import steal_note
-    from triton_ops.tune.report import write_outputs
+    from triton_ops.tune.report import best_summary, write_report
 
     note = steal_note(recorder.window_steals, settings.max_steal_fraction)
     if note is not None:
         outcome.notes.append(note)
-    best = write_outputs(out_dir, options.model, slo_us, outcome, search.base, search.service,
-                         skipped, elapsed_s=budget.elapsed(), budget_s=options.budget_s)
+    best = best_summary(options.model, slo_us, outcome, search.base, search.service, skipped,
+                        elapsed_s=budget.elapsed(), budget_s=options.budget_s)
+    best["out_dir"] = str(out_dir)
+    if stage is not None:
+        best.update(stage.to_best())
+    best["capacity"] = capacity_plan(options.envelope, best)
+    write_report(out_dir, best, outcome, slo_us)
     state.data["finished"] = datetime.now(timezone.utc).isoformat()
     state.save()
     return TuneResult(best, out_dir, outcome)
 
 
+def capacity_plan(envelope: Envelope, best: dict[str, Any]) -> dict[str, Any] | None:
+    """Replicas for the envelope's slo.target_throughput from the measured goodput (None when
+    the envelope names no target or nothing was confirmed)."""
+    from triton_ops.tune.capacity import CapacityError, plan_capacity, tuned_from_best
+
+    target = envelope.slo.target_throughput if envelope.slo else None
+    if not target:
+        return None
+    try:
+        tuned = tuned_from_best(best, best.get("out_dir", "."))
+    except CapacityError:
+        return None
+    return plan_capacity(target, tuned).to_dict()
+
+
 def _run_live(options: TuneOptions, slo_us: float, settings: ProbeSettings, budget: Budget,
               space: list[Candidate], state: RunState, recorder: Recorder
-              ) -> tuple[SearchOutcome, Search]:
-    """Server, live target, then the search's steps; the original config restored at the end."""
+              ) -> tuple[SearchOutcome, Search, OverloadStage | None]:
+    """Server, live target, the search's steps, then the overload stage on the chosen config;
+    the original config restored at the end."""
     from triton_ops.server.endpoints import open_server
 
     recorder.forward(PhaseStarted("server"))
@@ -350,10 +378,29 @@ def _run_live(options: TuneOptions, slo_us: float, settings: ProbeSettings, budg
                             on_event=recorder.event)
             try:
                 _profile_and_baseline(search, state, live)
-                return search.run(), search
+                outcome = search.run()
+                stage = None
+                if options.overload:
+                    stage = _overload_stage(options, slo_us, outcome, search, live, budget)
+                return outcome, search, stage
             finally:
                 recorder.forward(PhaseStarted("restore"))
                 live.control.restore()
+
+
+def _overload_stage(options: TuneOptions, slo_us: float, outcome: SearchOutcome,
+                    search: Search, live: LiveParts, budget: Budget) -> OverloadStage:
+    """The overload stage on the config the search chose, at its confirmed goodput, in the
+    time kept back for it (before the restore and the report)."""
+    from triton_ops.tune.report import best_summary
+
+    chosen = best_summary(options.model, slo_us, outcome, search.base, search.service, [],
+                          elapsed_s=0.0, budget_s=options.budget_s)
+    seconds = budget.left() - REPORT_RESERVE_S - budget.load_estimate()
+    return OverloadStage.run(
+        live.grpc_url, options.envelope, chosen, slo_us, seconds=seconds,
+        share=OVERLOAD_SHARE, load_s=budget.load_estimate(), control=live.control,
+        workers=options.workers, on_event=live.recorder.event)
 
 
 def _search_settings(options: TuneOptions) -> SearchSettings:

@@ -9,7 +9,6 @@ backlog is not charged to the next. The model's original config is put back at t
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -17,6 +16,8 @@ from typing import Any
 
 from triton_ops.envelope.model import Envelope
 from triton_ops.tune.batcher import Candidate
+from triton_ops.tune.control import ModelControl, candidate_config
+from triton_ops.tune.events import LevelMeasured, OverloadEvent, PolicyDone, PolicyLoading
 from triton_ops.tune.overload.choice import (
     LEVELS,
     Choice,
@@ -52,25 +53,7 @@ class OverloadSettings:
         return max(1.0, 4 * slo_us / 1e6)
 
 
-# -- events (for a caller that reports progress) -----------------------------------------
-
-@dataclass(frozen=True)
-class PolicyLoading:
-    policy: OverloadPolicy
-
-
-@dataclass(frozen=True)
-class LevelMeasured:
-    policy: OverloadPolicy
-    figures: LevelFigures
-
-
-@dataclass(frozen=True)
-class PolicyDone:
-    result: PolicyResult
-
-
-OverloadEvent = PolicyLoading | LevelMeasured | PolicyDone
+NOT_MEASURED = "not measured"
 
 
 def overload_config(base: Mapping[str, Any], candidate: Candidate,
@@ -81,8 +64,6 @@ def overload_config(base: Mapping[str, Any], candidate: Candidate,
     A model that does not batch (max_batch_size 0) keeps a `dynamic_batching {}` for the
     policy: Triton applies the queue policy whenever the dynamic batcher is on.
     """
-    from triton_ops.tune.control import candidate_config
-
     cfg = candidate_config(base, candidate)
     dyn = dict(cfg.get("dynamic_batching") or {})
     dyn.pop("default_queue_policy", None)
@@ -95,68 +76,31 @@ def overload_config(base: Mapping[str, Any], candidate: Candidate,
 
 
 class PolicyTarget:
-    """The model on a running Triton, loaded with one policy after another."""
+    """The model on a running Triton (through tune's `ModelControl`), loaded with one policy
+    after another on the chosen batching settings."""
 
-    def __init__(self, grpc_url: str, model: str, candidate: Candidate, *,
-                 load_timeout_s: float = 120.0) -> None:
-        import tritonclient.grpc as grpcclient
-
-        self.client = grpcclient.InferenceServerClient(grpc_url)
-        self.model = model
+    def __init__(self, control: ModelControl, candidate: Candidate) -> None:
+        self.control = control
         self.candidate = candidate
-        self.load_timeout_s = load_timeout_s
-        self.was_loaded = self.client.is_model_ready(model)
-        if not self.was_loaded:
-            self.client.load_model(model)
-        self.original = self.client.get_model_config(model, as_json=True)["config"]
 
     def load(self, policy: OverloadPolicy) -> str | None:
         """Load the model with the policy; the server's message when it refuses."""
-        from tritonclient.utils import InferenceServerException
-
-        config = json.dumps(overload_config(self.original, self.candidate, policy))
-        try:
-            self.client.load_model(self.model, config=config)
-        except InferenceServerException as exc:
-            return str(exc.message() or exc)
-        deadline = time.monotonic() + self.load_timeout_s
-        while not self.client.is_model_ready(self.model):
-            if time.monotonic() > deadline:
-                return f"not ready {self.load_timeout_s:.0f} s after loading"
-            time.sleep(0.1)
-        return None
-
-    def completed(self) -> int:
-        """Requests the model finished so far (succeeded or failed)."""
-        stats = self.client.get_inference_statistics(self.model, as_json=True)
-        total = 0
-        for entry in stats.get("model_stats", []):
-            inference = entry.get("inference_stats", {})
-            total += sum(int(inference.get(k, {}).get("count", 0)) for k in ("success", "fail"))
-        return total
+        return self.control.load_config(
+            overload_config(self.control.original, self.candidate, policy))
 
     def drain(self, timeout_s: float, *, quiet_s: float = 0.5) -> bool:
         """Wait until the server stops finishing requests for `quiet_s` (its queue is empty);
         False when it was still busy after `timeout_s`."""
         deadline = time.monotonic() + timeout_s
-        last, since = self.completed(), time.monotonic()
+        last, since = self.control.completed(), time.monotonic()
         while time.monotonic() < deadline:
             time.sleep(0.1)
-            now = self.completed()
+            now = self.control.completed()
             if now != last:
                 last, since = now, time.monotonic()
             elif time.monotonic() - since >= quiet_s:
                 return True
         return False
-
-    def restore(self) -> None:
-        """Put the model back as it was: its original config, or unloaded."""
-        self.client.load_model(self.model, config=json.dumps(self.original))
-        if not self.was_loaded:
-            self.client.unload_model(self.model)
-
-    def close(self) -> None:
-        self.client.close()
 
 
 def measure_level(loadgen: Any, level: float, rate: float, slo_us: float,
@@ -213,12 +157,15 @@ def measure_overload(grpc_url: str, model: str, envelope: Envelope, candidate: C
                      goodput_rps: float, slo_us: float, *,
                      policies: Sequence[OverloadPolicy] | None = None,
                      settings: OverloadSettings | None = None, rule: ChoiceRule | None = None,
-                     loadgen: Any = None, workers: int = 1,
+                     workers: int = 1, control: ModelControl | None = None,
+                     deadline: tuple[float, Callable[[OverloadPolicy], float]] | None = None,
                      on_event: Callable[[OverloadEvent], None] = lambda e: None,
                      ) -> OverloadResult:
-    """Measure `policies` (default: policy_space from the goodput and SLO) on `candidate`,
-    choose one, and put the model back as it was."""
-    from triton_ops.loadgen.engine import LoadGenerator
+    """Measure `policies` (default: policy_space from the goodput and SLO) on `candidate` and
+    choose one. With its own `ModelControl` (none given) the model is put back as it was at
+    the end; with the caller's, the caller restores it. `deadline`: a time.monotonic() time
+    and a policy's estimated cost in seconds; a policy that would end after it is recorded
+    as not measured."""
     from triton_ops.tune.overload.policy import policy_space
 
     settings = settings or OverloadSettings()
@@ -227,29 +174,44 @@ def measure_overload(grpc_url: str, model: str, envelope: Envelope, candidate: C
     if policies is None:
         policies = policy_space(goodput_rps, slo_us, max_batch_size=candidate.max_batch_size,
                                 max_queue_delay_us=candidate.max_queue_delay_us)
-    own_loadgen = loadgen is None
-    if own_loadgen:
-        loadgen = LoadGenerator(grpc_url, model, envelope.inputs,
-                                outputs=[o.name for o in envelope.outputs],
-                                batching=candidate.max_batch_size > 0, workers=workers,
-                                timeout_s=settings.timeout_s(slo_us))
-        loadgen.start()
-    target = PolicyTarget(grpc_url, model, candidate, load_timeout_s=settings.load_timeout_s)
+    own_control = control is None
+    if control is None:
+        control = ModelControl(grpc_url, model, load_timeout_s=settings.load_timeout_s)
+    target = PolicyTarget(control, candidate)
+    loadgen = _overload_loadgen(grpc_url, model, envelope, candidate, slo_us, settings, workers)
     results: list[PolicyResult] = []
     try:
         for policy in policies:
+            if deadline is not None and time.monotonic() + deadline[1](policy) > deadline[0]:
+                results.append(PolicyResult(policy, (), NOT_MEASURED, "no time left in the "
+                                            "stage's share of the budget"))
+                continue
             results.append(measure_policy(target, loadgen, policy, goodput_rps, slo_us,
                                           settings, rule, on_event))
     finally:
         try:
             target.drain(settings.drain_timeout_s)
-            target.restore()
+            if own_control:
+                control.restore()
         finally:
-            target.close()
-            if own_loadgen:
-                loadgen.close()
+            loadgen.close()
+            if own_control:
+                control.close()
     return OverloadResult(goodput_rps, slo_us, candidate.to_dict(), tuple(results),
                           *_choice(results, rule, slo_us))
+
+
+def _overload_loadgen(grpc_url: str, model: str, envelope: Envelope, candidate: Candidate,
+                      slo_us: float, settings: OverloadSettings, workers: int) -> Any:
+    """An open-loop load generator whose client deadline is the stage's (started)."""
+    from triton_ops.loadgen.engine import LoadGenerator
+
+    loadgen = LoadGenerator(grpc_url, model, envelope.inputs,
+                            outputs=[o.name for o in envelope.outputs],
+                            batching=candidate.max_batch_size > 0, workers=workers,
+                            timeout_s=settings.timeout_s(slo_us))
+    loadgen.start()
+    return loadgen
 
 
 def _choice(results: Sequence[PolicyResult], rule: ChoiceRule | None, slo_us: float,

@@ -1,0 +1,231 @@
+"""The overload stage inside tune, on plain data: its time plan, best.json's `overload` and
+`capacity`, the summary lines, report.html's policy table and plot, and --apply."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from triton_ops.cli.tune import _print_best, overload_started_text
+from triton_ops.envelope.loader import require_envelope
+from triton_ops.envelope.model import Envelope
+from triton_ops.loadgen.outcome import Outcome
+from triton_ops.tune.apply import apply_to_envelope
+from triton_ops.tune.batcher import Candidate
+from triton_ops.tune.events import OverloadStarted
+from triton_ops.tune.overload import (
+    OverloadPolicy,
+    OverloadResult,
+    PolicyResult,
+    choose_policy,
+    level_figures,
+    policy_space,
+)
+from triton_ops.tune.overload.choice import ChoiceRule
+from triton_ops.tune.overload.stage import (
+    START_S,
+    WINDOWS,
+    OverloadStage,
+    StageTiming,
+    plan_stage,
+)
+from triton_ops.tune.report import chosen_policy, render_html, summary_lines
+from triton_ops.tune.run import capacity_plan
+
+SLO = 120_000.0
+LEVELS = (0.8, 2.0, 3.0)
+SPACE = policy_space(150.0, SLO, max_batch_size=32, max_queue_delay_us=0)
+
+
+# -- the time plan ----------------------------------------------------------------------------
+
+def test_the_reference_costs_more_than_a_policy_it_drains_its_backlog() -> None:
+    timing = StageTiming(LEVELS, 1.0, 4.0, load_s=1.0)
+    ref, policy = timing.policy_seconds(OverloadPolicy()), timing.policy_seconds(SPACE[1])
+    assert policy == pytest.approx(1.0 + 0.6 + 3 * 5.6)
+    assert ref == pytest.approx(policy + (1.0 + 2.0) * 5.0)
+
+
+def test_the_longest_window_with_which_every_policy_fits() -> None:
+    longest = StageTiming(LEVELS, *WINDOWS[0], load_s=1.0)
+    needed = START_S + sum(longest.policy_seconds(p) for p in SPACE)
+    plan = plan_stage(needed, SPACE, levels=LEVELS, load_s=1.0)
+    assert plan.timing.window_s == WINDOWS[0][1] and plan.policies == tuple(SPACE)
+    assert not plan.left_out and plan.skip_reason is None
+    shorter = plan_stage(needed - 1, SPACE, levels=LEVELS, load_s=1.0)
+    assert shorter.timing.window_s < WINDOWS[0][1] and shorter.policies == tuple(SPACE)
+    assert shorter.estimate_s() <= needed - 1
+
+
+def test_too_little_time_keeps_the_reference_and_what_fits_in_order() -> None:
+    short = StageTiming(LEVELS, *WINDOWS[-1], load_s=1.0)
+    three = START_S + sum(short.policy_seconds(p) for p in SPACE[:3])
+    plan = plan_stage(three + 1, SPACE, levels=LEVELS, load_s=1.0)
+    assert plan.policies == tuple(SPACE[:3]) and plan.left_out == tuple(SPACE[3:])
+    assert plan.timing.window_s == WINDOWS[-1][1]
+    # not even no policy and one policy: the stage does not run, and says what to do
+    none = plan_stage(10.0, SPACE, levels=LEVELS, load_s=1.0)
+    assert none.policies == () and none.skip_reason is not None
+    assert "--budget" in none.skip_reason and "--no-overload" in none.skip_reason
+
+
+def test_without_a_confirmed_goodput_the_stage_is_skipped_with_the_reason() -> None:
+    events: list[object] = []
+    stage = OverloadStage.run("127.0.0.1:1", None, {"slo_met": False, "goodput": None},  # type: ignore[arg-type]
+                              SLO, seconds=60.0, share=0.3, load_s=1.0,
+                              control=None, workers=1, on_event=events.append)  # type: ignore[arg-type]
+    assert stage.result is None and "no config was confirmed" in (stage.not_run or "")
+    assert type(events[0]).__name__ == "OverloadSkipped"
+    best = stage.to_best()
+    assert best["overload"] is None and best["overload_stage"]["not_run"] == stage.not_run
+
+
+def test_the_started_event_says_the_share_and_what_is_left_for_later() -> None:
+    text = overload_started_text(OverloadStarted(36.0, 0.3, tuple(SPACE[:2]),
+                                                 tuple(SPACE[2:]), 2.0))
+    assert "36 s (30% of the budget)" in text and "2 queue policies" in text
+    assert "5 more if time allows" in text
+
+
+# -- best.json, the summary, report.html ------------------------------------------------------
+
+def level(lvl: float, within: int, rejected: int = 0, late: int = 0,
+          seconds: float = 2.0) -> object:
+    latency = [50_000.0] * within + [20_000.0] * rejected + [2e6] * late
+    outcomes = ([Outcome.OK] * within + [Outcome.REJECTED_TIMEOUT] * rejected
+                + [Outcome.CLIENT_TIMEOUT] * late)
+    return level_figures(lvl, lvl * 150.0, seconds, latency, outcomes, SLO)
+
+
+def overload_result() -> OverloadResult:
+    reference = PolicyResult(OverloadPolicy(), (level(0.8, 240), level(2.0, 60, late=540),
+                                                level(3.0, 10, late=890)))
+    timeout = OverloadPolicy(timeout_us=42_000)
+    shedding = PolicyResult(timeout, (level(0.8, 240), level(2.0, 280, rejected=320),
+                                      level(3.0, 250, rejected=650)))
+    left = PolicyResult(OverloadPolicy(max_queue_size=18), (), "not measured", "no time left")
+    results = (reference, shedding, left)
+    rule = ChoiceRule()
+    choice = choose_policy(results, rule)
+    return OverloadResult(150.0, SLO, Candidate(32, 0, 1).to_dict(), results, choice, rule)
+
+
+def best_with_overload(target: float | None = 400.0) -> dict:
+    result = overload_result()
+    best = {"model": "accel_sim", "slo_p99_us": SLO, "goodput": 150.0, "slo_met": True,
+            "confirmed": True, "chosen": Candidate(32, 0, 1).to_dict(), "kept_baseline": False,
+            "remeasured": {"p99_us": 80_000.0, "p99_ci_low_us": 70_000.0,
+                           "p99_ci_high_us": 90_000.0, "samples": 900},
+            "measured_candidates": 3, "elapsed_s": 110.0, "budget_s": 120.0,
+            "candidates": [], "out_dir": "/tmp/out",
+            "overload": result.to_dict(),
+            "overload_stage": {"budget_share": 0.3, "seconds": 36.0, "elapsed_s": 33.0,
+                               "not_run": None, "warmup_s": 0.5, "window_s": 2.0}}
+    env = Envelope.model_validate({
+        "name": "accel_sim", "backend": "python", "inputs": [], "outputs": [],
+        "slo": {"p99_latency": "120ms", **({"target_throughput": target} if target else {})}})
+    best["capacity"] = capacity_plan(env, best)
+    return json.loads(json.dumps(best))
+
+
+def test_best_json_carries_the_policies_the_choice_and_the_capacity_plan() -> None:
+    best = best_with_overload()
+    overload = best["overload"]
+    assert [p["status"] for p in overload["policies"]] == ["measured", "measured",
+                                                           "not measured"]
+    assert overload["chosen"]["helps"] and overload["chosen"]["policy"]["timeout_us"] == 42_000
+    assert overload["holds_at_2x_rps"] == pytest.approx(140.0)
+    plan = best["capacity"]
+    # 400 / (150 x 0.8) = 3.33 -> 4, + 1 spare
+    assert plan["needed"] == 4 and plan["replicas"] == 5
+    assert plan["holds_at_2x_rps"] == pytest.approx(140.0)
+    assert best_with_overload(target=None)["capacity"] is None
+
+
+def test_summary_names_the_policy_the_gain_under_overload_and_the_replicas() -> None:
+    lines = {line.label: line.text for line in summary_lines(best_with_overload())}
+    assert lines["overload"].startswith("use timeout 42ms REJECT: offered at 2x 140 req/s "
+                                        "within the SLO (no policy: 30)")
+    assert "0.00% rejected at 0.8x" in lines["overload"]
+    assert lines["capacity"].startswith("5 replicas for 400 req/s")
+    assert "default_queue_policy {timeout_action: REJECT, default_timeout: 42ms}" in \
+        lines["next"]
+    buf = io.StringIO()
+    _print_best(best_with_overload(), Console(file=buf, width=100, soft_wrap=True))
+    printed = buf.getvalue()
+    assert "1 of 3 policies not measured for lack of time" in printed
+    assert "capacity: 5 replicas" in printed
+
+
+def test_no_policy_helps_is_said_and_nothing_is_written() -> None:
+    best = best_with_overload()
+    best["overload"]["chosen"]["helps"] = False
+    assert chosen_policy(best) is None
+    lines = {line.label: line.text for line in summary_lines(best)}
+    assert lines["overload"].startswith("no queue policy helps: keep none")
+
+
+def test_report_html_has_the_policy_table_and_the_overload_plot() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from triton_ops.tune.overload.report import overload_plot
+
+    best = best_with_overload()
+    title, fig = overload_plot(best, plt)
+    lines = [line.get_label() for line in fig.axes[0].get_lines()]
+    plt.close(fig)
+    assert "no policy" in lines and "timeout 42ms REJECT" in lines
+    assert "max_queue_size 18" not in lines  # not measured: no line
+    page = render_html(best, [(title, "<svg>overload</svg>")])
+    assert page.index("<h2>Candidates") < page.index("Past the knee") < page.index(
+        "<svg>overload</svg>")
+    assert "not measured: no time left" in page and '<tr class="chosen">' in page
+
+
+# -- --apply ----------------------------------------------------------------------------------
+
+ENVELOPE = """\
+# served since March
+name: m
+backend: python
+inputs: [{name: X, data_type: FP32, dims: [4]}]
+outputs: [{name: Y, data_type: FP32, dims: [4]}]
+batching:
+  max_batch_size: 8  # first guess
+  dynamic:
+    max_queue_delay: 1ms
+instances: [{kind: CPU, count: 1}]
+slo:
+  p99_latency: 120ms
+"""
+
+
+def test_apply_writes_the_policy_with_or_without_the_batching_settings(tmp_path: Path) -> None:
+    envelope = tmp_path / "m.yaml"
+    envelope.write_text(ENVELOPE)
+    repo = tmp_path / "repo"
+    (repo / "m" / "1").mkdir(parents=True)
+    policy = OverloadPolicy(timeout_us=42_000, max_queue_size=18)
+    lines = apply_to_envelope(envelope, Candidate(32, 0, 1), repo, policy=policy)
+    assert "and queue policy timeout 42ms REJECT + max_queue_size 18" in lines[0]
+    env = require_envelope(envelope)
+    assert env.max_batch_size == 32
+    text = envelope.read_text()
+    assert "# served since March" in text and "# first guess" in text
+    config = (repo / "m" / "config.pbtxt").read_text()
+    assert "default_timeout_microseconds: 42000" in config
+    # REJECT is the proto's default timeout_action: the rendered config leaves it implicit
+    assert "max_queue_size: 18" in config and "DELAY" not in config
+    # the current config kept: only the policy is written
+    envelope.write_text(ENVELOPE)
+    apply_to_envelope(envelope, None, repo, policy=OverloadPolicy(timeout_us=60_000))
+    env = require_envelope(envelope)
+    assert env.max_batch_size == 8
+    assert "default_timeout_microseconds: 60000" in (repo / "m" / "config.pbtxt").read_text()

@@ -1,0 +1,137 @@
+"""The overload stage and the capacity plan in tune's outputs: summary lines, the policy
+table and the plot of report.html (best.json's content in, text and HTML out)."""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+# (label, text, tone): tune/report.py makes its SummaryLines from these.
+Line = tuple[str, str, str]
+
+
+def _ms(us: float | None) -> str:
+    return "?" if us is None else f"{us / 1000:.0f} ms"
+
+
+def _level(policy: dict[str, Any], level: float) -> dict[str, Any] | None:
+    return next((f for f in policy.get("levels", []) if abs(f["level"] - level) < 1e-9), None)
+
+
+def _chosen_entry(overload: dict[str, Any]) -> dict[str, Any] | None:
+    chosen = (overload.get("chosen") or {}).get("policy")
+    return next((p for p in overload.get("policies", []) if chosen is not None
+                 and p["policy"]["timeout_us"] == chosen["timeout_us"]
+                 and p["policy"]["max_queue_size"] == chosen["max_queue_size"]), None)
+
+
+def _reference_entry(overload: dict[str, Any]) -> dict[str, Any] | None:
+    return next((p for p in overload.get("policies", [])
+                 if p["policy"]["timeout_us"] == 0 and p["policy"]["max_queue_size"] == 0),
+                None)
+
+
+def overload_lines(best: dict[str, Any]) -> list[Line]:
+    """What the overload stage found, in one or two lines (none when it was turned off)."""
+    stage = best.get("overload_stage")
+    if stage is None:
+        return []
+    overload = best.get("overload")
+    if overload is None:
+        return [("overload", f"not measured: {stage.get('not_run') or 'no result'}", "warn")]
+    choice = overload.get("chosen")
+    if choice is None:
+        notes = "; ".join(overload.get("notes") or []) or "no choice could be made"
+        return [("overload", notes, "warn")]
+    chosen, reference = _chosen_entry(overload), _reference_entry(overload)
+    loads = []
+    for level in overload.get("levels", [])[1:]:
+        mine = _level(chosen, level) if chosen else None
+        ref = _level(reference, level) if reference else None
+        if mine is None:
+            continue
+        loads.append(f"at {level:g}x {mine['within_slo_rps']:.0f} req/s within the SLO"
+                     + (f" (no policy: {ref['within_slo_rps']:.0f})"
+                        if ref is not None and choice["helps"] else ""))
+    nominal = _level(chosen, overload["levels"][0]) if chosen else None
+    shed = (f"; {nominal['rejected_share']:.2%} rejected at {nominal['level']:g}x"
+            if nominal is not None and choice["helps"] else "")
+    label = choice["policy"]["label"]
+    head = f"use {label}" if choice["helps"] else "no queue policy helps: keep none"
+    lines: list[Line] = [("overload", f"{head}: offered " + ", ".join(loads) + shed,
+                          "good" if choice["helps"] else "warn")]
+    left_out = [p for p in overload["policies"] if p["status"] == "not measured"]
+    if left_out:
+        lines.append(("", f"{len(left_out)} of {len(overload['policies'])} policies not "
+                      "measured for lack of time (a longer --budget measures them)", "warn"))
+    return lines
+
+
+def capacity_lines(best: dict[str, Any]) -> list[Line]:
+    plan = best.get("capacity")
+    if not plan:
+        return []
+    text = (f"{plan['replicas']} replicas for {plan['target_rps']:g} req/s "
+            f"(N = {plan['needed']} at <= {plan['headroom']['utilisation_cap']:.0%} of "
+            f"{plan['goodput_rps']:.0f} req/s each, + {plan['headroom']['spare']} spare); "
+            f"HPA {plan['hpa_min']}..{plan['hpa_max']}")
+    if plan.get("holds_at_2x_rps") is not None:
+        text += (f"; offered 2x, one replica answers {plan['holds_at_2x_rps']:.0f} req/s "
+                 "within the SLO")
+    return [("capacity", text, "")]
+
+
+def policy_table_html(best: dict[str, Any]) -> str:
+    """The measured policies, one row per policy and load level."""
+    overload = best.get("overload")
+    if not overload:
+        return ""
+    chosen = _chosen_entry(overload)
+    rows = []
+    for policy in overload.get("policies", []):
+        cls = ' class="chosen"' if policy is chosen else ""
+        status = policy["status"] + (f": {policy['reason']}" if policy.get("reason") else "")
+        levels = policy.get("levels") or [None]
+        for i, f in enumerate(levels):
+            name = html.escape(policy["policy"]["label"]) if i == 0 else ""
+            cells = [name, html.escape(status) if i == 0 else ""]
+            if f is None:
+                cells += ["-"] * 6
+            else:
+                cells += [f"{f['level']:g}x ({f['offered_rps']:.0f})",
+                          f"{f['within_slo_rps']:.0f}", f"{f['rejected_share']:.1%}",
+                          f"{_ms(f['p99_answered']['p99_us'])} (n={f['p99_answered']['n']})",
+                          f"{_ms(f['p99_rejected']['p99_us'])} (n={f['p99_rejected']['n']})"
+                          if f["rejected"] else "-",
+                          str(f["client_timeouts"])]
+            rows.append(f"<tr{cls}>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    stage = best.get("overload_stage") or {}
+    return (f"<h2>Past the knee: queue policies</h2><p>{html.escape(overload['rule'])}. "
+            f"Measured for {stage.get('window_s', '?')} s per load after a "
+            f"{stage.get('warmup_s', '?')} s warm-up, in {stage.get('elapsed_s', 0):.0f} s "
+            f"({stage.get('budget_share', 0):.0%} of the budget).</p>"
+            "<table><tr><th>policy</th><th>status</th><th>load (offered req/s)</th>"
+            "<th>within SLO (req/s)</th><th>rejected</th><th>p99 answered</th>"
+            "<th>p99 rejections</th><th>client timeouts</th></tr>" + "".join(rows)
+            + "</table>")
+
+
+def overload_plot(best: dict[str, Any], plt: Any) -> tuple[str, Any] | None:
+    """Requests answered within the SLO per second against the offered load, one line per
+    policy; the figure (the caller renders it)."""
+    overload = best.get("overload")
+    if not overload or not overload.get("policies"):
+        return None
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for policy in overload["policies"]:
+        levels = sorted(policy.get("levels") or [], key=lambda f: f["offered_rps"])
+        if levels:
+            ax.plot([f["offered_rps"] for f in levels], [f["within_slo_rps"] for f in levels],
+                    marker="o", label=policy["policy"]["label"])
+    ax.axhline(overload["goodput_rps"], color="grey", linestyle=":", label="tune's goodput")
+    ax.set_xlabel("offered load (req/s)")
+    ax.set_ylabel("answered within the SLO (req/s)")
+    ax.set_ylim(bottom=0)
+    ax.legend(fontsize=7)
+    ax.set_title("Within-SLO answers vs offered load, per queue policy")
+    return "Within-SLO answers vs offered load", fig

@@ -1,0 +1,166 @@
+"""The overload stage's share of a tune run: how long it may take, and what fits in that time.
+
+`tune` gives the stage `OVERLOAD_SHARE` of its budget, kept back from the search. Each policy
+costs a model load, then per load level a warm-up, a measurement window and a drain; the
+reference (no policy) also drains the backlog its overload levels leave. The plan takes the
+longest window with which every policy fits; when none does, the shortest window and the
+policies that fit, in the order of the space (no policy first). Fewer than two policies
+cannot be compared: then the stage is skipped, and the plan says why.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from triton_ops.tune.events import OverloadSkipped, OverloadStarted
+from triton_ops.tune.overload.choice import LEVELS, OverloadResult
+from triton_ops.tune.overload.policy import OverloadPolicy
+
+if TYPE_CHECKING:
+    from triton_ops.envelope.model import Envelope
+    from triton_ops.tune.control import ModelControl
+
+OVERLOAD_SHARE = 0.3
+# (warm-up, window) seconds per load level, longest first.
+WINDOWS = ((1.0, 4.0), (1.0, 3.0), (0.5, 2.0))
+DRAIN_S = 0.6  # a drain with nothing queued: the quiet time and one poll
+START_S = 2.0  # the stage's own load generator starting
+
+
+@dataclass(frozen=True)
+class StageTiming:
+    levels: tuple[float, ...]
+    warmup_s: float
+    window_s: float
+    load_s: float  # one model load, as tune saw it
+
+    def policy_seconds(self, policy: OverloadPolicy) -> float:
+        """One policy: its load, and per level warm-up, window and drain; the reference's
+        queue also holds what arrived above the goodput at each overload level."""
+        level_s = self.warmup_s + self.window_s
+        seconds = self.load_s + DRAIN_S + len(self.levels) * (level_s + DRAIN_S)
+        if policy.is_reference:
+            seconds += sum(max(0.0, level - 1.0) * level_s for level in self.levels)
+        return seconds
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    seconds: float  # the time the stage has
+    timing: StageTiming
+    policies: tuple[OverloadPolicy, ...]  # to measure, in order
+    left_out: tuple[OverloadPolicy, ...]  # no time for them
+    skip_reason: str | None = None  # set: the stage does not run
+
+    def estimate_s(self) -> float:
+        return START_S + sum(self.timing.policy_seconds(p) for p in self.policies)
+
+
+def plan_stage(seconds: float, policies: Sequence[OverloadPolicy], *,
+               levels: tuple[float, ...], load_s: float) -> StagePlan:
+    """The longest window with which every policy fits in `seconds`, or the shortest and
+    the policies that fit. See the module docstring."""
+    timing = StageTiming(levels, *WINDOWS[-1], load_s=load_s)
+    for warmup_s, window_s in WINDOWS:
+        timing = StageTiming(levels, warmup_s, window_s, load_s)
+        if START_S + sum(timing.policy_seconds(p) for p in policies) <= seconds:
+            return StagePlan(seconds, timing, tuple(policies), ())
+    fitting: list[OverloadPolicy] = []
+    used = START_S
+    for policy in policies:
+        cost = timing.policy_seconds(policy)
+        if used + cost > seconds:
+            break
+        fitting.append(policy)
+        used += cost
+    left_out = tuple(p for p in policies if p not in fitting)
+    if len(fitting) < 2:
+        needed = START_S + sum(timing.policy_seconds(p) for p in policies[:2])
+        return StagePlan(seconds, timing, (), tuple(policies), skip_reason=(
+            f"its share of the budget ({seconds:.0f} s) does not fit no policy and one policy "
+            f"({needed:.0f} s); give a longer --budget, or --no-overload"))
+    return StagePlan(seconds, timing, tuple(fitting), left_out)
+
+
+def overload_share_s(budget_s: float) -> float:
+    """The seconds of a tune budget kept back for the overload stage."""
+    return OVERLOAD_SHARE * budget_s
+
+
+@dataclass(frozen=True)
+class OverloadStage:
+    """What the stage did within a tune run: its plan, its result, or why it did not run."""
+
+    share: float
+    seconds: float
+    plan: StagePlan | None = None
+    result: OverloadResult | None = None
+    elapsed_s: float = 0.0
+    not_run: str | None = None  # why there is no result
+
+    @classmethod
+    def run(cls, grpc_url: str, envelope: Envelope, chosen: Mapping[str, Any], slo_us: float,
+            *, seconds: float, share: float, load_s: float, control: ModelControl,
+            workers: int, on_event: Callable[[Any], None]) -> OverloadStage:
+        """Plan the stage for the chosen config (best.json's form) and measure it."""
+        started = time.monotonic()
+        if not chosen.get("slo_met") or not chosen.get("goodput") or not chosen.get("chosen"):
+            return cls._skipped(share, seconds, "no config was confirmed under the SLO: there is "
+                                "no goodput to offer multiples of", on_event)
+        from triton_ops.tune.batcher import Candidate
+        from triton_ops.tune.overload.policy import policy_space
+
+        candidate = Candidate.from_dict(chosen["chosen"])
+        goodput = float(chosen["goodput"])
+        policies = policy_space(goodput, slo_us, max_batch_size=candidate.max_batch_size,
+                                max_queue_delay_us=candidate.max_queue_delay_us)
+        plan = plan_stage(seconds, policies, levels=LEVELS, load_s=load_s)
+        if plan.skip_reason is not None:
+            return cls._skipped(share, seconds, plan.skip_reason, on_event, plan)
+        on_event(OverloadStarted(seconds, share, plan.policies, plan.left_out,
+                                 plan.timing.window_s))
+        result, failure = _measure(grpc_url, envelope, candidate, goodput, slo_us, plan,
+                                   control, workers, on_event)
+        return cls(share, seconds, plan, result, time.monotonic() - started, failure)
+
+    @classmethod
+    def _skipped(cls, share: float, seconds: float, reason: str,
+                 on_event: Callable[[Any], None], plan: StagePlan | None = None
+                 ) -> OverloadStage:
+        on_event(OverloadSkipped(reason))
+        return cls(share, seconds, plan, not_run=reason)
+
+    def to_best(self) -> dict[str, Any]:
+        """best.json's `overload` (None when the stage has no result) and `overload_stage`."""
+        plan = self.plan
+        stage = {
+            "budget_share": self.share, "seconds": round(self.seconds, 1),
+            "elapsed_s": round(self.elapsed_s, 1), "not_run": self.not_run,
+            "warmup_s": plan.timing.warmup_s if plan else None,
+            "window_s": plan.timing.window_s if plan else None,
+        }
+        return {"overload": self.result.to_dict() if self.result else None,
+                "overload_stage": stage}
+
+
+def _measure(grpc_url: str, envelope: Envelope, candidate: Any, goodput: float,
+             slo_us: float, plan: StagePlan, control: ModelControl, workers: int,
+             on_event: Callable[[Any], None]) -> tuple[OverloadResult | None, str | None]:
+    """The measurement; a failure is reported, and the batching result stands."""
+    from triton_ops.tune.overload.measure import OverloadSettings, measure_overload
+
+    settings = OverloadSettings(warmup_s=plan.timing.warmup_s, window_s=plan.timing.window_s,
+                                drain_timeout_s=max(5.0, min(60.0, plan.seconds / 4)))
+    # Every policy of the space is offered: one disqualified at the nominal load costs one
+    # level instead of three, which may leave time for one the plan left out.
+    deadline = (time.monotonic() + plan.seconds - START_S, plan.timing.policy_seconds)
+    try:
+        return measure_overload(grpc_url, envelope.name, envelope, candidate, goodput, slo_us,
+                                policies=plan.policies + plan.left_out, settings=settings,
+                                workers=workers, control=control, deadline=deadline,
+                                on_event=on_event), None
+    except Exception as exc:  # noqa: BLE001 - the stage is an addition to the batching result
+        return None, f"the overload stage failed: {exc}"
