@@ -172,7 +172,7 @@ def main() -> int:
         chosen = ((best.get("overload") or {}).get("chosen") or {}).get("policy")
         if chosen is None:
             parser.error("--policies chosen needs --best with an 'overload' choice")
-        policies = [OverloadPolicy(), OverloadPolicy.from_dict(chosen)]
+        policies = list(dict.fromkeys([OverloadPolicy(), OverloadPolicy.from_dict(chosen)]))
     else:
         policies = parse_policies(args.policies)
     print(f"{envelope.name}: {candidate.label()}, goodput {goodput:.0f} req/s, "
