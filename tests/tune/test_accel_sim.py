@@ -131,7 +131,7 @@ def test_tune_on_accel_sim_end_to_end_with_the_overload_stage(tmp_path: Path) ->
     # the envelope's slo.target_throughput (500 req/s) against the measured goodput
     plan = best["capacity"]
     assert plan["target_rps"] == 500 and plan["goodput_rps"] == best["goodput"]
-    assert plan["replicas"] == plan["needed"] + 1 and "capacity:" in proc.stderr
+    assert plan["replicas"] == plan["needed"] + 1
     overload = best["overload"]
     assert overload["goodput_rps"] == best["goodput"]
     assert overload["config"] == best["chosen"]
