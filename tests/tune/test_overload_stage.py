@@ -167,6 +167,20 @@ def test_no_policy_helps_is_said_and_nothing_is_written() -> None:
     assert chosen_policy(best) is None
     lines = {line.label: line.text for line in summary_lines(best)}
     assert lines["overload"].startswith("no queue policy helps: keep none")
+    assert "full batch" not in lines["overload"]  # no profile: nothing more to say
+
+
+def test_when_a_full_batch_outlasts_the_slo_the_summary_says_so() -> None:
+    best = best_with_overload()
+    best["overload"]["chosen"]["helps"] = False
+    best["profile"] = {"batch_us": {"16": 62_000.0, "32": 102_000.0, "64": 184_000.0}}
+    best["overload"]["config"]["max_batch_size"] = 64
+    text = {line.label: line.text for line in summary_lines(best)}["overload"]
+    assert "A full batch of 64 takes 184 ms (the profile), over the SLO of 120 ms" in text
+    assert "the largest whose full batch fits: 32, 102 ms" in text
+    best["overload"]["config"]["max_batch_size"] = 32  # fits: the reason lies elsewhere
+    assert "full batch" not in {line.label: line.text
+                                for line in summary_lines(best)}["overload"]
 
 
 def test_report_html_has_the_policy_table_and_the_overload_plot() -> None:

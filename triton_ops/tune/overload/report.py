@@ -58,13 +58,32 @@ def overload_lines(best: dict[str, Any]) -> list[Line]:
             if nominal is not None and choice["helps"] else "")
     label = choice["policy"]["label"]
     head = f"use {label}" if choice["helps"] else "no queue policy helps: keep none"
-    lines: list[Line] = [("overload", f"{head}: offered " + ", ".join(loads) + shed,
+    why = "" if choice["helps"] else full_batch_note(best, overload)
+    lines: list[Line] = [("overload", f"{head}: offered " + ", ".join(loads) + shed + why,
                           "good" if choice["helps"] else "warn")]
     left_out = [p for p in overload["policies"] if p["status"] == "not measured"]
     if left_out:
         lines.append(("", f"{len(left_out)} of {len(overload['policies'])} policies not "
                       "measured for lack of time (a longer --budget measures them)", "warn"))
     return lines
+
+
+def full_batch_note(best: dict[str, Any], overload: dict[str, Any]) -> str:
+    """Why no policy can help, when the profile shows it: under overload every batch is full,
+    and a full batch of the chosen size takes longer than the SLO ('' otherwise)."""
+    batch_us = {int(b): float(us) for b, us in
+                ((best.get("profile") or {}).get("batch_us") or {}).items()}
+    size = int((overload.get("config") or {}).get("max_batch_size", 0))
+    slo_us = float(overload["slo_p99_us"])
+    if size not in batch_us or batch_us[size] < slo_us:
+        return ""
+    fitting = [b for b, us in batch_us.items() if us < slo_us]
+    alternative = (f"; a smaller max_batch_size trades goodput for answers under overload "
+                   f"(the largest whose full batch fits: {max(fitting)}, "
+                   f"{_ms(batch_us[max(fitting)])})" if fitting else "")
+    return (f". A full batch of {size} takes {_ms(batch_us[size])} (the profile), over the "
+            f"SLO of {_ms(slo_us)}: under overload batches fill, so no request is answered in "
+            f"time whatever the queue policy{alternative}")
 
 
 def capacity_lines(best: dict[str, Any]) -> list[Line]:
