@@ -59,13 +59,11 @@ def overload_lines(best: dict[str, Any]) -> list[Line]:
     label = choice["policy"]["label"]
     head = f"use {label}" if choice["helps"] else "no queue policy helps: keep none"
     why = "" if choice["helps"] else full_batch_note(best, overload)
-    lines: list[Line] = [("overload", f"{head}: offered " + ", ".join(loads) + shed + why,
-                          "good" if choice["helps"] else "warn")]
     left_out = [p for p in overload["policies"] if p["status"] == "not measured"]
-    if left_out:
-        lines.append(("", f"{len(left_out)} of {len(overload['policies'])} policies not "
-                      "measured for lack of time (a longer --budget measures them)", "warn"))
-    return lines
+    unmeasured = (f"; {len(left_out)} of {len(overload['policies'])} policies not measured "
+                  "for lack of time (a longer --budget measures them)" if left_out else "")
+    return [("overload", f"{head}: offered " + ", ".join(loads) + shed + why + unmeasured,
+             "good" if choice["helps"] else "warn")]
 
 
 def full_batch_note(best: dict[str, Any], overload: dict[str, Any]) -> str:
@@ -142,15 +140,17 @@ def overload_plot(best: dict[str, Any], plt: Any) -> tuple[str, Any] | None:
     if not overload or not overload.get("policies"):
         return None
     fig, ax = plt.subplots(figsize=(8, 4.5))
+    top = overload["goodput_rps"]
     for policy in overload["policies"]:
         levels = sorted(policy.get("levels") or [], key=lambda f: f["offered_rps"])
         if levels:
+            top = max(top, *(f["within_slo_rps"] for f in levels))
             ax.plot([f["offered_rps"] for f in levels], [f["within_slo_rps"] for f in levels],
                     marker="o", label=policy["policy"]["label"])
     ax.axhline(overload["goodput_rps"], color="grey", linestyle=":", label="tune's goodput")
     ax.set_xlabel("offered load (req/s)")
     ax.set_ylabel("answered within the SLO (req/s)")
-    ax.set_ylim(bottom=0)
+    ax.set_ylim(0, 1.1 * top)  # the goodput line stays in view
     ax.legend(fontsize=7)
     ax.set_title("Within-SLO answers vs offered load, per queue policy")
     return "Within-SLO answers vs offered load", fig
