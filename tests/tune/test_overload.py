@@ -190,6 +190,22 @@ def test_no_policy_helps_when_none_beats_the_reference_beyond_noise() -> None:
     assert choice.policy == NONE and "none kept its rejections within 0.1%" in choice.reason
 
 
+def test_a_few_answers_where_no_policy_answers_none_are_no_help() -> None:
+    def at(level: float, within: int, requests: int) -> LevelFigures:
+        latency = [50_000.0] * within + [2e6] * (requests - within)
+        outcomes = [OK] * within + [LATE] * (requests - within)
+        return level_figures(level, level * 200.0, 4.0, latency, outcomes, SLO)
+
+    reference = PolicyResult(NONE, (at(0.8, 640, 640), at(2.0, 0, 1600), at(3.0, 0, 2400)))
+    # 6 req/s more within the SLO over 2x and 3x: beyond the counts' noise, but 3% of the
+    # 200 req/s goodput
+    few = PolicyResult(Q50, (at(0.8, 640, 640), at(2.0, 30, 1600), at(3.0, 18, 2400)))
+    choice = choose_policy([reference, few])
+    assert not choice.helps and choice.reason.startswith("no policy helps")
+    many = PolicyResult(Q50, (at(0.8, 640, 640), at(2.0, 300, 1600), at(3.0, 200, 2400)))
+    assert choose_policy([reference, many]).helps
+
+
 def test_disqualified_or_failed_policies_are_never_chosen_and_the_reference_is_needed() -> None:
     disq = PolicyResult(T50, (figures(0.8, 500, requests=640, rejected=140),), "disqualified",
                         "rejected 21.88% at 0.8x")

@@ -3,8 +3,9 @@
 The rule: among the policies that reject at most `max_nominal_rejected` (0.1%) of requests
 at the nominal load (0.8x the goodput), take the one with the most requests answered within
 the SLO per second over the overload levels (2x and 3x, summed). It must beat no policy by
-more than the noise: by `min_gain` (5%) of no policy's answers and by two standard errors
-of the two counts (Poisson); otherwise no policy helps, and none is chosen. Among equals the
+more than the noise: by `min_gain` (5%) of no policy's answers or of the goodput, whichever
+is more, and by two standard errors of the two counts (Poisson); otherwise no policy helps,
+and none is chosen. Among equals the
 policy with fewer settings, then the one that sheds less at the nominal load, wins.
 """
 
@@ -36,8 +37,9 @@ class ChoiceRule:
         levels = " and ".join(f"{x:g}x" for x in self.overload_levels)
         return (f"most requests answered within the SLO per second at {levels} the goodput, "
                 f"among policies rejecting at most {self.max_nominal_rejected:.1%} at "
-                f"{self.nominal_level:g}x; it must beat no policy by {self.min_gain:.0%} and "
-                "by two standard errors of the counts")
+                f"{self.nominal_level:g}x; it must beat no policy by {self.min_gain:.0%} of "
+                "no policy's answers or of the goodput, whichever is more, and by two "
+                "standard errors of the counts")
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,12 @@ def _describe(result: PolicyResult, rule: ChoiceRule) -> str:
     return f"{result.policy.label()} ({rates} within the SLO)"
 
 
+def _goodput(reference: PolicyResult, rule: ChoiceRule) -> float:
+    """The goodput the levels are multiples of (0 when the figures do not say)."""
+    nominal = reference.at(rule.nominal_level)
+    return nominal.target_rps / nominal.level if nominal and nominal.level > 0 else 0.0
+
+
 def choose_policy(results: Sequence[PolicyResult], rule: ChoiceRule | None = None) -> Choice:
     """Apply the rule of the module docstring to measured policies."""
     rule = rule or ChoiceRule()
@@ -142,7 +150,9 @@ def choose_policy(results: Sequence[PolicyResult], rule: ChoiceRule | None = Non
     ref_per_s, best_per_s = ref_count / ref_seconds, count / seconds
     noise = 2 * math.sqrt(count / seconds**2 + ref_count / ref_seconds**2)
     gain = best_per_s - ref_per_s
-    if gain <= rule.min_gain * ref_per_s or gain <= noise:
+    # Where no policy answers (almost) nothing in time, a few answers more are no help: the
+    # gain is judged against the goodput too.
+    if gain <= rule.min_gain * max(ref_per_s, _goodput(reference, rule)) or gain <= noise:
         return Choice(OverloadPolicy(), False,
                       f"no policy helps: the best, {_describe(best, rule)}, does not beat "
                       f"{_describe(reference, rule)} by more than the noise", ref_rates,
