@@ -50,8 +50,18 @@ class Server:
         return asyncio.run(_burst(self.url, n, timeout_us))
 
     def batch_sizes(self) -> set[int]:
-        stats = self.client.get_inference_statistics(MODEL, as_json=True)["model_stats"][0]
-        return {int(b["batch_size"]) for b in stats.get("batch_stats", [])}
+        """The batch sizes executed so far. Triton records an execution's statistics after
+        its responses are sent, so a client that has all its answers may read them a moment
+        early: wait up to 5 s for them to appear."""
+        import time
+
+        deadline = time.monotonic() + 5.0
+        while True:
+            stats = self.client.get_inference_statistics(MODEL, as_json=True)["model_stats"][0]
+            sizes = {int(b["batch_size"]) for b in stats.get("batch_stats", [])}
+            if sizes or time.monotonic() > deadline:
+                return sizes
+            time.sleep(0.05)
 
 
 async def _burst(url: str, n: int, timeout_us: int) -> list[Outcome]:
