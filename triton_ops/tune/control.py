@@ -148,16 +148,20 @@ class ModelControl:
         return counters_from_json(
             self.client.get_inference_statistics(self.model, as_json=True), self.model)
 
-    def drain(self, timeout_s: float = 10.0) -> None:
-        """Wait until the server has finished what an overloaded probe left queued."""
+    def drain(self, timeout_s: float = 10.0, *, quiet_s: float = 0.0) -> bool:
+        """Wait until the server stops finishing requests (succeeded or failed) for `quiet_s`
+        beyond one 0.1 s poll: what an overloaded probe left queued is done. False when it
+        was still busy after `timeout_s`."""
         deadline = time.monotonic() + timeout_s
-        last = self.counters().inferences
+        last, since = self.completed(), time.monotonic()
         while time.monotonic() < deadline:
             time.sleep(0.1)
-            now = self.counters().inferences
-            if now == last:
-                return
-            last = now
+            now = self.completed()
+            if now != last:
+                last, since = now, time.monotonic()
+            elif time.monotonic() - since >= quiet_s:
+                return True
+        return False
 
     def close(self) -> None:
         self.client.close()

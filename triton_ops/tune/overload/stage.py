@@ -46,6 +46,10 @@ class StageTiming:
             seconds += sum(max(0.0, level - 1.0) * level_s for level in self.levels)
         return seconds
 
+    def stage_seconds(self, policies: Sequence[OverloadPolicy]) -> float:
+        """The stage's own start and these policies, one after another."""
+        return START_S + sum(self.policy_seconds(p) for p in policies)
+
 
 @dataclass(frozen=True)
 class StagePlan:
@@ -56,7 +60,7 @@ class StagePlan:
     skip_reason: str | None = None  # set: the stage does not run
 
     def estimate_s(self) -> float:
-        return START_S + sum(self.timing.policy_seconds(p) for p in self.policies)
+        return self.timing.stage_seconds(self.policies)
 
 
 def plan_stage(seconds: float, policies: Sequence[OverloadPolicy], *,
@@ -66,7 +70,7 @@ def plan_stage(seconds: float, policies: Sequence[OverloadPolicy], *,
     timing = StageTiming(levels, *WINDOWS[-1], load_s=load_s)
     for warmup_s, window_s in WINDOWS:
         timing = StageTiming(levels, warmup_s, window_s, load_s)
-        if START_S + sum(timing.policy_seconds(p) for p in policies) <= seconds:
+        if timing.stage_seconds(policies) <= seconds:
             return StagePlan(seconds, timing, tuple(policies), ())
     fitting: list[OverloadPolicy] = []
     used = START_S
@@ -78,7 +82,7 @@ def plan_stage(seconds: float, policies: Sequence[OverloadPolicy], *,
         used += cost
     left_out = tuple(p for p in policies if p not in fitting)
     if len(fitting) < 2:
-        needed = START_S + sum(timing.policy_seconds(p) for p in policies[:2])
+        needed = timing.stage_seconds(policies[:2])
         return StagePlan(seconds, timing, (), tuple(policies), skip_reason=(
             f"its share of the budget ({seconds:.0f} s) does not fit no policy and one policy "
             f"({needed:.0f} s); give a longer --budget, or --no-overload"))
