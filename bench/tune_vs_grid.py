@@ -204,9 +204,11 @@ def run_grid(bench: Bench, space: list[Any], top: Any) -> dict[str, float]:
 def head_to_head(bench: Bench, best: Any, chosen: Any, start: float, rounds: int
                  ) -> dict[str, list[float]]:
     """Both configs bisected alternately: measurements minutes apart on a shared machine differ
-    by more than configs do."""
+    by more than configs do. Within a round both meet the same arrivals at a rate; each round
+    sends other arrivals."""
     head: dict[str, list[float]] = {}
-    for _ in range(rounds):
+    for i in range(rounds):
+        bench.prober.schedules = i + 1
         for cand in (best, chosen):
             g = bench.goodput(cand, start)
             head.setdefault(cand.key, []).append(g)

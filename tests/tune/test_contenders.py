@@ -107,3 +107,45 @@ def test_no_comparison_crowds_out_the_baselines_remeasurement() -> None:
         if outcome.best is not None and outcome.best.candidate != BASE and BASE not in finals:
             assert not any("more headroom" in n for n in outcome.notes), budget
     assert compared > 0
+
+
+def test_a_rival_that_holds_where_the_winner_failed_is_chosen() -> None:
+    # Re-measured, WIN fails at its search goodput and holds one step down; RIVAL, probed at
+    # the rate where WIN failed, holds it.
+    server = HeadroomServer({BASE: 110.0, WIN: 230.0, RIVAL: 222.0},
+                            {BASE: 110.0, WIN: 215.0, RIVAL: 240.0})
+    outcome = search(server, [BASE, WIN, RIVAL])
+    finals = [(c, rate) for c, rate, _ in server.finals]
+    failed_at = finals[0][1]
+    assert finals[0][0] == WIN and finals[1][0] == WIN and finals[1][1] < failed_at
+    assert (RIVAL, failed_at) in finals  # compared where WIN failed, not where it held
+    assert outcome.chosen is not None and outcome.chosen.candidate == RIVAL
+    assert outcome.final_rate == failed_at
+    assert any("where max_batch=32" in n and "so it is chosen" in n for n in outcome.notes)
+    assert finals[-1][0] == BASE
+
+
+def test_a_rival_below_the_bracket_but_above_the_winners_held_rate_is_compared() -> None:
+    # RIVAL's search goodput is outside the bisection's bracket of WIN's, but above the rate
+    # WIN held on re-measurement: it may hold more, so it meets WIN where WIN failed.
+    server = HeadroomServer({BASE: 110.0, WIN: 230.0, RIVAL: 200.0},
+                            {BASE: 110.0, WIN: 175.0, RIVAL: 210.0})
+    outcome = search(server, [BASE, WIN, RIVAL])
+    win_rates = [rate for c, rate, _ in server.finals if c == WIN]
+    held = win_rates[-1]
+    rival_rates = [rate for c, rate, _ in server.finals if c == RIVAL]
+    assert RIVAL in [r.candidate for r in outcome.results] and held < 200.0
+    assert rival_rates and rival_rates[0] == min(r for r in win_rates if r > held)
+    assert outcome.chosen is not None and outcome.chosen.candidate == RIVAL
+    assert outcome.final_rate > held
+
+
+def test_a_rival_that_fails_where_the_winner_failed_is_compared_where_it_held() -> None:
+    server = HeadroomServer({BASE: 110.0, WIN: 230.0, RIVAL: 225.0},
+                            {BASE: 110.0, WIN: 215.0, RIVAL: 216.0})
+    outcome = search(server, [BASE, WIN, RIVAL])
+    win_rates = [rate for c, rate, _ in server.finals if c == WIN]
+    rival_rates = [rate for c, rate, _ in server.finals if c == RIVAL]
+    assert rival_rates == [win_rates[0], win_rates[-1]]
+    assert outcome.chosen is not None and outcome.chosen.candidate == WIN
+    assert any("not lower beyond their confidence intervals" in n for n in outcome.notes)

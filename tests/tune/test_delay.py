@@ -89,6 +89,31 @@ def test_the_best_measured_group_gets_its_other_end_before_other_groups() -> Non
                          Candidate(16, 0, 2), Candidate(16, 10_000, 2)]
 
 
+def test_max_batch_sizes_the_model_cannot_separate_are_measured_at_both_ends() -> None:
+    # 16, 32 and 64 are predicted within each other's resolution, 8 clearly below; another
+    # instance count is not a peer of the leader.
+    preds = [within(Candidate(b, d, 1), g - d / 10_000)
+             for b, g in ((8, 170.0), (16, 220.0), (32, 222.0), (64, 221.0))
+             for d in (0, 10_000)]
+    preds += [within(Candidate(32, 0, 2), 221.5)]
+    steps = measurement_order(delay_groups(preds), {}, None)
+    order = [s.prediction.candidate for s in steps]
+    # the end predicted higher (64) with both delay ends, then the other end (16) at one delay
+    assert order[:3] == [Candidate(64, 0, 1), Candidate(64, 10_000, 1), Candidate(16, 0, 1)]
+    assert "max_batch_size 16-64, which the model cannot separate" in steps[2].why
+    assert order[3] == Candidate(32, 0, 1)  # then the one between them
+    # Once the ends are measured (0 delay higher), the other groups start with 0 delay.
+    measured = {Candidate(64, 0, 1).key: 200.0, Candidate(64, 10_000, 1).key: 150.0,
+                Candidate(16, 0, 1).key: 190.0}
+    later = order_of(delay_groups(preds), measured, best=Candidate(64, 0, 1))
+    assert later[3:5] == [Candidate(32, 0, 1), Candidate(32, 0, 2)]  # 0 delay first
+
+
+def test_separated_max_batch_sizes_leave_the_leader_first() -> None:
+    preds = [within(Candidate(b, 0, 1), g) for b, g in ((16, 180.0), (32, 222.0), (64, 200.0))]
+    assert order_of(delay_groups(preds))[:2] == [Candidate(32, 0, 1), Candidate(64, 0, 1)]
+
+
 def test_other_groups_start_with_the_end_that_measured_higher() -> None:
     preds = [within(Candidate(32, d, 1), 250.0) for d in (0, 10_000)]
     preds += [within(Candidate(16, d, 1), 200.0) for d in (0, 10_000)]

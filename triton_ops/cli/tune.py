@@ -316,8 +316,8 @@ class ProgressPrinter:
                     f"instances={low.instance_count} apart (its predictions vary by "
                     f"{resolution:.0%}): measuring both ends")
             case ev.ContenderRemeasured(candidate=cand, winner=winner, rate=rate):
-                say(f"  {cand.label()} measured alike with {winner.label()} in the search: "
-                    f"re-measuring it at {rate:.0f} req/s to compare their p99")
+                say(f"  {cand.label()} may hold as much as {winner.label()}: probing it at "
+                    f"{rate:.0f} req/s, where {winner.label()} was re-measured")
             case ev.SearchStopped(reason=reason):
                 say(f"  search stopped: {reason}")
             case _:

@@ -218,8 +218,11 @@ class LoadGenerator:
                 warmup_s: float = 1.0, window_s: float = 1.0, max_windows: int = 5,
                 decide: Callable[[list[Window]], bool] = lambda ws: False,
                 at_boundary: Callable[[int], None] = lambda k: None,
-                max_inflight: int = 2048) -> Measurement:
+                max_inflight: int = 2048, seed: int | None = None) -> Measurement:
         """Run one measurement; stops after max_windows or when `decide(windows)` is True.
+
+        `seed`: runs with the same seed, rate and worker count send the same arrival schedule
+        (None: a schedule of its own for every run).
 
         at_boundary(-1) is called when the warm-up ends and at_boundary(k) when window k's
         samples have arrived (for per-window server statistics).
@@ -242,7 +245,8 @@ class LoadGenerator:
                 "mode": mode, "rate": rate / n, "concurrency": max(per_conc, 0),
                 "start_at": start_at, "warmup_s": warmup_s, "window_s": window_s,
                 "max_windows": max_windows, "timeout_s": self.timeout_s,
-                "seed": self.seed * 7919 + self._runs * 101 + i, "max_inflight": max_inflight,
+                "seed": (self.seed * 7919 + (self._runs if seed is None else seed) * 101 + i),
+                "max_inflight": max_inflight,
             }))
         boundary = start_at + warmup_s
         time.sleep(max(0.0, boundary - time.monotonic()))

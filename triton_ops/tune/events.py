@@ -81,8 +81,8 @@ class RunnerUpRemeasured:
 
 @dataclass(frozen=True)
 class ContenderRemeasured:
-    """`candidate` measured alike with the winner in the search: re-measured at the rate the
-    winner held, to compare their p99 there."""
+    """`candidate` measured alike with the winner in the search (or above the rate the winner
+    held): probed at `rate`, a rate of the winner's re-measurement, to compare them there."""
 
     candidate: Candidate
     winner: Candidate

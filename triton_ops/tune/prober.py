@@ -64,6 +64,14 @@ class ProbeSettings:
         return self.warmup_s + self.window_s * self.final_windows + 1.0
 
 
+def arrival_seed(rate: float, final: bool, schedules: int = 0) -> int:
+    """The arrival schedule of a probe: every config probed at one rate (search probes alike,
+    re-measurement probes alike) gets the same Poisson arrivals, so that two configs compared
+    at a rate meet the same bursts; a re-measurement does not replay the search's probe, and
+    another family of `schedules` other arrivals."""
+    return (round(rate * 1000) * 2 + int(final) + schedules * 1_000_003) % 2**31
+
+
 def counted_cpu(times: Any) -> list[float]:
     """psutil.cpu_times() fields that add up to the machine's CPU time (guest time is
     already counted in user time on Linux)."""
@@ -240,6 +248,9 @@ class Prober:
         self.on_event = on_event
         self.probe_steals: list[float | None] = []  # CPU steal of every probe, oldest first
         self._steal_reported = False
+        # Which family of arrival schedules the probes send (`arrival_seed`): a caller that
+        # repeats a comparison changes it between repetitions.
+        self.schedules = 0
 
     def probe(self, candidate: Candidate, rate: float, *, final: bool = False,
               phase: str = "search") -> ProbeOutcome:
@@ -279,7 +290,8 @@ class Prober:
                             cpu=self.local_server)
         m = self.loadgen.measure(mode="open", rate=rate, warmup_s=s.warmup_s,
                                  window_s=s.window_s, max_windows=watch.max_windows,
-                                 decide=watch.decide, at_boundary=watch.at_boundary)
+                                 decide=watch.decide, at_boundary=watch.at_boundary,
+                                 seed=arrival_seed(rate, final, self.schedules))
         self.drain()
         gpu = self.gpu()
         windows = m.windows

@@ -6,6 +6,9 @@ decides the delay when it can separate the best delay's prediction from the othe
 its resolution. Where it cannot, the delay is decided by measurement: both ends of the delays
 it cannot separate (0 and the largest, when it cannot separate any) are measured for the
 leading group, and for the group of the best measured candidate, before anything is chosen.
+The same holds across max_batch_size: when the model cannot separate the leading group's best
+prediction from those of other max_batch_sizes (same instance count and preferred sizes), the
+smallest and the largest of them are measured first.
 """
 
 from __future__ import annotations
@@ -177,12 +180,50 @@ def group_choice(group: DelayGroup, preference: str | None, role: str) -> list[S
             Step(other, f"{role}; delays the model cannot separate: the other end", True)]
 
 
+def batch_size_peers(groups: Sequence[DelayGroup]) -> list[DelayGroup]:
+    """The groups of the leading group's instance count and preferred sizes whose best
+    prediction the model cannot separate from the leader's (the leader included), by
+    max_batch_size; [] when it has none."""
+    if not groups:
+        return []
+    lead = groups[0]
+    peers = [g for g in groups if g.key[1:] == lead.key[1:]
+             and (g is lead or not g.best.separated_from(lead.best))]
+    return sorted(peers, key=lambda g: g.key[0]) if len(peers) > 1 else []
+
+
+def one_delay(group: DelayGroup, preference: str | None, why: str) -> Step:
+    """One member of a group: the model's best delay, or the first end of those it cannot
+    separate."""
+    if group.resolved:
+        return Step(group.best, f"{why}; the model's best delay")
+    how = (f"the end that measured higher elsewhere ({preference} delay)" if preference
+           else "one end")
+    return Step(first_end(group, preference), f"{why}; delays the model cannot separate: {how}")
+
+
+def leading_steps(groups: Sequence[DelayGroup], preference: str | None) -> list[Step]:
+    """The leading group's choice, or, when the model cannot separate max_batch_sizes, the
+    smallest and the largest of them (the higher prediction first, with its delays decided
+    as the leader's would be; the other at one delay), then the ones between at one delay."""
+    peers = batch_size_peers(groups)
+    if not peers:
+        return group_choice(groups[0], preference, "ranked first")
+    ends = sorted((peers[0], peers[-1]), key=lambda g: (-g.best.goodput, g.key[0]))
+    span = f"max_batch_size {peers[0].key[0]}-{peers[-1].key[0]}, which the model cannot separate"
+    between = sorted(peers[1:-1], key=lambda g: -g.best.goodput)
+    return (group_choice(ends[0], preference, f"{span}: one end")
+            + [one_delay(ends[1], preference, f"{span}: the other end")]
+            + [one_delay(g, preference, f"{span}: between the ends") for g in between])
+
+
 def measurement_order(groups: Sequence[DelayGroup], goodput: Mapping[str, float],
                       best_key: GroupKey | None) -> list[Step]:
     """Every candidate in the order it should be measured, with why (duplicates removed).
 
     1. the leading group (best prediction): its best delay, or both ends of the delays the
-       model cannot separate;
+       model cannot separate; when the model cannot separate max_batch_sizes from the
+       leader's, the smallest and the largest of them instead (`leading_steps`);
     2. the same for the group of the best measured candidate (`best_key`);
     3. one delay of every other group, by prediction (an unresolved group's first end);
     4. the remaining delays, by prediction.
@@ -190,19 +231,12 @@ def measurement_order(groups: Sequence[DelayGroup], goodput: Mapping[str, float]
     if not groups:
         return []
     preference = measured_end_preference(groups, goodput)
-    order = group_choice(groups[0], preference, "ranked first")
+    order = leading_steps(groups, preference)
     by_key = {g.key: g for g in groups}
     if best_key is not None and best_key in by_key:
         order += group_choice(by_key[best_key], preference,
                               "the best measured candidate's batch size and instances")
-    for g in groups[1:]:
-        if g.resolved:
-            order.append(Step(g.best, "next by prediction; the model's best delay"))
-        else:
-            how = (f"the end that measured higher elsewhere ({preference} delay)"
-                   if preference else "one end")
-            order.append(Step(first_end(g, preference),
-                              f"next by prediction; delays the model cannot separate: {how}"))
+    order += [one_delay(g, preference, "next by prediction") for g in groups[1:]]
     rest = sorted((p for g in groups for p in g.members), key=lambda p: -p.goodput)
     order.extend(Step(p, "next by prediction") for p in rest)
     seen: set[str] = set()

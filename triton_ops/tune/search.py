@@ -52,6 +52,7 @@ from triton_ops.tune.ranking import (
     GroupKey,
     Prediction,
     Step,
+    batch_size_peers,
     delay_groups,
     group_key,
     measurement_order,
@@ -92,7 +93,8 @@ class SearchSettings:
     final_steps: int = 3  # step-downs of a re-measurement that does not hold
     step_down: float = 0.85
     # Candidates the search cannot tell from the winner (search goodput within the
-    # bisection's bracket of it) compared with it at the rate it held, at most this many.
+    # bisection's bracket of it, or above the rate it held on re-measurement) compared with it
+    # where it failed and where it held, at most this many.
     contenders: int = 2
 
 
@@ -146,8 +148,6 @@ class Search:
         self.base = baseline
         if baseline is not None and not any(self.is_base(r) for r in self.results):
             self.results.append(baseline)
-        for r in self.measured():  # measured before (--resume): how long a candidate takes
-            budget.saw_candidate(r.seconds)
         for r in self.measured():  # measured before (--resume): how long a candidate takes
             budget.saw_candidate(r.seconds)
         self.notes: list[str] = []
@@ -305,13 +305,16 @@ class Search:
         return self._predictions
 
     def _groups(self, best: CandidateResult | None) -> list[DelayGroup]:
-        """The delay groups by prediction; the leading group and the best measured one's with
-        the model's own resolution (the spread of its predictions over seeds)."""
+        """The delay groups by prediction; the leading group, the best measured one's and the
+        max_batch_sizes the model may not separate from the leader's with the model's own
+        resolution (the spread of its predictions over seeds)."""
         groups = delay_groups(self._all_predictions())
         wanted = {groups[0].key} if groups else set()
         if best is not None:
             wanted.add(group_key(best.candidate))
-        return [self._refine(g) if g.key in wanted else g for g in groups]
+        groups = [self._refine(g) if g.key in wanted else g for g in groups]
+        peers = {g.key for g in batch_size_peers(groups)}
+        return [self._refine(g) if g.key in peers else g for g in groups]
 
     def _refine(self, group: DelayGroup) -> DelayGroup:
         if self.custom_predict is not None or self.service is None or len(group.members) < 2:
@@ -444,44 +447,97 @@ class Search:
                        and r.candidate.key != best.candidate.key
                        and r.goodput >= best.goodput * (1 - tol)), key=lambda r: -r.goodput)
 
+    def contenders(self, best: CandidateResult, rem: Remeasurement) -> list[CandidateResult]:
+        """The close rivals of `best`, and any other candidate whose search goodput is above
+        the rate `best` held on re-measurement: either may hold more than `best` did."""
+        held = rem.rate or 0.0
+        close = self.close_rivals(best)
+        above = [r for r in self.rivals() if r is not best and r not in close
+                 and r.candidate.key != best.candidate.key and r.goodput > held]
+        return sorted([*close, *above], key=lambda r: -r.goodput)
+
     def _contenders(self, best: CandidateResult, rem: Remeasurement
                     ) -> tuple[CandidateResult, Remeasurement]:
-        """A bisection stops at a bracket of `rel_tol`, so candidates within it of the winner
-        measure alike. Each is re-measured at the rate the winner held, with the same longer
-        probe; one whose p99 there is lower than the winner's beyond both confidence intervals
-        has more headroom at that rate, and becomes the winner. Only while the budget still
-        covers the baseline's re-measurement after it."""
+        """A bisection stops at a bracket of `rel_tol`, and one search probe is short, so
+        candidates near the winner measure alike in the search. Each contender meets the winner
+        in a duel (`_duel`) at the rates of the winner's re-measurement; the one that holds more
+        there is the winner. Only while the budget still covers the baseline's re-measurement
+        after it."""
         if not rem.held or rem.last is None or self.is_base(best):
             return best, rem
-        rate = rem.rate or 0.0
-        for rival in self.close_rivals(best)[:self.settings.contenders]:
-            end = self.budget.end()
-            need = end.load_s + end.final_probe_s
-            if self.base is not None:
-                need += end.load_s + end.final_probe_s
-            if self.budget.before_restore(restores=False) < need:
+        for rival in self.contenders(best, rem)[:self.settings.contenders]:
+            if self.budget.before_restore(restores=False) < self._duel_need():
                 self.notes.append(f"{rival.candidate.label()} measured alike with "
                                   f"{best.candidate.label()} in the search; no time was left "
                                   "to compare them")
                 break
+            best, rem = self._duel(best, rem, rival)
+        return best, rem
+
+    def _duel_need(self, probes: int = 1) -> float:
+        """Time for a contender's load and `probes` probes, and the baseline's re-measurement
+        after them."""
+        end = self.budget.end()
+        need = end.load_s + probes * end.final_probe_s
+        if self.base is not None:
+            need += end.load_s + end.final_probe_s
+        return need
+
+    def _duel(self, best: CandidateResult, rem: Remeasurement, rival: CandidateResult
+              ) -> tuple[CandidateResult, Remeasurement]:
+        """Probe `rival` with the re-measurement's probe where the winner failed, just above
+        the rate it held (the lowest such rate), then, if it fails there too, at the rate the
+        winner held. A probe at a given rate replays the same arrivals for every config, so the
+        two are compared on the same load. The rival wins when it holds where the winner
+        failed, or holds the winner's rate at a p99 lower beyond both confidence intervals."""
+        held = rem.rate or 0.0
+        failed = [p.rate for p in rem.probes if p.verdict is not Verdict.PASS and p.rate > held]
+        rates = [min(failed), held] if failed else [held]
+        duel = Remeasurement(rival.candidate)
+        self.remeasurements.append(duel)
+        error = self._load(rival.candidate)
+        if error is not None:
+            self.notes.append(f"the contender {rival.candidate.label()} not compared: {error}")
+            return best, rem
+        for i, rate in enumerate(rates):
+            if i and self.budget.before_restore(restores=False) < self._duel_need(1) \
+                    - self.budget.end().load_s:
+                break
             self.on_event(ContenderRemeasured(rival.candidate, best.candidate, rate))
-            other = self._remeasure(rival, "the contender", at=rate, steps=1)
-            ours, theirs = rem.last, other.last
-            if other.held and theirs is not None and theirs.p99.high < ours.p99.low:
-                self.notes.append(
-                    f"{rival.candidate.label()} held {rate:.0f} req/s at p99 "
-                    f"{theirs.p99.value / 1000:.1f} ms (95% CI to {theirs.p99.high / 1000:.1f}) "
-                    f"where {best.candidate.label()} had {ours.p99.value / 1000:.1f} ms (from "
-                    f"{ours.p99.low / 1000:.1f}): more headroom, so it is chosen")
-                best, rem = rival, other
-            else:
-                self.notes.append(
-                    f"{rival.candidate.label()} measured alike with {best.candidate.label()} in "
-                    f"the search; at {rate:.0f} req/s it " + (
-                        f"had p99 {theirs.p99.value / 1000:.1f} ms against "
-                        f"{ours.p99.value / 1000:.1f} ms, not lower beyond their confidence "
-                        "intervals" if other.held and theirs is not None
-                        else "did not hold") + f", so {best.candidate.label()} stays")
+            probe = self._probe(rival.candidate, rate, final=True)
+            duel.probes.append(probe)
+            if probe.verdict is Verdict.PASS:
+                duel.rate = rate
+                break
+        if duel.rate is None:
+            duel.rate = 0.0
+        return self._duel_verdict(best, rem, rival, duel)
+
+    def _duel_verdict(self, best: CandidateResult, rem: Remeasurement, rival: CandidateResult,
+                      duel: Remeasurement) -> tuple[CandidateResult, Remeasurement]:
+        ours, theirs = rem.last, duel.last
+        win, them = best.candidate.label(), rival.candidate.label()
+        held = rem.rate or 0.0
+        assert ours is not None
+        if duel.held and theirs is not None and duel.rate and duel.rate > held:
+            self.notes.append(
+                f"{them} held {duel.rate:.0f} req/s (p99 {theirs.p99.value / 1000:.1f} ms) where "
+                f"{win} did not, on the same arrivals: it holds more, so it is chosen")
+            return rival, duel
+        if duel.held and theirs is not None and theirs.p99.high < ours.p99.low:
+            self.notes.append(
+                f"{them} held {held:.0f} req/s at p99 {theirs.p99.value / 1000:.1f} ms (95% CI "
+                f"to {theirs.p99.high / 1000:.1f}) where {win} had {ours.p99.value / 1000:.1f} "
+                f"ms (from {ours.p99.low / 1000:.1f}): more headroom, so it is chosen")
+            return rival, duel
+        if duel.held and theirs is not None:
+            how = (f"at {held:.0f} req/s it had p99 {theirs.p99.value / 1000:.1f} ms against "
+                   f"{ours.p99.value / 1000:.1f} ms, not lower beyond their confidence intervals")
+        else:
+            tried = ", ".join(f"{p.rate:.0f}" for p in duel.probes) or "no rate"
+            how = f"it did not hold {tried} req/s"
+        self.notes.append(f"{them} measured alike with {win} in the search or above the rate it "
+                          f"held; {how}, so {win} stays")
         return best, rem
 
     def _remeasure(self, r: CandidateResult, what: str, *, restores: bool = False,
