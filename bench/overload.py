@@ -10,7 +10,8 @@ share and the p99 of the rejections, then the targets, measured in this one run:
 and the policy the overload stage's rule chooses from these figures.
 
 The goodput comes from --goodput or from a tune run's best.json (--best), which also gives
-the config and, with --policies chosen, the policy tune chose (measured against no policy).
+the config and, with --policies chosen, the policy tune chose (measured against no policy)
+on the config tune measured it on. The 0.8x level lasts long enough for 1000 requests.
 
 Run: .venv/bin/python bench/overload.py --envelope ENVELOPE [--repository REPO]
          (--goodput RPS [--config MBS,DELAY_US,INSTANCES] | --best DIR/best.json)
@@ -148,7 +149,11 @@ def main() -> int:
     from triton_ops.server.endpoints import open_server
     from triton_ops.tune.batcher import Candidate
     from triton_ops.tune.overload import OverloadPolicy, policy_space
-    from triton_ops.tune.overload.measure import OverloadSettings, measure_overload
+    from triton_ops.tune.overload.measure import (
+        OverloadSettings,
+        measure_overload,
+        nominal_window_s,
+    )
 
     envelope = require_envelope(args.envelope)
     slo_us = float(envelope.slo.p99_latency) if envelope.slo else 0.0
@@ -159,6 +164,8 @@ def main() -> int:
     if args.config:
         mbs, delay, count = (int(x) for x in args.config.split(","))
         candidate = Candidate(mbs, delay, count)
+    elif args.policies == "chosen" and (best.get("overload") or {}).get("config"):
+        candidate = Candidate.from_dict(best["overload"]["config"])  # where it was measured
     elif best.get("chosen"):
         candidate = Candidate.from_dict(best["chosen"])
     else:
@@ -185,7 +192,9 @@ def main() -> int:
             overload = measure_overload(
                 ep.grpc_url, envelope.name, envelope, candidate, goodput, slo_us,
                 policies=policies,
-                settings=OverloadSettings(window_s=args.window, skip_disqualified=False),
+                settings=OverloadSettings(
+                    window_s=args.window, skip_disqualified=False,
+                    nominal_window_s=nominal_window_s(args.window, 0.8 * goodput)),
                 on_event=progress)
     print_results(overload, goodput, slo_us)
     if args.out:

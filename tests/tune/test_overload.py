@@ -18,6 +18,7 @@ from triton_ops.tune.overload import (
     choose_policy,
     level_figures,
     policy_space,
+    room_us,
 )
 from triton_ops.tune.overload.choice import qualifies, slow_rejections
 from triton_ops.tune.overload.measure import overload_config
@@ -42,6 +43,19 @@ def test_space_starts_with_no_policy_and_derives_timeouts_and_queue_from_goodput
     assert len(space) == len(set(space)) == 7
     assert all(p.config_json() is None or p.config_json()["timeout_action"] == "REJECT"
                for p in space)
+
+
+def test_timeouts_lie_around_the_room_a_full_batch_leaves() -> None:
+    # SLO 120 ms, a full batch of 16 executes in 60 ms: 60 ms of room; the timeouts lie from
+    # 0.9 to 1.2 times it, shortest first, and the combined ones take the two longest.
+    space = policy_space(200.0, 120_000.0, max_batch_size=16, full_batch_us=60_000.0)
+    timeouts = [p.timeout_us for p in space if p.timeout_us and not p.max_queue_size]
+    assert timeouts == [54_000, 60_000, 66_000, 72_000]
+    assert [p.timeout_us for p in space if p.timeout_us and p.max_queue_size] == [66_000, 72_000]
+    # A full batch that outlasts the SLO leaves no room: the SLO's fractions, as without E.
+    assert policy_space(200.0, SLO, max_batch_size=64, full_batch_us=300_000.0) == \
+        policy_space(200.0, SLO, max_batch_size=64)
+    assert room_us(120_000.0, 60_000.0) == 60_000.0 and room_us(120_000.0, None) is None
 
 
 def test_space_respects_the_batcher() -> None:

@@ -15,7 +15,7 @@ from triton_ops.envelope.loader import require_envelope
 from triton_ops.envelope.model import Envelope
 from triton_ops.loadgen.outcome import Outcome
 from triton_ops.tune.apply import apply_to_envelope
-from triton_ops.tune.batcher import Candidate
+from triton_ops.tune.batcher import Candidate, ServiceProfile
 from triton_ops.tune.events import OverloadStarted
 from triton_ops.tune.overload import (
     OverloadPolicy,
@@ -26,6 +26,7 @@ from triton_ops.tune.overload import (
     policy_space,
 )
 from triton_ops.tune.overload.choice import ChoiceRule
+from triton_ops.tune.overload.config import protected_config, room_fits
 from triton_ops.tune.overload.stage import (
     START_S,
     WINDOWS,
@@ -243,3 +244,78 @@ def test_apply_writes_the_policy_with_or_without_the_batching_settings(tmp_path:
     env = require_envelope(envelope)
     assert env.max_batch_size == 8
     assert "default_timeout_microseconds: 60000" in (repo / "m" / "config.pbtxt").read_text()
+
+
+# ---- which config the stage protects (plain data, the batcher model) ------------------------
+
+ACCEL = ServiceProfile({b: 20_800.0 + 2_550.0 * b for b in (1, 2, 4, 8, 16, 32, 64)},
+                       overhead_us=1_000.0, cpu_model=False, shared_cores=2)
+
+
+def test_a_chosen_config_with_room_is_protected_itself() -> None:
+    chosen = Candidate(16, 0, 1)
+    got = protected_config(chosen, 200.0, [(chosen, 205.0)], ACCEL, 120_000.0)
+    assert got.candidate == chosen and got.reason is None
+    assert got.full_batch_us == pytest.approx(20_800.0 + 2_550.0 * 16)
+
+
+def test_a_full_batch_over_the_slo_hands_the_stage_a_smaller_measured_batch() -> None:
+    # A full batch of 64 takes 184 ms, over the 120 ms SLO; 32 leaves 18 ms, less than the
+    # nominal queue wait; 16 leaves 58 ms; 8 leaves 79 ms but is near its capacity at 0.8x.
+    chosen = Candidate(64, 0, 1)
+    measured = [(chosen, 222.0), (Candidate(32, 0, 1), 208.0), (Candidate(16, 0, 1), 197.0),
+                (Candidate(8, 0, 1), 190.0)]
+    got = protected_config(chosen, 209.0, measured, ACCEL, 120_000.0)
+    assert got.candidate == Candidate(16, 0, 1) and got.goodput_rps == 197.0
+    assert got.reason is not None and "full batch of 64 takes 184 ms" in got.reason
+    assert room_fits(Candidate(16, 0, 1), ACCEL, 120_000.0, 0.8 * 209.0)
+    assert not room_fits(Candidate(8, 0, 1), ACCEL, 120_000.0, 0.8 * 209.0)
+    assert not room_fits(Candidate(32, 0, 1), ACCEL, 120_000.0, 0.8 * 209.0)
+
+
+def test_no_config_is_traded_for_more_goodput_than_allowed_or_without_a_profile() -> None:
+    chosen = Candidate(64, 0, 1)
+    # 16 is 20% below the chosen config's search goodput: more than the stage gives up.
+    far = protected_config(chosen, 209.0, [(chosen, 250.0), (Candidate(16, 0, 1), 200.0)],
+                           ACCEL, 120_000.0)
+    assert far.candidate == chosen and far.reason is None
+    assert protected_config(chosen, 209.0, [(Candidate(16, 0, 1), 205.0)], None,
+                            120_000.0).candidate == chosen
+
+
+def test_a_policy_measured_on_another_config_goes_with_that_config(tmp_path: Path) -> None:
+    from triton_ops.cli.tune import _apply
+
+    best = best_with_overload()
+    best["overload"]["config"] = Candidate(16, 0, 1).to_dict()
+    best["overload"]["config_goodput_rps"] = 140.0
+    best["overload"]["config_reason"] = "a full batch of 32 takes 130 ms"
+    env = Envelope.model_validate({
+        "name": "accel_sim", "backend": "python", "inputs": [], "outputs": [],
+        "slo": {"p99_latency": "120ms", "target_throughput": 400}})
+    best["capacity"] = json.loads(json.dumps(capacity_plan(env, best)))
+    assert chosen_policy(best)["config"]["max_batch_size"] == 16
+    lines = {line.label: line.text for line in summary_lines(best)}
+    assert "use timeout 42ms REJECT on max_batch_size 16" in lines["overload"]
+    assert "(measured there: a full batch of 32 takes 130 ms)" in lines["overload"]
+    assert "batching.max_batch_size 16" in lines["next"]
+    assert best["capacity"]["goodput_rps"] == 140.0  # replicas serve the config applied
+    envelope = tmp_path / "m.yaml"
+    envelope.write_text(ENVELOPE)
+    repo = tmp_path / "repo"
+    (repo / "m" / "1").mkdir(parents=True)
+    _apply(best, envelope, repo, Console(file=io.StringIO()))
+    assert require_envelope(envelope).max_batch_size == 16
+    assert "default_timeout_microseconds: 42000" in (repo / "m" / "config.pbtxt").read_text()
+    # On the chosen config itself, nothing more than the policy is said.
+    assert chosen_policy(best_with_overload())["config"] is None
+
+
+def test_the_nominal_level_is_long_enough_to_resolve_its_rejection_limit() -> None:
+    # 0.8 x 150 req/s: 1000 requests take 8.3 s, longer than any window.
+    plan = plan_stage(1000.0, SPACE, levels=LEVELS, load_s=1.0, goodput_rps=150.0)
+    assert plan.timing.window_s == WINDOWS[0][1]
+    assert plan.timing.nominal_window_s == pytest.approx(1000 / 120.0)
+    longer = plan.timing.policy_seconds(SPACE[1])
+    assert longer - StageTiming(LEVELS, *WINDOWS[0], load_s=1.0).policy_seconds(SPACE[1]) == \
+        pytest.approx(1000 / 120.0 - WINDOWS[0][1])

@@ -222,6 +222,9 @@ def _apply(best: dict[str, Any], env_path: Path, repository: Path, err: Any) -> 
     from triton_ops.tune.batcher import Candidate
 
     candidate = Candidate.from_dict(best["chosen"]) if do_apply else None
+    if policy is not None and policy["config"] is not None:
+        # The policy was measured on another batching config: it holds only with that one.
+        candidate = Candidate.from_dict(policy["config"])
     try:
         for line in apply_to_envelope(env_path, candidate, repository,
                                       policy=policy["policy"] if policy else None):
@@ -233,7 +236,8 @@ def _apply(best: dict[str, Any], env_path: Path, repository: Path, err: Any) -> 
 
 def apply_decision(best: dict[str, Any]) -> tuple[bool, str]:
     """Whether `--apply` writes best.json's chosen batching config, and if not, why (plain
-    data). The queue policy is written whenever the overload stage chose one that helps."""
+    data). The queue policy is written whenever the overload stage chose one that helps,
+    with the batching config it was measured on."""
     if best.get("kept_baseline"):
         return False, f"the current config is kept ({best.get('reason', '')})"
     if not best.get("chosen") or not best.get("slo_met"):

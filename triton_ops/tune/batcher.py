@@ -204,6 +204,7 @@ class ServiceProfile:
 class SimResult:
     latencies_us: list[float]
     batch_sizes: list[int]
+    waits_us: list[float] = field(default_factory=list)  # in the queue, until dispatched
 
     def p99_us(self) -> float:
         if not self.latencies_us:
@@ -292,6 +293,7 @@ def simulate(candidate: Candidate, profile: ServiceProfile, arrivals_us: list[fl
     queue = BatcherQueue(arrivals_us)
     cores = execution_cores(profile, arrivals_us)
     latencies: list[float] = []
+    waits: list[float] = []
     batches: list[int] = []
     skip = int(len(arrivals_us) * warmup_fraction)
     done = 0
@@ -313,8 +315,9 @@ def simulate(candidate: Candidate, profile: ServiceProfile, arrivals_us: list[fl
             arrival = queue.waiting.popleft()
             if done >= skip:
                 latencies.append(end - arrival + profile.overhead_us)
+                waits.append(t - arrival)
             done += 1
-    return SimResult(latencies, batches)
+    return SimResult(latencies, batches, waits)
 
 
 def predict_p99_us(candidate: Candidate, profile: ServiceProfile, rate_per_s: float,
@@ -326,6 +329,25 @@ def predict_p99_us(candidate: Candidate, profile: ServiceProfile, rate_per_s: fl
         return math.inf
     arrivals = poisson_arrivals_us(rate_per_s, n_requests, seed)
     return simulate(candidate, profile, arrivals).p99_us()
+
+
+def predict_wait_share(candidate: Candidate, profile: ServiceProfile, rate_per_s: float,
+                       wait_us: float, *, n_requests: int = 10_000, seed: int = 0) -> float:
+    """Predicted share of requests that wait in the queue longer than `wait_us` before their
+    batch is dispatched, at a Poisson arrival rate: what a queue timeout of `wait_us` would
+    reject there (1.0 when over capacity)."""
+    if rate_per_s <= 0:
+        return 0.0
+    if rate_per_s >= profile.capacity(candidate):
+        return 1.0
+    waits = simulate(candidate, profile, poisson_arrivals_us(rate_per_s, n_requests, seed)).waits_us
+    return sum(1 for w in waits if w > wait_us) / len(waits) if waits else 0.0
+
+
+def full_batch_us(candidate: Candidate, profile: ServiceProfile) -> float:
+    """How long an instance is busy with a full batch under load (compute and hand-over)."""
+    size = max(candidate.max_batch_size, 1)
+    return profile.service_us(size) * profile.contention + profile.execution_gap_us
 
 
 def predict_goodput(candidate: Candidate, profile: ServiceProfile, slo_us: float,

@@ -180,6 +180,9 @@ def tuned_from_best(best: Mapping[str, Any], source: str) -> TunedModel:
             holds = None if holds is None else float(holds)
             chosen = overload.get("chosen") or {}
             policy = (chosen.get("policy") or {}).get("label")
+            if chosen.get("helps") and overload.get("config_goodput_rps"):
+                # The policy holds on another config: replicas serve that one.
+                goodput = float(overload["config_goodput_rps"])
         except (AttributeError, TypeError, ValueError):
             raise CapacityError(f"{where}: 'overload' is not what tune writes; run tune "
                                 "again or remove it") from None

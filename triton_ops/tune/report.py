@@ -291,7 +291,10 @@ def _next_line(best: dict[str, Any], chosen: dict[str, Any]) -> SummaryLine:
     policy = chosen_policy(best)
     queue = (f"batching.dynamic.default_queue_policy {policy['envelope']}"
              if policy is not None else "")
-    if best.get("kept_baseline"):
+    if policy is not None and policy["config"] is not None:
+        # The policy holds on another batching config than the goodput's: both go together.
+        chosen = policy["config"]
+    elif best.get("kept_baseline"):
         if not queue:
             return SummaryLine("next", "nothing to change")
         return SummaryLine("next", f"write {queue} into the envelope and run `triton-ops "
@@ -304,9 +307,11 @@ def _next_line(best: dict[str, Any], chosen: dict[str, Any]) -> SummaryLine:
 
 
 def chosen_policy(best: dict[str, Any]) -> dict[str, Any] | None:
-    """The queue policy the overload stage chose, when one helps: its best.json entry and
-    its envelope form as text; None otherwise."""
-    choice = (best.get("overload") or {}).get("chosen")
+    """The queue policy the overload stage chose, when one helps: the policy, its envelope
+    form as text, and the batching config it was measured on when that is not best.json's
+    chosen one (else None); None when no policy helps."""
+    overload = best.get("overload") or {}
+    choice = overload.get("chosen")
     if not choice or not choice.get("helps"):
         return None
     from triton_ops.tune.overload.policy import OverloadPolicy
@@ -314,7 +319,11 @@ def chosen_policy(best: dict[str, Any]) -> dict[str, Any] | None:
     policy = OverloadPolicy.from_dict(choice["policy"])
     settings = policy.envelope_dict() or {}
     text = "{" + ", ".join(f"{k}: {v}" for k, v in settings.items()) + "}"
-    return {"policy": policy, "envelope": text}
+    config = overload.get("config") or None
+    if config is not None and best.get("chosen") is not None and \
+            short_label(config) == short_label(best["chosen"]):
+        config = None
+    return {"policy": policy, "envelope": text, "config": config}
 
 
 # ---- report.html

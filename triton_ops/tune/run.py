@@ -32,6 +32,7 @@ from triton_ops.tune.events import (
     TuneEvent,
     ignore,
 )
+from triton_ops.tune.overload.config import ProtectedConfig, protected_config
 from triton_ops.tune.overload.stage import OVERLOAD_SHARE, OverloadStage, overload_share_s
 from triton_ops.tune.prober import ProbeSettings, WindowRow
 from triton_ops.tune.ranking import candidate_space, prune_by_memory
@@ -397,10 +398,16 @@ def _overload_stage(options: TuneOptions, slo_us: float, outcome: SearchOutcome,
     chosen = best_summary(options.model, slo_us, outcome, search.base, search.service, [],
                           elapsed_s=0.0, budget_s=options.budget_s)
     seconds = budget.left() - REPORT_RESERVE_S - budget.load_estimate()
+    measured = [(r.candidate, r.goodput) for r in outcome.results
+                if r.status == "measured" and r.goodput > 0]
+
+    def protect(candidate: Candidate, goodput: float) -> ProtectedConfig:
+        return protected_config(candidate, goodput, measured, search.service, slo_us)
+
     return OverloadStage.run(
         live.grpc_url, options.envelope, chosen, slo_us, seconds=seconds,
         share=OVERLOAD_SHARE, load_s=budget.load_estimate(), control=live.control,
-        workers=options.workers, on_event=live.recorder.event)
+        workers=options.workers, on_event=live.recorder.event, protect=protect)
 
 
 def _search_settings(options: TuneOptions) -> SearchSettings:

@@ -8,8 +8,8 @@ the most requests within the SLO under overload while shedding at most 0.1% at t
 load (`choose_policy`), or says that no policy helps.
 
 Modules: policy (the space), figures (what one policy did at one load), choice (the rule and
-the result for best.json), measure (the live adapter), apply (writing the chosen policy into
-an envelope). Only `measure` talks to a server.
+the result for best.json), config (which batching config the stage protects), measure (the
+live adapter), stage (its share of a tune run). Only `measure` talks to a server.
 """
 
 from triton_ops.tune.overload.choice import (
@@ -19,7 +19,7 @@ from triton_ops.tune.overload.choice import (
     choose_policy,
 )
 from triton_ops.tune.overload.figures import LevelFigures, PolicyResult, level_figures
-from triton_ops.tune.overload.policy import OverloadPolicy, policy_space
+from triton_ops.tune.overload.policy import OverloadPolicy, policy_space, room_us
 
 __all__ = [
     "Choice",
@@ -31,4 +31,5 @@ __all__ = [
     "choose_policy",
     "level_figures",
     "policy_space",
+    "room_us",
 ]

@@ -185,6 +185,10 @@ class OverloadResult:
     choice: Choice | None
     rule: ChoiceRule = ChoiceRule()
     notes: tuple[str, ...] = ()
+    # When `config` is not the config tune chose for goodput: its own measured goodput (search)
+    # and why the stage measured it instead.
+    config_goodput_rps: float | None = None
+    config_reason: str | None = None
 
     def chosen_result(self) -> PolicyResult | None:
         if self.choice is None:
@@ -210,6 +214,8 @@ class OverloadResult:
             "chosen": self.choice.to_dict() if self.choice else None,
             "holds_at_2x_rps": self.holds_at(2.0),
             "notes": list(self.notes),
+            "config_goodput_rps": self.config_goodput_rps,
+            "config_reason": self.config_reason,
         }
 
     @classmethod
@@ -223,4 +229,7 @@ class OverloadResult:
                    dict(data.get("config") or {}),
                    tuple(PolicyResult.from_dict(r) for r in data.get("policies", [])),
                    Choice.from_dict(chosen) if chosen else None, rule,
-                   tuple(data.get("notes", [])))
+                   tuple(data.get("notes", [])),
+                   (float(data["config_goodput_rps"])
+                    if data.get("config_goodput_rps") is not None else None),
+                   data.get("config_reason"))

@@ -36,6 +36,9 @@ class OverloadSettings:
     levels: tuple[float, ...] = LEVELS  # multiples of the goodput; the nominal one first
     warmup_s: float = 1.0
     window_s: float = 4.0
+    # The nominal level's window (None: `window_s`): long enough that one rejection is not
+    # already more than the 0.1% the choice allows (`nominal_window_s`).
+    nominal_window_s: float | None = None
     # The client's deadline; anything later is not within the SLO anyway. None: 4x the SLO,
     # at least 1 s.
     client_timeout_s: float | None = None
@@ -54,6 +57,8 @@ class OverloadSettings:
 
 
 NOT_MEASURED = "not measured"
+# Requests at the nominal level: one rejection among them is the 0.1% the choice allows.
+MIN_NOMINAL_REQUESTS = 1000
 
 
 def overload_config(base: Mapping[str, Any], candidate: Candidate,
@@ -93,13 +98,20 @@ class PolicyTarget:
         return self.control.drain(timeout_s, quiet_s=0.5)
 
 
+def nominal_window_s(window_s: float, nominal_rps: float, *,
+                     min_requests: int = MIN_NOMINAL_REQUESTS) -> float:
+    """The nominal level's window: `window_s`, or long enough for `min_requests` requests."""
+    return max(window_s, min_requests / nominal_rps) if nominal_rps > 0 else window_s
+
+
 def measure_level(loadgen: Any, level: float, rate: float, slo_us: float,
-                  settings: OverloadSettings) -> LevelFigures:
+                  settings: OverloadSettings, *, window_s: float | None = None
+                  ) -> LevelFigures:
     """Open-loop Poisson arrivals at `rate` for one window after a warm-up."""
     import numpy as np
 
     m = loadgen.measure(mode="open", rate=rate, warmup_s=settings.warmup_s,
-                        window_s=settings.window_s, max_windows=1,
+                        window_s=window_s or settings.window_s, max_windows=1,
                         max_inflight=settings.max_inflight)
     windows = m.windows
     if not windows:
@@ -126,8 +138,10 @@ def measure_policy(target: PolicyTarget, loadgen: Any, policy: OverloadPolicy,
         return result
     levels: list[LevelFigures] = []
     notes: list[str] = []
-    for level in settings.levels:
-        figures = measure_level(loadgen, level, level * goodput_rps, slo_us, settings)
+    for i, level in enumerate(settings.levels):
+        window = settings.nominal_window_s if i == 0 else None
+        figures = measure_level(loadgen, level, level * goodput_rps, slo_us, settings,
+                                window_s=window)
         levels.append(figures)
         on_event(LevelMeasured(policy, figures))
         if not target.drain(settings.drain_timeout_s):

@@ -6,9 +6,15 @@ expired request is answered with an error when the batcher next looks at it), a
 `max_queue_size` (a request that finds the queue full is refused at enqueue), or both. No
 policy at all is the reference every other one is compared with.
 
-The space, from the goodput G (req/s) and the p99 SLO:
-- timeouts at a few fractions of the SLO, each above max_queue_delay (a shorter timeout
-  rejects a lone request that waits for its batch to fill, at any load);
+The space, from the goodput G (req/s), the p99 SLO and, when the profile measured it, the
+execution time E of a full batch:
+- timeouts around the room a full batch leaves, R = SLO - E: under overload every batch is
+  full, and a request that waited its whole timeout still executes in one, so a timeout much
+  above R answers late, while one much below R rejects at the nominal load too. How far from
+  R the best one lies (the scheduler's hand-over, batches that are not quite full) is
+  measured: a few timeouts from below R to above it. Without E, a few fractions of the SLO.
+  Each is above max_queue_delay (a shorter timeout rejects a lone request that waits for its
+  batch to fill, at any load);
 - max_queue_size from G x SLO: the queue that drains within the SLO at the rate the config
   holds, never below max_batch_size (a smaller queue caps every batch at its size);
 - combinations of the two.
@@ -24,6 +30,8 @@ from typing import Any
 from triton_ops.envelope.units import format_duration_us
 
 TIMEOUT_FRACTIONS = (0.2, 0.35, 0.5)
+# Multiples of the room a full batch leaves (SLO - its execution time), shortest first.
+ROOM_FRACTIONS = (0.9, 1.0, 1.1, 1.2)
 QUEUE_FRACTIONS = (1.0,)
 COMBINED_TIMEOUT_FRACTIONS = (0.35, 0.5)
 
@@ -113,8 +121,15 @@ def drain_queue_size(goodput_rps: float, slo_us: float, fraction: float = 1.0) -
     return max(1, math.ceil(fraction * goodput_rps * slo_us / 1e6))
 
 
+def room_us(slo_us: float, full_batch_us: float | None) -> float | None:
+    """The time a full batch leaves within the SLO (None: unknown, or none left)."""
+    if full_batch_us is None or full_batch_us <= 0 or full_batch_us >= slo_us:
+        return None
+    return slo_us - full_batch_us
+
+
 def policy_space(goodput_rps: float, slo_us: float, *, max_batch_size: int,
-                 max_queue_delay_us: int = 0,
+                 max_queue_delay_us: int = 0, full_batch_us: float | None = None,
                  timeout_fractions: Sequence[float] = TIMEOUT_FRACTIONS,
                  queue_fractions: Sequence[float] = QUEUE_FRACTIONS,
                  combined_timeout_fractions: Sequence[float] = COMBINED_TIMEOUT_FRACTIONS,
@@ -122,10 +137,16 @@ def policy_space(goodput_rps: float, slo_us: float, *, max_batch_size: int,
     """The policies to measure, the reference (no policy) first. See the module docstring."""
     if goodput_rps <= 0 or slo_us <= 0:
         raise ValueError("the overload stage needs a measured goodput and an SLO above 0")
-    timeouts = [t for t in (_timeout(f, slo_us) for f in timeout_fractions)
-                if max_queue_delay_us < t < slo_us]
-    combined = [t for t in (_timeout(f, slo_us) for f in combined_timeout_fractions)
-                if max_queue_delay_us < t < slo_us]
+    room = room_us(slo_us, full_batch_us)
+    if room is not None:
+        timeouts = [t for t in (_timeout(f * room / slo_us, slo_us) for f in ROOM_FRACTIONS)
+                    if max_queue_delay_us < t < slo_us]
+        combined = timeouts[-2:]
+    else:
+        timeouts = [t for t in (_timeout(f, slo_us) for f in timeout_fractions)
+                    if max_queue_delay_us < t < slo_us]
+        combined = [t for t in (_timeout(f, slo_us) for f in combined_timeout_fractions)
+                    if max_queue_delay_us < t < slo_us]
     floor = max(max_batch_size, 1)
     sizes = [max(drain_queue_size(goodput_rps, slo_us, f), floor) for f in queue_fractions]
     space = [OverloadPolicy()]

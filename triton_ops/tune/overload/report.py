@@ -58,6 +58,11 @@ def overload_lines(best: dict[str, Any]) -> list[Line]:
             if nominal is not None and choice["helps"] else "")
     label = choice["policy"]["label"]
     head = f"use {label}" if choice["helps"] else "no queue policy helps: keep none"
+    if overload.get("config_reason"):
+        config = overload["config"]
+        head += (f" on max_batch_size {config['max_batch_size']}, max_queue_delay "
+                 f"{config['max_queue_delay_us']}us, {config['instance_count']} instance(s) "
+                 f"(measured there: {overload['config_reason']})")
     why = "" if choice["helps"] else full_batch_note(best, overload)
     left_out = [p for p in overload["policies"] if p["status"] == "not measured"]
     unmeasured = (f"; {len(left_out)} of {len(overload['policies'])} policies not measured "

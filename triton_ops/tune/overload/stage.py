@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from triton_ops.tune.batcher import Candidate
 from triton_ops.tune.events import OverloadSkipped, OverloadStarted
 from triton_ops.tune.overload.choice import LEVELS, OverloadResult
+from triton_ops.tune.overload.config import ProtectedConfig
+from triton_ops.tune.overload.measure import nominal_window_s
 from triton_ops.tune.overload.policy import OverloadPolicy
 
 if TYPE_CHECKING:
@@ -36,14 +39,21 @@ class StageTiming:
     warmup_s: float
     window_s: float
     load_s: float  # one model load, as tune saw it
+    nominal_window_s: float | None = None  # the first level's window (None: window_s)
+
+    def level_seconds(self, index: int) -> float:
+        window = self.nominal_window_s if index == 0 and self.nominal_window_s else self.window_s
+        return self.warmup_s + window
 
     def policy_seconds(self, policy: OverloadPolicy) -> float:
         """One policy: its load, and per level warm-up, window and drain; the reference's
         queue also holds what arrived above the goodput at each overload level."""
-        level_s = self.warmup_s + self.window_s
-        seconds = self.load_s + DRAIN_S + len(self.levels) * (level_s + DRAIN_S)
-        if policy.is_reference:
-            seconds += sum(max(0.0, level - 1.0) * level_s for level in self.levels)
+        seconds = self.load_s + DRAIN_S
+        for i, level in enumerate(self.levels):
+            level_s = self.level_seconds(i)
+            seconds += level_s + DRAIN_S
+            if policy.is_reference:
+                seconds += max(0.0, level - 1.0) * level_s
         return seconds
 
     def stage_seconds(self, policies: Sequence[OverloadPolicy]) -> float:
@@ -64,12 +74,18 @@ class StagePlan:
 
 
 def plan_stage(seconds: float, policies: Sequence[OverloadPolicy], *,
-               levels: tuple[float, ...], load_s: float) -> StagePlan:
+               levels: tuple[float, ...], load_s: float, goodput_rps: float = 0.0
+               ) -> StagePlan:
     """The longest window with which every policy fits in `seconds`, or the shortest and
-    the policies that fit. See the module docstring."""
-    timing = StageTiming(levels, *WINDOWS[-1], load_s=load_s)
+    the policies that fit. See the module docstring. With the goodput, the nominal level's
+    window is long enough for the requests that resolve its rejection limit."""
+    def timing_for(warmup_s: float, window_s: float) -> StageTiming:
+        nominal = nominal_window_s(window_s, levels[0] * goodput_rps) if goodput_rps else None
+        return StageTiming(levels, warmup_s, window_s, load_s, nominal)
+
+    timing = timing_for(*WINDOWS[-1])
     for warmup_s, window_s in WINDOWS:
-        timing = StageTiming(levels, warmup_s, window_s, load_s)
+        timing = timing_for(warmup_s, window_s)
         if timing.stage_seconds(policies) <= seconds:
             return StagePlan(seconds, timing, tuple(policies), ())
     fitting: list[OverloadPolicy] = []
@@ -108,26 +124,34 @@ class OverloadStage:
     @classmethod
     def run(cls, grpc_url: str, envelope: Envelope, chosen: Mapping[str, Any], slo_us: float,
             *, seconds: float, share: float, load_s: float, control: ModelControl,
-            workers: int, on_event: Callable[[Any], None]) -> OverloadStage:
-        """Plan the stage for the chosen config (best.json's form) and measure it."""
+            workers: int, on_event: Callable[[Any], None],
+            protect: Callable[[Candidate, float], ProtectedConfig] | None = None
+            ) -> OverloadStage:
+        """Plan the stage for the chosen config (best.json's form) and measure it, or the
+        config `protect` names for it (`overload.config.protected_config`); the loads are
+        multiples of the chosen config's goodput either way."""
         started = time.monotonic()
         if not chosen.get("slo_met") or not chosen.get("goodput") or not chosen.get("chosen"):
             return cls._skipped(share, seconds, "no config was confirmed under the SLO: there is "
                                 "no goodput to offer multiples of", on_event)
-        from triton_ops.tune.batcher import Candidate
         from triton_ops.tune.overload.policy import policy_space
 
-        candidate = Candidate.from_dict(chosen["chosen"])
         goodput = float(chosen["goodput"])
+        protected = (protect or _itself)(Candidate.from_dict(chosen["chosen"]), goodput)
+        candidate = protected.candidate
         policies = policy_space(goodput, slo_us, max_batch_size=candidate.max_batch_size,
-                                max_queue_delay_us=candidate.max_queue_delay_us)
-        plan = plan_stage(seconds, policies, levels=LEVELS, load_s=load_s)
+                                max_queue_delay_us=candidate.max_queue_delay_us,
+                                full_batch_us=protected.full_batch_us)
+        plan = plan_stage(seconds, policies, levels=LEVELS, load_s=load_s, goodput_rps=goodput)
         if plan.skip_reason is not None:
             return cls._skipped(share, seconds, plan.skip_reason, on_event, plan)
         on_event(OverloadStarted(seconds, share, plan.policies, plan.left_out,
                                  plan.timing.window_s))
         result, failure = _measure(grpc_url, envelope, candidate, goodput, slo_us, plan,
                                    control, workers, on_event)
+        if result is not None and protected.reason is not None:
+            result = replace(result, config_goodput_rps=protected.goodput_rps,
+                             config_reason=protected.reason)
         return cls(share, seconds, plan, result, time.monotonic() - started, failure)
 
     @classmethod
@@ -150,6 +174,10 @@ class OverloadStage:
                 "overload_stage": stage}
 
 
+def _itself(candidate: Candidate, goodput: float) -> ProtectedConfig:
+    return ProtectedConfig(candidate, goodput, None)
+
+
 def _measure(grpc_url: str, envelope: Envelope, candidate: Any, goodput: float,
              slo_us: float, plan: StagePlan, control: ModelControl, workers: int,
              on_event: Callable[[Any], None]) -> tuple[OverloadResult | None, str | None]:
@@ -157,6 +185,7 @@ def _measure(grpc_url: str, envelope: Envelope, candidate: Any, goodput: float,
     from triton_ops.tune.overload.measure import OverloadSettings, measure_overload
 
     settings = OverloadSettings(warmup_s=plan.timing.warmup_s, window_s=plan.timing.window_s,
+                                nominal_window_s=plan.timing.nominal_window_s,
                                 drain_timeout_s=max(5.0, min(60.0, plan.seconds / 4)))
     # Every policy of the space is offered: one disqualified at the nominal load costs one
     # level instead of three, which may leave time for one the plan left out.

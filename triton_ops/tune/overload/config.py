@@ -1,0 +1,78 @@
+"""Which batching config the overload stage measures queue policies on.
+
+Under overload every batch is full, and a request the queue let through still executes in a
+full batch: it is answered within the SLO only if it waited at most the room a full batch
+leaves, R = SLO - E(max_batch_size). A timeout near R sheds what could not be answered in
+time; at the nominal load it must reject (almost) nothing, so the queue wait there must stay
+under R. The config tune chose for goodput may leave no such room (a full batch of it
+outlasts the SLO, or the nominal queue wait exceeds the room): then no queue policy can keep
+it answering in time past the knee, and the stage measures a config that can, when one was
+measured in the search at a goodput not far below.
+
+The rule: the chosen config when the batcher model predicts that a timeout of R rejects at
+most `max_shed` at the nominal load (0.8x the goodput); otherwise the measured candidate with
+the highest search goodput, at most `max_cost` below the chosen one's search goodput, for
+which the model
+predicts that; otherwise the chosen config (the stage then says why no policy helps).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from triton_ops.tune.batcher import Candidate, ServiceProfile, full_batch_us, predict_wait_share
+from triton_ops.tune.overload.choice import MAX_NOMINAL_REJECTED, NOMINAL_LEVEL
+from triton_ops.tune.overload.policy import room_us
+
+# The most nominal goodput the stage gives up for answers under overload.
+MAX_GOODPUT_COST = 0.15
+
+
+@dataclass(frozen=True)
+class ProtectedConfig:
+    """The config the stage measures, what it holds, and why it is not the chosen one."""
+
+    candidate: Candidate
+    goodput_rps: float  # measured: the chosen config's confirmed goodput, or a search goodput
+    full_batch_us: float | None  # from the profile (None: no profile)
+    reason: str | None = None  # set when it is not the chosen config
+
+
+def room_fits(candidate: Candidate, profile: ServiceProfile, slo_us: float, nominal_rps: float,
+              max_shed: float = MAX_NOMINAL_REJECTED) -> bool:
+    """A full batch leaves room within the SLO, longer than the queue delay, and the model
+    predicts that a timeout of that room rejects at most `max_shed` at `nominal_rps`."""
+    room = room_us(slo_us, full_batch_us(candidate, profile))
+    if room is None or room <= candidate.max_queue_delay_us:
+        return False
+    return predict_wait_share(candidate, profile, nominal_rps, room) <= max_shed
+
+
+def protected_config(chosen: Candidate, goodput_rps: float,
+                     measured: Sequence[tuple[Candidate, float]],
+                     profile: ServiceProfile | None, slo_us: float, *,
+                     max_cost: float = MAX_GOODPUT_COST) -> ProtectedConfig:
+    """Apply the rule of the module docstring; `measured`: (candidate, search goodput)."""
+    if profile is None:
+        return ProtectedConfig(chosen, goodput_rps, None)
+    nominal = NOMINAL_LEVEL * goodput_rps
+    if room_fits(chosen, profile, slo_us, nominal):
+        return ProtectedConfig(chosen, goodput_rps, full_batch_us(chosen, profile))
+    # Search goodputs are compared with search goodputs (the re-measurement's probes are
+    # longer, and a config's re-measured goodput is usually lower).
+    reference = max((g for c, g in measured if c == chosen), default=goodput_rps)
+    floor = (1 - max_cost) * reference
+    others = sorted(((c, g) for c, g in measured if c != chosen and g >= floor),
+                    key=lambda cg: (-cg[1], cg[0].max_batch_size))
+    for candidate, goodput in others:
+        if room_fits(candidate, profile, slo_us, nominal):
+            full = full_batch_us(candidate, profile)
+            full_chosen = full_batch_us(chosen, profile)
+            return ProtectedConfig(candidate, goodput, full, reason=(
+                f"a full batch of {chosen.max_batch_size} takes {full_chosen / 1000:.0f} ms, "
+                f"leaving no room for a timeout within the SLO of {slo_us / 1000:g} ms at "
+                f"{NOMINAL_LEVEL:g}x; {candidate.label()} (full batch {full / 1000:.0f} ms, "
+                f"{goodput:.0f} req/s in the search against {reference:.0f}, "
+                f"{max(0.0, 1 - goodput / reference):.0%} below) leaves it"))
+    return ProtectedConfig(chosen, goodput_rps, full_batch_us(chosen, profile))
