@@ -319,3 +319,11 @@ def test_the_nominal_level_is_long_enough_to_resolve_its_rejection_limit() -> No
     longer = plan.timing.policy_seconds(SPACE[1])
     assert longer - StageTiming(LEVELS, *WINDOWS[0], load_s=1.0).policy_seconds(SPACE[1]) == \
         pytest.approx(1000 / 120.0 - WINDOWS[0][1])
+
+    # A share that fits no policy and one policy only with the nominal level's window
+    # as long as the others' gets that.
+    short = StageTiming(LEVELS, *WINDOWS[-1], load_s=1.0)
+    seconds = START_S + sum(short.policy_seconds(p) for p in SPACE[:2]) + 1.0
+    tight = plan_stage(seconds, SPACE, levels=LEVELS, load_s=1.0, goodput_rps=150.0)
+    assert tight.skip_reason is None and tight.timing.nominal_window_s is None
+    assert len(tight.policies) == 2

@@ -78,7 +78,18 @@ def plan_stage(seconds: float, policies: Sequence[OverloadPolicy], *,
                ) -> StagePlan:
     """The longest window with which every policy fits in `seconds`, or the shortest and
     the policies that fit. See the module docstring. With the goodput, the nominal level's
-    window is long enough for the requests that resolve its rejection limit."""
+    window is long enough for the requests that resolve its rejection limit, unless then
+    fewer than two policies fit (the nominal level then has the others' window)."""
+    plan = _plan(seconds, policies, levels=levels, load_s=load_s, goodput_rps=goodput_rps)
+    if plan.skip_reason is not None and goodput_rps:
+        shorter = _plan(seconds, policies, levels=levels, load_s=load_s, goodput_rps=0.0)
+        if shorter.skip_reason is None:
+            return shorter
+    return plan
+
+
+def _plan(seconds: float, policies: Sequence[OverloadPolicy], *, levels: tuple[float, ...],
+          load_s: float, goodput_rps: float) -> StagePlan:
     def timing_for(warmup_s: float, window_s: float) -> StageTiming:
         nominal = nominal_window_s(window_s, levels[0] * goodput_rps) if goodput_rps else None
         return StageTiming(levels, warmup_s, window_s, load_s, nominal)
