@@ -316,6 +316,9 @@ def test_the_nominal_level_is_long_enough_to_resolve_its_rejection_limit() -> No
     plan = plan_stage(1000.0, SPACE, levels=LEVELS, load_s=1.0, goodput_rps=150.0)
     assert plan.timing.window_s == WINDOWS[0][1]
     assert plan.timing.nominal_window_s == pytest.approx(1000 / 120.0)
+    started = OverloadStarted(90.0, 0.3, plan.policies, (), plan.timing.window_s,
+                              plan.timing.nominal_window_s)
+    assert "4 s per load (8.3 s at 0.8x)" in overload_started_text(started)
     longer = plan.timing.policy_seconds(SPACE[1])
     assert longer - StageTiming(LEVELS, *WINDOWS[0], load_s=1.0).policy_seconds(SPACE[1]) == \
         pytest.approx(1000 / 120.0 - WINDOWS[0][1])

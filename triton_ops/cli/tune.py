@@ -357,6 +357,8 @@ def overload_started_text(event: Any) -> str:
     text = (f"overload stage: {event.seconds:.0f} s ({event.share:.0%} of the budget) for "
             f"{len(event.policies)} queue policies at 0.8x, 2x and 3x the goodput, "
             f"{event.window_s:g} s per load")
+    if event.nominal_window_s:
+        text += f" ({event.nominal_window_s:.1f} s at 0.8x)"
     if event.left_out:
         text += (f"; {len(event.left_out)} more if time allows "
                  f"({', '.join(p.label() for p in event.left_out)})")

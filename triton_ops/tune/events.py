@@ -134,6 +134,7 @@ class OverloadStarted:
     policies: tuple[OverloadPolicy, ...]
     left_out: tuple[OverloadPolicy, ...]
     window_s: float
+    nominal_window_s: float | None = None  # the 0.8x level's, when longer
 
 
 @dataclass(frozen=True)

@@ -128,8 +128,10 @@ def policy_table_html(best: dict[str, Any]) -> str:
                           str(f["client_timeouts"])]
             rows.append(f"<tr{cls}>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     stage = best.get("overload_stage") or {}
+    nominal = (f" ({stage['nominal_window_s']:.1f} s at {overload['levels'][0]:g}x)"
+               if stage.get("nominal_window_s") else "")
     return (f"<h2>Past the knee: queue policies</h2><p>{html.escape(overload['rule'])}. "
-            f"Measured for {stage.get('window_s', '?')} s per load after a "
+            f"Measured for {stage.get('window_s', '?')} s per load{nominal} after a "
             f"{stage.get('warmup_s', '?')} s warm-up, in {stage.get('elapsed_s', 0):.0f} s "
             f"({stage.get('budget_share', 0):.0%} of the budget).</p>"
             "<table><tr><th>policy</th><th>status</th><th>load (offered req/s)</th>"

@@ -157,7 +157,7 @@ class OverloadStage:
         if plan.skip_reason is not None:
             return cls._skipped(share, seconds, plan.skip_reason, on_event, plan)
         on_event(OverloadStarted(seconds, share, plan.policies, plan.left_out,
-                                 plan.timing.window_s))
+                                 plan.timing.window_s, plan.timing.nominal_window_s))
         result, failure = _measure(grpc_url, envelope, candidate, goodput, slo_us, plan,
                                    control, workers, on_event)
         if result is not None and protected.reason is not None:
@@ -180,6 +180,7 @@ class OverloadStage:
             "elapsed_s": round(self.elapsed_s, 1), "not_run": self.not_run,
             "warmup_s": plan.timing.warmup_s if plan else None,
             "window_s": plan.timing.window_s if plan else None,
+            "nominal_window_s": plan.timing.nominal_window_s if plan else None,
         }
         return {"overload": self.result.to_dict() if self.result else None,
                 "overload_stage": stage}
