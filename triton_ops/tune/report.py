@@ -320,8 +320,7 @@ def chosen_policy(best: dict[str, Any]) -> dict[str, Any] | None:
     settings = policy.envelope_dict() or {}
     text = "{" + ", ".join(f"{k}: {v}" for k, v in settings.items()) + "}"
     config = overload.get("config") or None
-    if config is not None and best.get("chosen") is not None and \
-            short_label(config) == short_label(best["chosen"]):
+    if config == best.get("chosen"):
         config = None
     return {"policy": policy, "envelope": text, "config": config}
 

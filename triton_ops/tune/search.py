@@ -450,10 +450,10 @@ class Search:
     def contenders(self, best: CandidateResult, rem: Remeasurement) -> list[CandidateResult]:
         """The close rivals of `best`, and any other candidate whose search goodput is above
         the rate `best` held on re-measurement: either may hold more than `best` did."""
-        held = rem.rate or 0.0
         close = self.close_rivals(best)
-        above = [r for r in self.rivals() if r is not best and r not in close
-                 and r.candidate.key != best.candidate.key and r.goodput > held]
+        taken = {best.candidate.key, *(r.candidate.key for r in close)}
+        above = [r for r in self.rivals()
+                 if r.candidate.key not in taken and r.goodput > (rem.rate or 0.0)]
         return sorted([*close, *above], key=lambda r: -r.goodput)
 
     def _contenders(self, best: CandidateResult, rem: Remeasurement
@@ -474,11 +474,11 @@ class Search:
             best, rem = self._duel(best, rem, rival)
         return best, rem
 
-    def _duel_need(self, probes: int = 1) -> float:
-        """Time for a contender's load and `probes` probes, and the baseline's re-measurement
-        after them."""
+    def _duel_need(self, *, load: bool = True) -> float:
+        """Time for one more probe of a contender (after its load, when `load`), and the
+        baseline's re-measurement after it."""
         end = self.budget.end()
-        need = end.load_s + probes * end.final_probe_s
+        need = (end.load_s if load else 0.0) + end.final_probe_s
         if self.base is not None:
             need += end.load_s + end.final_probe_s
         return need
@@ -500,8 +500,7 @@ class Search:
             self.notes.append(f"the contender {rival.candidate.label()} not compared: {error}")
             return best, rem
         for i, rate in enumerate(rates):
-            if i and self.budget.before_restore(restores=False) < self._duel_need(1) \
-                    - self.budget.end().load_s:
+            if i and self.budget.before_restore(restores=False) < self._duel_need(load=False):
                 break
             self.on_event(ContenderRemeasured(rival.candidate, best.candidate, rate))
             probe = self._probe(rival.candidate, rate, final=True)
@@ -519,7 +518,7 @@ class Search:
         win, them = best.candidate.label(), rival.candidate.label()
         held = rem.rate or 0.0
         assert ours is not None
-        if duel.held and theirs is not None and duel.rate and duel.rate > held:
+        if duel.held and theirs is not None and (duel.rate or 0.0) > held:
             self.notes.append(
                 f"{them} held {duel.rate:.0f} req/s (p99 {theirs.p99.value / 1000:.1f} ms) where "
                 f"{win} did not, on the same arrivals: it holds more, so it is chosen")

@@ -12,8 +12,8 @@ measured in the search at a goodput not far below.
 The rule: the chosen config when the batcher model predicts that a timeout of R rejects at
 most `max_shed` at the nominal load (0.8x the goodput); otherwise the measured candidate with
 the highest search goodput, at most `max_cost` below the chosen one's search goodput, for
-which the model
-predicts that; otherwise the chosen config (the stage then says why no policy helps).
+which the model predicts that; otherwise the chosen config (the stage then says why no policy
+helps).
 """
 
 from __future__ import annotations
@@ -57,8 +57,10 @@ def protected_config(chosen: Candidate, goodput_rps: float,
     if profile is None:
         return ProtectedConfig(chosen, goodput_rps, None)
     nominal = NOMINAL_LEVEL * goodput_rps
+    full_chosen = full_batch_us(chosen, profile)
+    itself = ProtectedConfig(chosen, goodput_rps, full_chosen)
     if room_fits(chosen, profile, slo_us, nominal):
-        return ProtectedConfig(chosen, goodput_rps, full_batch_us(chosen, profile))
+        return itself
     # Search goodputs are compared with search goodputs (the re-measurement's probes are
     # longer, and a config's re-measured goodput is usually lower).
     reference = max((g for c, g in measured if c == chosen), default=goodput_rps)
@@ -68,11 +70,10 @@ def protected_config(chosen: Candidate, goodput_rps: float,
     for candidate, goodput in others:
         if room_fits(candidate, profile, slo_us, nominal):
             full = full_batch_us(candidate, profile)
-            full_chosen = full_batch_us(chosen, profile)
             return ProtectedConfig(candidate, goodput, full, reason=(
                 f"a full batch of {chosen.max_batch_size} takes {full_chosen / 1000:.0f} ms, "
                 f"leaving no room for a timeout within the SLO of {slo_us / 1000:g} ms at "
                 f"{NOMINAL_LEVEL:g}x; {candidate.label()} (full batch {full / 1000:.0f} ms, "
                 f"{goodput:.0f} req/s in the search against {reference:.0f}, "
                 f"{max(0.0, 1 - goodput / reference):.0%} below) leaves it"))
-    return ProtectedConfig(chosen, goodput_rps, full_batch_us(chosen, profile))
+    return itself

@@ -23,7 +23,7 @@ execution time E of a full batch:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -137,16 +137,17 @@ def policy_space(goodput_rps: float, slo_us: float, *, max_batch_size: int,
     """The policies to measure, the reference (no policy) first. See the module docstring."""
     if goodput_rps <= 0 or slo_us <= 0:
         raise ValueError("the overload stage needs a measured goodput and an SLO above 0")
+    def usable(fractions: Iterable[float]) -> list[int]:
+        """Timeouts at these fractions of the SLO, above the queue delay and under the SLO."""
+        return [t for t in (_timeout(f, slo_us) for f in fractions)
+                if max_queue_delay_us < t < slo_us]
+
     room = room_us(slo_us, full_batch_us)
     if room is not None:
-        timeouts = [t for t in (_timeout(f * room / slo_us, slo_us) for f in ROOM_FRACTIONS)
-                    if max_queue_delay_us < t < slo_us]
+        timeouts = usable(f * room / slo_us for f in ROOM_FRACTIONS)
         combined = timeouts[-2:]
     else:
-        timeouts = [t for t in (_timeout(f, slo_us) for f in timeout_fractions)
-                    if max_queue_delay_us < t < slo_us]
-        combined = [t for t in (_timeout(f, slo_us) for f in combined_timeout_fractions)
-                    if max_queue_delay_us < t < slo_us]
+        timeouts, combined = usable(timeout_fractions), usable(combined_timeout_fractions)
     floor = max(max_batch_size, 1)
     sizes = [max(drain_queue_size(goodput_rps, slo_us, f), floor) for f in queue_fractions]
     space = [OverloadPolicy()]
