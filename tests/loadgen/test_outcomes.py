@@ -17,6 +17,7 @@ import pytest
 from triton_ops.envelope.loader import require_envelope
 from triton_ops.loadgen.engine import LoadGenerator, Window
 from triton_ops.loadgen.outcome import Outcome
+from triton_ops.loadgen.worker import TAIL_MAX_S
 
 DATA = Path(__file__).parents[1] / "tune" / "data" / "overload"
 MODEL = "sleepy_device"
@@ -32,6 +33,15 @@ def load_with_policy(url: str, policy: dict | None) -> None:
         config["dynamic_batching"]["default_queue_policy"] = policy
     client.load_model(MODEL, config=json.dumps(config))
     client.close()
+
+
+def success_count(url: str) -> int:
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(url)
+    stats = client.get_inference_statistics(MODEL, as_json=True)["model_stats"][0]
+    client.close()
+    return int(stats["inference_stats"]["success"].get("count", 0))
 
 
 def check_counts(w: Window) -> None:
@@ -51,6 +61,14 @@ def test_rejections_and_client_timeouts_are_told_apart(tmp_path: Path, start_tri
     env = require_envelope(DATA / "envelopes" / f"{MODEL}.yaml")
     server = start_triton(repo, models=[MODEL])
     with LoadGenerator(server.grpc_url, MODEL, env.inputs, outputs=["Y"], timeout_s=5) as lg:
+        # The arrivals go on while the window's last requests are in flight (a 20 ms+
+        # execution at 300 req/s: a few more requests), and those belong to no window.
+        before = success_count(server.grpc_url)
+        w = lg.measure(mode="open", rate=300, warmup_s=0.0, window_s=1.0,
+                       max_windows=1).windows[0]
+        tail = success_count(server.grpc_url) - before - w.requests
+        assert w.count(Outcome.OK) == w.requests
+        assert 0 < tail <= 300 * TAIL_MAX_S + 50
         # A queue of 4: arrivals while a batch runs find it full.
         load_with_policy(server.grpc_url, {"max_queue_size": 4})
         w = lg.measure(mode="open", rate=400, warmup_s=0.2, window_s=1.0,

@@ -22,6 +22,8 @@ from typing import Any
 from triton_ops.loadgen.outcome import Outcome, outcome_of
 
 _WAKE_EARLY_S = 0.0005
+# The longest the arrivals go on after the last window while its requests are in flight.
+TAIL_MAX_S = 1.0
 
 
 @dataclass
@@ -73,10 +75,16 @@ class RunSchedule:
         return self.start + self.warmup + self.window * self.max_windows
 
     def index_of(self, t: float) -> int:
-        """The window a request scheduled at `t` belongs to; -1 during the warm-up."""
-        if t < self.start + self.warmup:
+        """The window a request scheduled at `t` belongs to; -1 during the warm-up and after
+        the last window."""
+        if t < self.start + self.warmup or t >= self.end:
             return -1
         return int((t - self.start - self.warmup) // self.window)
+
+    def tail_end(self, timeout_s: float) -> float:
+        """The latest time an arrival may be scheduled after the last window (see
+        _Run._open_loop)."""
+        return self.end + min(timeout_s, TAIL_MAX_S)
 
     def window_end(self, k: int) -> float:
         return self.start + self.warmup + (k + 1) * self.window
@@ -184,11 +192,18 @@ class _Run:
             self._flush(final=True)
 
     async def _open_loop(self, rate: float, max_inflight: int) -> None:
-        """Poisson arrivals at `rate`, each request a task of its own."""
+        """Poisson arrivals at `rate`, each request a task of its own.
+
+        The arrivals go on after the last window while its requests are in flight (up to
+        TAIL_MAX_S; those requests belong to no window): the last window's requests then
+        wait as the others did. A stream that stops leaves them alone in the server, where
+        Triton's dynamic batcher can hold them until its idle wake-up (half a second).
+        """
         t = self.schedule.start
+        tail_end = self.schedule.tail_end(self.timeout)
         while not self.stopping:
             t += float(self.rng.exponential(1.0 / rate))
-            if t >= self.schedule.end:
+            if t >= self.schedule.end and (t >= tail_end or not self._windows_in_flight()):
                 break
             delay = t - time.monotonic()
             if delay > _WAKE_EARLY_S:
@@ -210,6 +225,10 @@ class _Run:
             if now >= self.schedule.end:
                 return
             await self._request(now)
+
+    def _windows_in_flight(self) -> bool:
+        """A request scheduled in one of the windows is still waiting for its answer."""
+        return any(buf.pending for k, buf in self.windows.items() if k >= 0)
 
     def _spawn(self, sched: float) -> None:
         task = asyncio.ensure_future(self._request(sched))
