@@ -177,9 +177,14 @@ def test_when_a_full_batch_outlasts_the_slo_the_summary_says_so() -> None:
     best["profile"] = {"batch_us": {"16": 62_000.0, "32": 102_000.0, "64": 184_000.0}}
     best["overload"]["config"]["max_batch_size"] = 64
     text = {line.label: line.text for line in summary_lines(best)}["overload"]
-    assert "A full batch of 64 takes 184 ms (the profile), over the SLO of 120 ms" in text
-    assert "the largest whose full batch fits: 32, 102 ms" in text
-    best["overload"]["config"]["max_batch_size"] = 32  # fits: the reason lies elsewhere
+    assert "A full batch of 64 takes 184 ms (the profile) over the SLO of 120 ms" in text
+    # The stage's rule (room_fits at 0.8x the goodput of 150 req/s) holds for 16 only.
+    assert "max_batch_size 16 leaves the room (the stage's rule" in text
+    best["overload"]["config"]["max_batch_size"] = 32  # fits, with too little room
+    text = {line.label: line.text for line in summary_lines(best)}["overload"]
+    assert "A full batch of 32 takes 102 ms (the profile) and leaves 18 ms of the SLO" in text
+    assert "rejects more than allowed at 0.8x the goodput" in text
+    best["overload"]["config"]["max_batch_size"] = 16  # room: the reason lies elsewhere
     assert "full batch" not in {line.label: line.text
                                 for line in summary_lines(best)}["overload"]
 

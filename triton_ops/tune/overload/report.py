@@ -72,21 +72,42 @@ def overload_lines(best: dict[str, Any]) -> list[Line]:
 
 
 def full_batch_note(best: dict[str, Any], overload: dict[str, Any]) -> str:
-    """Why no policy can help, when the profile shows it: under overload every batch is full,
-    and a full batch of the chosen size takes longer than the SLO ('' otherwise)."""
-    batch_us = {int(b): float(us) for b, us in
-                ((best.get("profile") or {}).get("batch_us") or {}).items()}
-    size = int((overload.get("config") or {}).get("max_batch_size", 0))
-    slo_us = float(overload["slo_p99_us"])
-    if size not in batch_us or batch_us[size] < slo_us:
+    """Why no policy can help, when the profile shows it ('' otherwise): under overload every
+    batch is full, and a request is answered within the SLO only after a queue wait shorter
+    than the room a full batch leaves, which the queue wait at the nominal load outlasts.
+    Names the profile's max_batch_sizes for which the stage's rule holds (`room_fits`)."""
+    from dataclasses import replace
+
+    from triton_ops.tune.batcher import Candidate, ServiceProfile, full_batch_us
+    from triton_ops.tune.overload.config import room_fits
+    from triton_ops.tune.overload.policy import room_us
+
+    if not best.get("profile") or not overload.get("config"):
         return ""
-    fitting = [b for b, us in batch_us.items() if us < slo_us]
-    alternative = (f"; a smaller max_batch_size trades goodput for answers under overload "
-                   f"(the largest whose full batch fits: {max(fitting)}, "
-                   f"{_ms(batch_us[max(fitting)])})" if fitting else "")
-    return (f". A full batch of {size} takes {_ms(batch_us[size])} (the profile), over the "
-            f"SLO of {_ms(slo_us)}: under overload batches fill, so no request is answered in "
-            f"time whatever the queue policy{alternative}")
+    profile = ServiceProfile.from_dict(best["profile"])
+    measured = Candidate.from_dict(overload["config"])
+    slo_us = float(overload["slo_p99_us"])
+    level = float(overload.get("levels", [0.8])[0])
+    nominal = level * float(overload["goodput_rps"])
+    if room_fits(measured, profile, slo_us, nominal):
+        return ""
+    full = full_batch_us(measured, profile)
+    room = room_us(slo_us, full)
+    fitting = [b for b in sorted(profile.batch_us) if room_fits(
+        replace(measured, max_batch_size=b), profile, slo_us, nominal)]
+    if room is None:
+        why = (f"over the SLO of {_ms(slo_us)}: under overload batches fill, so no request is "
+               "answered in time whatever the queue policy")
+    else:
+        why = (f"and leaves {_ms(room)} of the SLO of {_ms(slo_us)}: under overload batches "
+               "fill, and a timeout short enough to answer in time rejects more than allowed "
+               f"at {level:g}x the goodput, where the model predicts longer queue waits")
+    sizes = ", ".join(map(str, fitting))
+    alternative = (f"; max_batch_size {sizes} {'leaves' if len(fitting) == 1 else 'leave'} "
+                   "the room (the stage's rule; measure with bench/overload.py --config)"
+                   if fitting else "")
+    return (f". A full batch of {measured.max_batch_size} takes {_ms(full)} (the profile) "
+            f"{why}{alternative}")
 
 
 def capacity_lines(best: dict[str, Any]) -> list[Line]:
