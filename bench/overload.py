@@ -11,12 +11,14 @@ and the policy the overload stage's rule chooses from these figures.
 
 The goodput comes from --goodput or from a tune run's best.json (--best), which also gives
 the config and, with --policies chosen, the policy tune chose (measured against no policy)
-on the config tune measured it on. The 0.8x level lasts long enough for 1000 requests.
+on the config tune measured it on. The 0.8x level lasts long enough for 1000 requests, as in
+the overload stage (one rejection is 0.1%), or for --nominal-requests: the rejected share is
+then measured more finely than the 0.1% limit.
 
 Run: .venv/bin/python bench/overload.py --envelope ENVELOPE [--repository REPO]
          (--goodput RPS [--config MBS,DELAY_US,INSTANCES] | --best DIR/best.json)
          [--policies space|chosen|none,timeout:100ms,queue:50,timeout:100ms+queue:50]
-         [--window 4] [--url HOST:PORT] [--out results.json]
+         [--window 4] [--nominal-requests 1000] [--url HOST:PORT] [--out results.json]
 """
 
 from __future__ import annotations
@@ -130,6 +132,8 @@ def print_results(overload: Any, goodput: float, slo_us: float) -> None:
 
 
 def main() -> int:
+    from triton_ops.tune.overload.measure import MIN_NOMINAL_REQUESTS
+
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--envelope", type=Path, required=True)
@@ -141,6 +145,8 @@ def main() -> int:
     parser.add_argument("--policies", default="space",
                         help="space (the overload stage's), chosen (from --best), or a list")
     parser.add_argument("--window", type=float, default=4.0, help="seconds per load level")
+    parser.add_argument("--nominal-requests", type=int, default=MIN_NOMINAL_REQUESTS,
+                        help="requests the 0.8x level lasts for (at least)")
     parser.add_argument("--url", help="a running Triton's gRPC address (default: embedded)")
     parser.add_argument("--out", type=Path, help="write the results (best.json's form) here")
     args = parser.parse_args()
@@ -194,7 +200,8 @@ def main() -> int:
                 policies=policies,
                 settings=OverloadSettings(
                     window_s=args.window, skip_disqualified=False,
-                    nominal_window_s=nominal_window_s(args.window, 0.8 * goodput)),
+                    nominal_window_s=nominal_window_s(args.window, 0.8 * goodput,
+                                                      min_requests=args.nominal_requests)),
                 on_event=progress)
     print_results(overload, goodput, slo_us)
     if args.out:
