@@ -11,7 +11,8 @@ and the policy the overload stage's rule chooses from these figures.
 
 The goodput comes from --goodput or from a tune run's best.json (--best), which also gives
 the config and, with --policies chosen, the policy tune chose (measured against no policy)
-on the config tune measured it on. The 0.8x level lasts long enough for 1000 requests, as in
+on the config tune measured it on, at multiples of that config's goodput (the stage's
+levels). The 0.8x level lasts long enough for 1000 requests, as in
 the overload stage (one rejection is 0.1%), or for --nominal-requests: the rejected share is
 then measured more finely than the 0.1% limit.
 
@@ -165,6 +166,9 @@ def main() -> int:
     slo_us = float(envelope.slo.p99_latency) if envelope.slo else 0.0
     best = json.loads(args.best.read_text()) if args.best else {}
     goodput = args.goodput or float(best.get("goodput") or 0)
+    if not args.goodput and args.policies == "chosen" and best.get("overload"):
+        # The stage's levels: multiples of the goodput of the config it measured.
+        goodput = float(best["overload"]["goodput_rps"])
     if goodput <= 0 or slo_us <= 0:
         parser.error("give --goodput (or --best with a goodput) and an envelope with an SLO")
     if args.config:

@@ -10,10 +10,11 @@ it answering in time past the knee, and the stage measures a config that can, wh
 measured in the search at a goodput not far below.
 
 The rule: the chosen config when the batcher model predicts that a timeout of R rejects at
-most `max_shed` at the nominal load (0.8x the goodput); otherwise the measured candidate with
+most `max_shed` at the nominal load (0.8x its goodput); otherwise the measured candidate with
 the highest search goodput, at most `max_cost` below the chosen one's search goodput, for
-which the model predicts that; otherwise the chosen config (the stage then says why no policy
-helps).
+which the model predicts that at 0.8x its own search goodput; otherwise the chosen config
+(the stage then says why no policy helps). The stage measures at multiples of the goodput
+of the config returned.
 """
 
 from __future__ import annotations
@@ -56,10 +57,9 @@ def protected_config(chosen: Candidate, goodput_rps: float,
     """Apply the rule of the module docstring; `measured`: (candidate, search goodput)."""
     if profile is None:
         return ProtectedConfig(chosen, goodput_rps, None)
-    nominal = NOMINAL_LEVEL * goodput_rps
     full_chosen = full_batch_us(chosen, profile)
     itself = ProtectedConfig(chosen, goodput_rps, full_chosen)
-    if room_fits(chosen, profile, slo_us, nominal):
+    if room_fits(chosen, profile, slo_us, NOMINAL_LEVEL * goodput_rps):
         return itself
     # Search goodputs are compared with search goodputs (the re-measurement's probes are
     # longer, and a config's re-measured goodput is usually lower).
@@ -68,7 +68,7 @@ def protected_config(chosen: Candidate, goodput_rps: float,
     others = sorted(((c, g) for c, g in measured if c != chosen and g >= floor),
                     key=lambda cg: (-cg[1], cg[0].max_batch_size))
     for candidate, goodput in others:
-        if room_fits(candidate, profile, slo_us, nominal):
+        if room_fits(candidate, profile, slo_us, NOMINAL_LEVEL * goodput):
             full = full_batch_us(candidate, profile)
             return ProtectedConfig(candidate, goodput, full, reason=(
                 f"a full batch of {chosen.max_batch_size} takes {full_chosen / 1000:.0f} ms, "

@@ -139,17 +139,19 @@ class OverloadStage:
             protect: Callable[[Candidate, float], ProtectedConfig] | None = None
             ) -> OverloadStage:
         """Plan the stage for the chosen config (best.json's form) and measure it, or the
-        config `protect` names for it (`overload.config.protected_config`); the loads are
-        multiples of the chosen config's goodput either way."""
+        config `protect` names for it (`overload.config.protected_config`), at multiples of
+        the goodput of the config measured: the one `--apply` writes with the policy and
+        the capacity plan counts replicas of, so that 0.8x is the load a replica carries at
+        the plan's utilisation cap."""
         started = time.monotonic()
         if not chosen.get("slo_met") or not chosen.get("goodput") or not chosen.get("chosen"):
             return cls._skipped(share, seconds, "no config was confirmed under the SLO: there is "
                                 "no goodput to offer multiples of", on_event)
         from triton_ops.tune.overload.policy import policy_space
 
-        goodput = float(chosen["goodput"])
-        protected = (protect or _itself)(Candidate.from_dict(chosen["chosen"]), goodput)
-        candidate = protected.candidate
+        protected = (protect or _itself)(Candidate.from_dict(chosen["chosen"]),
+                                         float(chosen["goodput"]))
+        candidate, goodput = protected.candidate, protected.goodput_rps
         policies = policy_space(goodput, slo_us, max_batch_size=candidate.max_batch_size,
                                 max_queue_delay_us=candidate.max_queue_delay_us,
                                 full_batch_us=protected.full_batch_us)
