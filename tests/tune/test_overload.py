@@ -264,3 +264,46 @@ def test_slow_rejections_are_named() -> None:
     assert note is not None and note.startswith("timeout 50ms REJECT: its rejections took 520 ms")
     assert "at 3x (n=10)" in note
     assert slow_rejections(result(NONE, 0, 0, 0), SLO) is None  # no rejections at all
+
+
+# -- confirming the choice --------------------------------------------------------------------
+
+def confirmed(policy: OverloadPolicy, first_shed: int, again_shed: int, *,
+              again: int = 3000) -> PolicyResult:
+    """Measured at every level (nothing shed at 0.8x in 1000 unless `first_shed`), and its
+    0.8x level again: `again_shed` of `again` rejected."""
+    base = result(policy, 0, 860, 870)
+    first = figures(0.8, 1000 - first_shed, requests=1000, rejected=first_shed)
+    return PolicyResult(policy, (first, *base.levels[1:]), confirmation=figures(
+        0.8, again - again_shed, requests=again, rejected=again_shed, seconds=20.0))
+
+
+def test_the_confirmation_counts_with_the_first_window() -> None:
+    rule = ChoiceRule()
+    ok, bad = confirmed(T88, 1, 2), confirmed(T88, 1, 6)
+    assert ok.rejected_at(0.8) == (3, 4000) and bad.rejected_at(0.8) == (7, 4000)
+    assert result(T88, 0, 860, 870).rejected_at(0.8) == (0, 640)  # no confirmation
+    assert ok.rejected_at(2.0) == (1600 - 860, 1600)  # only the nominal level has one
+    assert qualifies(ok, rule) == (True, "")
+    passed, why = qualifies(bad, rule)
+    assert not passed and "0.18% at 0.8x with its confirmation (7 of 4,000" in why
+    # Turned down on its confirmation, the next policy is chosen.
+    results = [result(NONE, 0, 0, 0), bad, result(T125, 0, 700, 650)]
+    assert choose_policy(results, rule).policy == T125
+    assert choose_policy([result(NONE, 0, 0, 0), ok], rule).policy == T88
+
+
+def test_a_confirmation_in_best_json_the_summary_and_the_table() -> None:
+    from triton_ops.tune.overload.report import overload_lines, policy_table_html
+
+    results = (result(NONE, 0, 0, 0), confirmed(T88, 0, 2))
+    outcome = OverloadResult(200.0, SLO, Candidate(16, 0, 1).to_dict(), results,
+                             choose_policy(results))
+    data = json.loads(json.dumps(outcome.to_dict(), allow_nan=False))
+    assert data["policies"][1]["confirmation"]["requests"] == 3000
+    assert data["policies"][0]["confirmation"] is None
+    assert OverloadResult.from_dict(data).to_dict() == data
+    best = {"overload": data, "overload_stage": {"window_s": 4.0, "warmup_s": 1.0}}
+    (_, text, tone), = overload_lines(best)
+    assert tone == "good" and "0.05% rejected at 0.8x (2 of 4,000 requests in two windows)" in text
+    assert "0.8x again (150)" in policy_table_html(best)

@@ -65,3 +65,37 @@ def test_two_policies_at_twice_the_goodput(tmp_path: Path, start_triton) -> None
     # the model runs with its own config again
     assert client.get_model_config(MODEL, as_json=True)["config"] == original
     client.close()
+
+
+@pytest.mark.slow
+def test_the_chosen_policy_is_confirmed_at_the_nominal_load(tmp_path: Path, start_triton) -> None:  # type: ignore[no-untyped-def]
+    """The choice's nominal level is measured once more; the result carries it, counted with
+    the first window (kept or turned down, the rule decides on both)."""
+    from triton_ops.tune.overload.measure import NominalConfirmed
+
+    repo = shutil.copytree(DATA / "model_repository", tmp_path / "repo")
+    env = require_envelope(DATA / "envelopes" / f"{MODEL}.yaml")
+    server = start_triton(repo, models=[MODEL])
+    timeout = OverloadPolicy(timeout_us=100_000)
+    events: list[object] = []
+    result = measure_overload(
+        server.grpc_url, MODEL, env, Candidate(16, 0, 1), GOODPUT, SLO_US,
+        policies=[OverloadPolicy(), timeout],
+        settings=OverloadSettings(levels=(0.8, 2.0), warmup_s=0.3, window_s=1.0,
+                                  confirm_requests=300),
+        on_event=events.append)
+
+    confirmations = [e for e in events if isinstance(e, NominalConfirmed)]
+    assert confirmations, "a 100 ms timeout answers more in time at 2x than no policy"
+    first = confirmations[0]
+    assert first.result.policy == timeout
+    again = first.result.confirmation
+    assert again is not None and again.level == 0.8
+    assert again.target_rps == pytest.approx(0.8 * GOODPUT)
+    assert 200 <= again.requests <= 400  # 300 requests' worth of Poisson arrivals
+    counted = result.results[1]
+    assert counted.confirmation == again
+    assert counted.rejected_at(0.8) == (counted.levels[0].rejected + again.rejected,
+                                        counted.levels[0].requests + again.requests)
+    assert (result.choice is not None and result.choice.policy == timeout) == first.kept
+    assert not first.kept or counted.status == "measured"

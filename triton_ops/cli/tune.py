@@ -346,6 +346,12 @@ class ProgressPrinter:
                 say(f"  {policy.label()} at {f.level:g}x ({f.offered_rps:.0f} req/s offered): "
                     f"{f.within_slo_rps:.0f} req/s within the SLO, {f.rejected_share:.1%} "
                     f"rejected, {p99}")
+            case ev.NominalConfirmed(result=r, kept=kept) if r.confirmation is not None:
+                f = r.confirmation
+                rejected, requests = r.rejected_at(f.level) or (0, 0)
+                verdict = "kept" if kept else f"turned down: {escape(r.reason)}"
+                say(f"  {r.policy.label()} at {f.level:g}x once more ({f.requests:,} requests):"
+                    f" {rejected} of {requests:,} rejected in both windows; {verdict}")
             case ev.PolicyDone(result=r) if r.status != "measured":
                 say(f"  {r.policy.label()}: {r.status}: {escape(r.reason)}")
             case _:

@@ -158,13 +158,22 @@ class PolicyDone:
     result: PolicyResult
 
 
-OverloadEvent = PolicyLoading | LevelMeasured | PolicyDone
+@dataclass(frozen=True)
+class NominalConfirmed:
+    """The chosen policy's nominal level measured again (`result.confirmation`); `kept`:
+    its rejections over both windows stayed within the limit."""
+
+    result: PolicyResult
+    kept: bool
+
+
+OverloadEvent = PolicyLoading | LevelMeasured | PolicyDone | NominalConfirmed
 
 TuneEvent = (PhaseStarted | CandidateSkipped | CandidateStarted | CandidateMeasured
              | CandidateInfeasible | ProbeStarted | DelaysUnresolved | SearchStopped
              | RunnerUpRemeasured | ContenderRemeasured | BaselineKept | Note | WorkersAdded
              | ProbeDisturbed | StealPersists | OverloadStarted | OverloadSkipped
-             | PolicyLoading | LevelMeasured | PolicyDone)
+             | PolicyLoading | LevelMeasured | PolicyDone | NominalConfirmed)
 
 EventSink = Callable[[TuneEvent], None]
 

@@ -140,6 +140,8 @@ class PolicyResult:
     levels: tuple[LevelFigures, ...] = ()
     status: str = "measured"
     reason: str = ""
+    # The nominal level measured again, longer, once the policy was chosen (overload.choice).
+    confirmation: LevelFigures | None = None
 
     def at(self, level: float) -> LevelFigures | None:
         for figures in self.levels:
@@ -147,13 +149,27 @@ class PolicyResult:
                 return figures
         return None
 
+    def rejected_at(self, level: float) -> tuple[int, int] | None:
+        """Rejected and scheduled requests at `level`, with the confirmation's when it was
+        measured there (None: the level was not measured)."""
+        figures = self.at(level)
+        if figures is None:
+            return None
+        windows = [figures]
+        if self.confirmation is not None and math.isclose(self.confirmation.level, level):
+            windows.append(self.confirmation)
+        return sum(f.rejected for f in windows), sum(f.requests for f in windows)
+
     def to_dict(self) -> dict[str, Any]:
         return {"policy": self.policy.to_dict(), "queue_policy": self.policy.config_json(),
                 "status": self.status, "reason": self.reason,
-                "levels": [f.to_dict() for f in self.levels]}
+                "levels": [f.to_dict() for f in self.levels],
+                "confirmation": self.confirmation.to_dict() if self.confirmation else None}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PolicyResult:
+        confirmation = data.get("confirmation")
         return cls(OverloadPolicy.from_dict(data["policy"]),
                    tuple(LevelFigures.from_dict(f) for f in data.get("levels", [])),
-                   str(data.get("status", "measured")), str(data.get("reason", "")))
+                   str(data.get("status", "measured")), str(data.get("reason", "")),
+                   LevelFigures.from_dict(confirmation) if confirmation else None)

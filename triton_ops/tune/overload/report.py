@@ -53,9 +53,7 @@ def overload_lines(best: dict[str, Any]) -> list[Line]:
         loads.append(f"at {level:g}x {mine['within_slo_rps']:.0f} req/s within the SLO"
                      + (f" (no policy: {ref['within_slo_rps']:.0f})"
                         if ref is not None and choice["helps"] else ""))
-    nominal = _level(chosen, overload["levels"][0]) if chosen else None
-    shed = (f"; {nominal['rejected_share']:.2%} rejected at {nominal['level']:g}x"
-            if nominal is not None and choice["helps"] else "")
+    shed = _nominal_shed(chosen, overload["levels"][0]) if chosen and choice["helps"] else ""
     label = choice["policy"]["label"]
     head = f"use {label}" if choice["helps"] else "no queue policy helps: keep none"
     if overload.get("config_reason"):
@@ -69,6 +67,19 @@ def overload_lines(best: dict[str, Any]) -> list[Line]:
                   "for lack of time (a longer --budget measures them)" if left_out else "")
     return [("overload", f"{head}: offered " + ", ".join(loads) + shed + why + unmeasured,
              "good" if choice["helps"] else "warn")]
+
+
+def _nominal_shed(chosen: dict[str, Any], level: float) -> str:
+    """What the chosen policy rejected at the nominal level, with its confirmation."""
+    windows = [f for f in (_level(chosen, level), chosen.get("confirmation")) if f]
+    if not windows:
+        return ""
+    rejected = sum(f["rejected"] for f in windows)
+    requests = sum(f["requests"] for f in windows)
+    share = rejected / requests if requests else 0.0
+    confirmed = " in two windows" if len(windows) == 2 else ""
+    return (f"; {share:.2%} rejected at {level:g}x ({rejected} of {requests:,} "
+            f"requests{confirmed})")
 
 
 def full_batch_note(best: dict[str, Any], overload: dict[str, Any]) -> str:
@@ -134,14 +145,16 @@ def policy_table_html(best: dict[str, Any]) -> str:
     for policy in overload.get("policies", []):
         cls = ' class="chosen"' if policy is chosen else ""
         status = policy["status"] + (f": {policy['reason']}" if policy.get("reason") else "")
-        levels = policy.get("levels") or [None]
+        levels = (policy.get("levels") or [None]) + ([policy["confirmation"]]
+                                                     if policy.get("confirmation") else [])
         for i, f in enumerate(levels):
             name = html.escape(policy["policy"]["label"]) if i == 0 else ""
             cells = [name, html.escape(status) if i == 0 else ""]
             if f is None:
                 cells += ["-"] * 6
             else:
-                cells += [f"{f['level']:g}x ({f['offered_rps']:.0f})",
+                again = " again" if f is policy.get("confirmation") else ""
+                cells += [f"{f['level']:g}x{again} ({f['offered_rps']:.0f})",
                           f"{f['within_slo_rps']:.0f}", f"{f['rejected_share']:.1%}",
                           f"{_ms(f['p99_answered']['p99_us'])} (n={f['p99_answered']['n']})",
                           f"{_ms(f['p99_rejected']['p99_us'])} (n={f['p99_rejected']['n']})"

@@ -5,7 +5,9 @@ costs a model load, then per load level a warm-up, a measurement window and a dr
 reference (no policy) also drains the backlog its overload levels leave. The plan takes the
 longest window with which every policy fits; when none does, the shortest window and the
 policies that fit, in the order of the space (no policy first). Fewer than two policies
-cannot be compared: then the stage is skipped, and the plan says why.
+cannot be compared: then the stage is skipped, and the plan says why. The plan leaves time
+to confirm the choice (`confirm_seconds`) when two policies still fit; the policies it
+leaves out are measured after the confirmation, in the time left.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from triton_ops.tune.batcher import Candidate
 from triton_ops.tune.events import OverloadSkipped, OverloadStarted
 from triton_ops.tune.overload.choice import LEVELS, OverloadResult
 from triton_ops.tune.overload.config import ProtectedConfig
-from triton_ops.tune.overload.measure import nominal_window_s
+from triton_ops.tune.overload.measure import CONFIRM_REQUESTS, nominal_window_s
 from triton_ops.tune.overload.policy import OverloadPolicy
 
 if TYPE_CHECKING:
@@ -116,6 +118,14 @@ def _plan(seconds: float, policies: Sequence[OverloadPolicy], *, levels: tuple[f
     return StagePlan(seconds, timing, tuple(fitting), left_out)
 
 
+def confirm_seconds(goodput_rps: float, load_s: float) -> float:
+    """Confirming the choice (measure.confirm_policy): a model load, the shortest warm-up,
+    the confirmation's window at the nominal level and two drains."""
+    nominal = LEVELS[0] * goodput_rps
+    window = CONFIRM_REQUESTS / nominal if nominal > 0 else 0.0
+    return load_s + WINDOWS[-1][0] + window + 2 * DRAIN_S
+
+
 def overload_share_s(budget_s: float) -> float:
     """The seconds of a tune budget kept back for the overload stage."""
     return OVERLOAD_SHARE * budget_s
@@ -155,7 +165,13 @@ class OverloadStage:
         policies = policy_space(goodput, slo_us, max_batch_size=candidate.max_batch_size,
                                 max_queue_delay_us=candidate.max_queue_delay_us,
                                 full_batch_us=protected.full_batch_us)
-        plan = plan_stage(seconds, policies, levels=LEVELS, load_s=load_s, goodput_rps=goodput)
+        # The plan leaves time to confirm the choice, unless then too little is left for it.
+        plan = plan_stage(seconds - confirm_seconds(goodput, load_s), policies, levels=LEVELS,
+                          load_s=load_s, goodput_rps=goodput)
+        if plan.skip_reason is not None:
+            plan = plan_stage(seconds, policies, levels=LEVELS, load_s=load_s,
+                              goodput_rps=goodput)
+        plan = replace(plan, seconds=seconds)
         if plan.skip_reason is not None:
             return cls._skipped(share, seconds, plan.skip_reason, on_event, plan)
         on_event(OverloadStarted(seconds, share, plan.policies, plan.left_out,
@@ -200,13 +216,14 @@ def _measure(grpc_url: str, envelope: Envelope, candidate: Any, goodput: float,
 
     settings = OverloadSettings(warmup_s=plan.timing.warmup_s, window_s=plan.timing.window_s,
                                 nominal_window_s=plan.timing.nominal_window_s,
-                                drain_timeout_s=max(5.0, min(60.0, plan.seconds / 4)))
+                                drain_timeout_s=max(5.0, min(60.0, plan.seconds / 4)),
+                                confirm_overhead_s=plan.timing.load_s + 2 * DRAIN_S)
     # Every policy of the space is offered: one disqualified at the nominal load costs one
     # level instead of three, which may leave time for one the plan left out.
     deadline = (time.monotonic() + plan.seconds - START_S, plan.timing.policy_seconds)
     try:
         return measure_overload(grpc_url, envelope.name, envelope, candidate, goodput, slo_us,
-                                policies=plan.policies + plan.left_out, settings=settings,
+                                policies=plan.policies, later=plan.left_out, settings=settings,
                                 workers=workers, control=control, deadline=deadline,
                                 on_event=on_event), None
     except Exception as exc:  # noqa: BLE001 - the stage is an addition to the batching result
