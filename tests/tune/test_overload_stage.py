@@ -27,11 +27,14 @@ from triton_ops.tune.overload import (
 )
 from triton_ops.tune.overload.choice import ChoiceRule
 from triton_ops.tune.overload.config import protected_config, room_fits
+from triton_ops.tune.overload.measure import CONFIRM_REQUESTS
 from triton_ops.tune.overload.stage import (
+    DRAIN_S,
     START_S,
     WINDOWS,
     OverloadStage,
     StageTiming,
+    confirm_seconds,
     plan_stage,
 )
 from triton_ops.tune.report import chosen_policy, render_html, summary_lines
@@ -72,6 +75,13 @@ def test_too_little_time_keeps_the_reference_and_what_fits_in_order() -> None:
     none = plan_stage(10.0, SPACE, levels=LEVELS, load_s=1.0)
     assert none.policies == () and none.skip_reason is not None
     assert "--budget" in none.skip_reason and "--no-overload" in none.skip_reason
+
+
+def test_a_confirmation_costs_a_load_a_warm_up_its_window_and_two_drains() -> None:
+    # 3000 requests at 0.8x 200 req/s: 18.75 s
+    assert confirm_seconds(200.0, load_s=1.0) == pytest.approx(
+        1.0 + WINDOWS[-1][0] + CONFIRM_REQUESTS / 160.0 + 2 * DRAIN_S)
+    assert confirm_seconds(0.0, load_s=1.0) == pytest.approx(1.0 + WINDOWS[-1][0] + 2 * DRAIN_S)
 
 
 def test_without_a_confirmed_goodput_the_stage_is_skipped_with_the_reason() -> None:

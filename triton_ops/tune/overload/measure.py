@@ -212,7 +212,9 @@ def measure_overload(grpc_url: str, model: str, envelope: Envelope, candidate: C
     try:
         results = run.confirm_choice(run.measure_all(policies))
         if later:
-            results = run.confirm_choice(results + run.measure_all(later))
+            # Each leaves the time of one confirmation, which it may need if chosen.
+            results = run.confirm_choice(results + run.measure_all(
+                later, keep_s=run.confirm_seconds() if settings.confirm_requests else 0.0))
     finally:
         try:
             run.target.drain(settings.drain_timeout_s)
@@ -243,10 +245,12 @@ class _StageRun:
     def fits(self, seconds: float) -> bool:
         return self.deadline is None or time.monotonic() + seconds <= self.deadline[0]
 
-    def measure_all(self, policies: Sequence[OverloadPolicy]) -> list[PolicyResult]:
+    def measure_all(self, policies: Sequence[OverloadPolicy], keep_s: float = 0.0
+                    ) -> list[PolicyResult]:
+        """Each policy that fits before the deadline with `keep_s` to spare."""
         return [measure_policy(self.target, self.loadgen, p, self.goodput_rps, self.slo_us,
                                self.settings, self.rule, self.on_event)
-                if self.deadline is None or self.fits(self.deadline[1](p))
+                if self.deadline is None or self.fits(self.deadline[1](p) + keep_s)
                 else PolicyResult(p, (), NOT_MEASURED, "no time left in the stage's share "
                                   "of the budget")
                 for p in policies]
