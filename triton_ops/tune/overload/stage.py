@@ -7,7 +7,7 @@ longest window with which every policy fits; when none does, the shortest window
 policies that fit, in the order of the space (no policy first). Fewer than two policies
 cannot be compared: then the stage is skipped, and the plan says why. The plan leaves time
 to confirm the choice (`confirm_seconds`) when two policies still fit; the policies it
-leaves out are measured after the confirmation, in the time left.
+leaves out are measured after the confirmation, each leaving the time of another.
 """
 
 from __future__ import annotations
