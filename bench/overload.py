@@ -204,6 +204,7 @@ def main() -> int:
                 policies=policies,
                 settings=OverloadSettings(
                     window_s=args.window, skip_disqualified=False,
+                    confirm_requests=0,  # the 0.8x level already lasts --nominal-requests
                     nominal_window_s=nominal_window_s(args.window, 0.8 * goodput,
                                                       min_requests=args.nominal_requests)),
                 on_event=progress)
