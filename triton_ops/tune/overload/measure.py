@@ -69,6 +69,12 @@ class OverloadSettings:
     def confirm_window_s(self, nominal_rps: float) -> float:
         return self.confirm_requests / nominal_rps if nominal_rps > 0 else 0.0
 
+    def confirm_seconds(self, goodput_rps: float) -> float:
+        """What confirming a choice costs: its warm-up, its window at the nominal level and
+        the overhead (a model load, drains)."""
+        return (self.warmup_s + self.confirm_window_s(self.levels[0] * goodput_rps)
+                + self.confirm_overhead_s)
+
     def timeout_s(self, slo_us: float) -> float:
         if self.client_timeout_s is not None:
             return self.client_timeout_s
@@ -256,9 +262,7 @@ class _StageRun:
                 for p in policies]
 
     def confirm_seconds(self) -> float:
-        nominal = self.settings.levels[0] * self.goodput_rps
-        return (self.settings.warmup_s + self.settings.confirm_window_s(nominal)
-                + self.settings.confirm_overhead_s)
+        return self.settings.confirm_seconds(self.goodput_rps)
 
     def confirm_choice(self, results: list[PolicyResult]) -> list[PolicyResult]:
         """Confirm the chosen policy's nominal level; one turned down makes way for the next

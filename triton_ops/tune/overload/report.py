@@ -71,13 +71,14 @@ def overload_lines(best: dict[str, Any]) -> list[Line]:
 
 def _nominal_shed(chosen: dict[str, Any], level: float) -> str:
     """What the chosen policy rejected at the nominal level, with its confirmation."""
-    windows = [f for f in (_level(chosen, level), chosen.get("confirmation")) if f]
-    if not windows:
+    from triton_ops.tune.overload.figures import PolicyResult
+
+    counts = PolicyResult.from_dict(chosen).rejected_at(level)
+    if counts is None:
         return ""
-    rejected = sum(f["rejected"] for f in windows)
-    requests = sum(f["requests"] for f in windows)
+    rejected, requests = counts
     share = rejected / requests if requests else 0.0
-    confirmed = " in two windows" if len(windows) == 2 else ""
+    confirmed = " in two windows" if chosen.get("confirmation") else ""
     return (f"; {share:.2%} rejected at {level:g}x ({rejected} of {requests:,} "
             f"requests{confirmed})")
 

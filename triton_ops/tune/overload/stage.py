@@ -21,7 +21,7 @@ from triton_ops.tune.batcher import Candidate
 from triton_ops.tune.events import OverloadSkipped, OverloadStarted
 from triton_ops.tune.overload.choice import LEVELS, OverloadResult
 from triton_ops.tune.overload.config import ProtectedConfig
-from triton_ops.tune.overload.measure import CONFIRM_REQUESTS, nominal_window_s
+from triton_ops.tune.overload.measure import OverloadSettings, nominal_window_s
 from triton_ops.tune.overload.policy import OverloadPolicy
 
 if TYPE_CHECKING:
@@ -119,11 +119,16 @@ def _plan(seconds: float, policies: Sequence[OverloadPolicy], *, levels: tuple[f
 
 
 def confirm_seconds(goodput_rps: float, load_s: float) -> float:
-    """Confirming the choice (measure.confirm_policy): a model load, the shortest warm-up,
-    the confirmation's window at the nominal level and two drains."""
-    nominal = LEVELS[0] * goodput_rps
-    window = CONFIRM_REQUESTS / nominal if nominal > 0 else 0.0
-    return load_s + WINDOWS[-1][0] + window + 2 * DRAIN_S
+    """Confirming the choice (measure.confirm_policy) with the shortest warm-up, before the
+    plan has chosen one."""
+    return OverloadSettings(warmup_s=WINDOWS[-1][0],
+                            confirm_overhead_s=_confirm_overhead_s(load_s)
+                            ).confirm_seconds(goodput_rps)
+
+
+def _confirm_overhead_s(load_s: float) -> float:
+    """A confirmation's model load and its two drains."""
+    return load_s + 2 * DRAIN_S
 
 
 def overload_share_s(budget_s: float) -> float:
@@ -212,12 +217,12 @@ def _measure(grpc_url: str, envelope: Envelope, candidate: Any, goodput: float,
              slo_us: float, plan: StagePlan, control: ModelControl, workers: int,
              on_event: Callable[[Any], None]) -> tuple[OverloadResult | None, str | None]:
     """The measurement; a failure is reported, and the batching result stands."""
-    from triton_ops.tune.overload.measure import OverloadSettings, measure_overload
+    from triton_ops.tune.overload.measure import measure_overload
 
     settings = OverloadSettings(warmup_s=plan.timing.warmup_s, window_s=plan.timing.window_s,
                                 nominal_window_s=plan.timing.nominal_window_s,
                                 drain_timeout_s=max(5.0, min(60.0, plan.seconds / 4)),
-                                confirm_overhead_s=plan.timing.load_s + 2 * DRAIN_S)
+                                confirm_overhead_s=_confirm_overhead_s(plan.timing.load_s))
     # Every policy of the space is offered: one disqualified at the nominal load costs one
     # level instead of three, which may leave time for one the plan left out.
     deadline = (time.monotonic() + plan.seconds - START_S, plan.timing.policy_seconds)
