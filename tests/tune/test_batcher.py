@@ -167,3 +167,34 @@ def test_cpu_executions_share_the_cores_the_requests_leave() -> None:
     gpu = ServiceProfile(**measured, cpu_model=False)  # type: ignore[arg-type]
     lat = simulate(Candidate(1, 0, 2), gpu, arrivals, warmup_fraction=0).latencies_us
     assert lat == pytest.approx([1000.0, 1000.0, 1000.0])
+
+
+def test_stalled_batcher_waits_for_the_next_arrival() -> None:
+    # Requests at 0, 100, 200 and 5000 us; 1 ms per batch. Without a stall, 100 and 200 go
+    # together when the instance frees at 1000; when the batcher stalls after every
+    # hand-over (as Triton's may with a queue policy), they wait for the arrival at 5000.
+    arrivals = [0.0, 100.0, 200.0, 5000.0]
+    plain = simulate(Candidate(8, 0, 1), FLAT, arrivals, warmup_fraction=0)
+    assert plain.batch_sizes == [1, 2, 1]
+    stalled = simulate(Candidate(8, 0, 1), FLAT, arrivals, warmup_fraction=0, stall_share=1.0)
+    assert stalled.batch_sizes == [1, 3]
+    assert stalled.waits_us == [0.0, 4900.0, 4800.0, 0.0]
+    # A stall needs requests queued at the hand-over: an idle instance starts at once.
+    idle = simulate(Candidate(8, 0, 1), FLAT, [0.0, 3000.0], warmup_fraction=0,
+                    stall_share=1.0)
+    assert idle.waits_us == [0.0, 0.0]
+
+
+def test_stalls_lengthen_the_queue_wait_tail() -> None:
+    from triton_ops.tune.batcher import poisson_arrivals_us, predict_wait_share
+
+    profile = ServiceProfile({1: 20_000.0, 16: 60_000.0})
+    candidate = Candidate(16, 0, 1)
+    without = predict_wait_share(candidate, profile, 150.0, 50_000.0, stall_share=0.0)
+    with_stalls = predict_wait_share(candidate, profile, 150.0, 50_000.0, stall_share=0.25)
+    assert with_stalls > without
+    # The same seed draws the same stalls: a prediction repeats.
+    arrivals = poisson_arrivals_us(150.0, 2000, seed=3)
+    a = simulate(candidate, profile, arrivals, stall_share=0.25, seed=3)
+    b = simulate(candidate, profile, arrivals, stall_share=0.25, seed=3)
+    assert a.waits_us == b.waits_us

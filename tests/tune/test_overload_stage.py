@@ -15,7 +15,7 @@ from triton_ops.envelope.loader import require_envelope
 from triton_ops.envelope.model import Envelope
 from triton_ops.loadgen.outcome import Outcome
 from triton_ops.tune.apply import apply_to_envelope
-from triton_ops.tune.batcher import Candidate, ServiceProfile
+from triton_ops.tune.batcher import Candidate, ServiceProfile, full_batch_us, predict_wait_share
 from triton_ops.tune.events import OverloadStarted
 from triton_ops.tune.overload import (
     OverloadPolicy,
@@ -25,8 +25,8 @@ from triton_ops.tune.overload import (
     level_figures,
     policy_space,
 )
-from triton_ops.tune.overload.choice import ChoiceRule
-from triton_ops.tune.overload.config import protected_config, room_fits
+from triton_ops.tune.overload.choice import MAX_NOMINAL_REJECTED, ChoiceRule
+from triton_ops.tune.overload.config import protected_config, room_fits, room_share
 from triton_ops.tune.overload.measure import CONFIRM_REQUESTS
 from triton_ops.tune.overload.stage import (
     DRAIN_S,
@@ -184,11 +184,12 @@ def test_no_policy_helps_is_said_and_nothing_is_written() -> None:
 def test_when_a_full_batch_outlasts_the_slo_the_summary_says_so() -> None:
     best = best_with_overload()
     best["overload"]["chosen"]["helps"] = False
-    best["profile"] = {"batch_us": {"16": 62_000.0, "32": 102_000.0, "64": 184_000.0}}
+    best["profile"] = {"batch_us": {"16": 50_000.0, "32": 102_000.0, "64": 184_000.0}}
     best["overload"]["config"]["max_batch_size"] = 64
     text = {line.label: line.text for line in summary_lines(best)}["overload"]
     assert "A full batch of 64 takes 184 ms (the profile) over the SLO of 120 ms" in text
-    # The stage's rule (room_fits at 0.8x the goodput of 150 req/s) holds for 16 only.
+    # The stage's rule (room_fits at 0.8x the goodput of 150 req/s) holds for 16 only: its
+    # full batch leaves 70 ms, which the queue wait outlasts rarely even with the stalls.
     assert "max_batch_size 16 leaves the room (the stage's rule" in text
     best["overload"]["config"]["max_batch_size"] = 32  # fits, with too little room
     text = {line.label: line.text for line in summary_lines(best)}["overload"]
@@ -269,23 +270,41 @@ ACCEL = ServiceProfile({b: 20_800.0 + 2_550.0 * b for b in (1, 2, 4, 8, 16, 32, 
 
 def test_a_chosen_config_with_room_is_protected_itself() -> None:
     chosen = Candidate(16, 0, 1)
-    got = protected_config(chosen, 200.0, [(chosen, 205.0)], ACCEL, 120_000.0)
+    assert room_fits(chosen, ACCEL, 150_000.0, 0.8 * 200.0)
+    got = protected_config(chosen, 200.0, [(chosen, 205.0)], ACCEL, 150_000.0)
     assert got.candidate == chosen and got.reason is None
     assert got.full_batch_us == pytest.approx(20_800.0 + 2_550.0 * 16)
 
 
+MEASURED = [(Candidate(64, 0, 1), 222.0), (Candidate(32, 0, 1), 208.0),
+            (Candidate(16, 0, 1), 197.0), (Candidate(8, 0, 1), 190.0)]
+
+
 def test_a_full_batch_over_the_slo_hands_the_stage_a_smaller_measured_batch() -> None:
-    # A full batch of 64 takes 184 ms, over the 120 ms SLO; 32 leaves 18 ms, less than the
-    # nominal queue wait; 16 leaves 58 ms; 8 leaves 79 ms but is near its capacity at 0.8x.
-    chosen = Candidate(64, 0, 1)
-    measured = [(chosen, 222.0), (Candidate(32, 0, 1), 208.0), (Candidate(16, 0, 1), 197.0),
-                (Candidate(8, 0, 1), 190.0)]
-    got = protected_config(chosen, 209.0, measured, ACCEL, 120_000.0)
+    # SLO 150 ms: a full batch of 64 takes 184 ms, over it; 32 leaves 48 ms, less than the
+    # nominal queue wait; 16 leaves 88 ms; 8 leaves 109 ms, with less goodput.
+    got = protected_config(Candidate(64, 0, 1), 209.0, MEASURED, ACCEL, 150_000.0)
     assert got.candidate == Candidate(16, 0, 1) and got.goodput_rps == 197.0
     assert got.reason is not None and "full batch of 64 takes 184 ms" in got.reason
-    assert room_fits(Candidate(16, 0, 1), ACCEL, 120_000.0, 0.8 * 209.0)
-    assert not room_fits(Candidate(8, 0, 1), ACCEL, 120_000.0, 0.8 * 209.0)
-    assert not room_fits(Candidate(32, 0, 1), ACCEL, 120_000.0, 0.8 * 209.0)
+    assert got.reason.endswith("leaves it")
+    assert room_fits(Candidate(16, 0, 1), ACCEL, 150_000.0, 0.8 * 197.0)
+    assert not room_fits(Candidate(32, 0, 1), ACCEL, 150_000.0, 0.8 * 208.0)
+
+
+def test_when_no_config_leaves_the_room_the_closest_is_measured_and_says_so() -> None:
+    # SLO 120 ms: 16 leaves 58 ms, and with Triton's stalls under a queue policy the model
+    # predicts a timeout of 58 ms rejects more than 0.1% at 0.8x; 8 fares worse (near its
+    # capacity), 32 and 64 leave almost no room or none. 16 comes closest.
+    shares = {c.max_batch_size: room_share(c, ACCEL, 120_000.0, 0.8 * g) for c, g in MEASURED}
+    assert shares[64] is None and shares[16] > MAX_NOMINAL_REJECTED
+    assert shares[16] == min(s for s in shares.values() if s is not None)
+    got = protected_config(Candidate(64, 0, 1), 209.0, MEASURED, ACCEL, 120_000.0)
+    assert got.candidate == Candidate(16, 0, 1) and got.goodput_rps == 197.0
+    assert got.reason is not None and "comes closest: the model predicts" in got.reason
+    # Without the stalls the same model finds room for 16: they decide it.
+    room = 120_000.0 - full_batch_us(Candidate(16, 0, 1), ACCEL)
+    assert predict_wait_share(Candidate(16, 0, 1), ACCEL, 0.8 * 197.0, room,
+                              stall_share=0.0) <= MAX_NOMINAL_REJECTED
 
 
 def test_no_config_is_traded_for_more_goodput_than_allowed_or_without_a_profile() -> None:

@@ -10,6 +10,12 @@ Batch formation follows Triton's documented behaviour: when an instance is free 
 takes queued requests; it dispatches at once when the queue holds the target batch (the
 largest preferred size, else max_batch_size), otherwise it waits for more requests until the
 oldest one has waited max_queue_delay and then sends what it has (up to max_batch_size).
+
+With a queue policy (a timeout or a queue size), Triton's batcher does not prepare the next
+batch while the instances are busy (the priority queue turns prefetching off), and when an
+instance frees with requests queued, the next batch sometimes starts only when the next
+request arrives (`QUEUE_POLICY_STALL_SHARE` of those hand-overs, traced on the bundled
+Triton; docs/overload.md). `simulate(..., stall_share=...)` models that wait.
 """
 
 from __future__ import annotations
@@ -21,6 +27,10 @@ import random
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+
+# Triton 2.51 with a queue policy: the share of hand-overs (an instance frees while requests
+# are queued) after which the next batch waited for the next arrival (bench/RESULTS.md).
+QUEUE_POLICY_STALL_SHARE = 0.25
 
 
 @dataclass(frozen=True, order=True)
@@ -246,11 +256,16 @@ class BatcherQueue:
             self.waiting.append(self.arrivals[self.next])
             self.next += 1
 
-    def dispatch(self, free_at: float, target: int, max_bs: int, delay: float
-                 ) -> tuple[float, int]:
+    def dispatch(self, free_at: float, target: int, max_bs: int, delay: float,
+                 stalled: bool = False) -> tuple[float, int]:
         """When the next batch goes to the instance free at `free_at`, and its size: at once
         when `target` requests wait, else when the oldest has waited `delay` or the target is
-        reached, whichever comes first (what waits then, up to `max_bs`)."""
+        reached, whichever comes first (what waits then, up to `max_bs`). `stalled`: when
+        requests are queued at `free_at`, the batcher wakes only at the next arrival."""
+        self.admit_until(free_at)
+        if stalled and self.waiting and self.waiting[0] < free_at \
+                and self.next < len(self.arrivals):
+            free_at = self.arrivals[self.next]
         if not self.waiting:
             self.admit_until(self.arrivals[self.next])
         t = max(free_at, self.waiting[0])
@@ -282,8 +297,13 @@ def execution_cores(profile: ServiceProfile, arrivals_us: list[float]) -> float:
 
 
 def simulate(candidate: Candidate, profile: ServiceProfile, arrivals_us: list[float],
-             *, warmup_fraction: float = 0.1) -> SimResult:
-    """Run the dynamic batcher over `arrivals_us`; latencies of the requests after warm-up."""
+             *, warmup_fraction: float = 0.1, stall_share: float = 0.0, seed: int = 0
+             ) -> SimResult:
+    """Run the dynamic batcher over `arrivals_us`; latencies of the requests after warm-up.
+
+    stall_share: the share of hand-overs with requests queued after which the batcher waits
+    for the next arrival (`QUEUE_POLICY_STALL_SHARE` with a queue policy; drawn with `seed`).
+    """
     max_bs = max(candidate.max_batch_size, 1)
     target = max(candidate.preferred_batch_sizes) if candidate.preferred_batch_sizes else max_bs
     target = min(target, max_bs)
@@ -296,9 +316,11 @@ def simulate(candidate: Candidate, profile: ServiceProfile, arrivals_us: list[fl
     waits: list[float] = []
     batches: list[int] = []
     skip = int(len(arrivals_us) * warmup_fraction)
+    stalls = random.Random(seed)
     done = 0
     while queue.pending():
-        t, size = queue.dispatch(free[0], target, max_bs, delay)
+        stalled = stall_share > 0 and stalls.random() < stall_share
+        t, size = queue.dispatch(free[0], target, max_bs, delay, stalled)
         heapq.heappop(free)
         # Instances executing at time t share the device (parallel efficiency) and the cores
         # left to executions: slow this one down accordingly.
@@ -332,15 +354,18 @@ def predict_p99_us(candidate: Candidate, profile: ServiceProfile, rate_per_s: fl
 
 
 def predict_wait_share(candidate: Candidate, profile: ServiceProfile, rate_per_s: float,
-                       wait_us: float, *, n_requests: int = 10_000, seed: int = 0) -> float:
+                       wait_us: float, *, n_requests: int = 10_000, seed: int = 0,
+                       stall_share: float = QUEUE_POLICY_STALL_SHARE) -> float:
     """Predicted share of requests that wait in the queue longer than `wait_us` before their
     batch is dispatched, at a Poisson arrival rate: what a queue timeout of `wait_us` would
-    reject there (1.0 when over capacity)."""
+    reject there (1.0 when over capacity). The timeout is a queue policy: by default the
+    batcher stalls as Triton's does with one (`QUEUE_POLICY_STALL_SHARE`)."""
     if rate_per_s <= 0:
         return 0.0
     if rate_per_s >= profile.capacity(candidate):
         return 1.0
-    waits = simulate(candidate, profile, poisson_arrivals_us(rate_per_s, n_requests, seed)).waits_us
+    waits = simulate(candidate, profile, poisson_arrivals_us(rate_per_s, n_requests, seed),
+                     stall_share=stall_share, seed=seed).waits_us
     return sum(1 for w in waits if w > wait_us) / len(waits) if waits else 0.0
 
 
