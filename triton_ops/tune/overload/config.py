@@ -31,6 +31,9 @@ from triton_ops.tune.overload.policy import room_us
 
 # The most nominal goodput the stage gives up for answers under overload.
 MAX_GOODPUT_COST = 0.15
+# Simulated requests per prediction of a room's rejected share: the limit is 0.1%, and with
+# 10 000 one rejection more or less moves the prediction by a tenth of it.
+ROOM_REQUESTS = 40_000
 
 
 @dataclass(frozen=True)
@@ -50,7 +53,7 @@ def room_share(candidate: Candidate, profile: ServiceProfile, slo_us: float,
     room = room_us(slo_us, full_batch_us(candidate, profile))
     if room is None or room <= candidate.max_queue_delay_us:
         return None
-    return predict_wait_share(candidate, profile, nominal_rps, room)
+    return predict_wait_share(candidate, profile, nominal_rps, room, n_requests=ROOM_REQUESTS)
 
 
 def room_fits(candidate: Candidate, profile: ServiceProfile, slo_us: float, nominal_rps: float,
