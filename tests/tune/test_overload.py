@@ -190,6 +190,27 @@ def test_among_equals_the_simpler_policy_wins() -> None:
     assert choose_policy(results).policy == T88
 
 
+def test_among_answers_within_the_noise_the_longer_timeout_wins() -> None:
+    # 88 ms answers 1600 within the SLO over 2x and 3x, 125 ms 1560: two standard errors of
+    # the difference are about 14/s of 8 s, the difference 5/s. A longer timeout never sheds
+    # more at the nominal load on the same config: 125 ms is taken, though one window each
+    # showed no rejection for either.
+    results = [result(NONE, 0, 0, 0), result(T88, 0, 800, 800), result(T125, 0, 790, 770)]
+    choice = choose_policy(results)
+    assert choice.policy == T125 and choice.helps
+    # Beyond the noise, the most answers win.
+    results[2] = result(T125, 0, 700, 650)
+    assert choose_policy(results).policy == T88
+    # The longer timeout is preferred over a window that happened to shed less.
+    def shedding(policy: OverloadPolicy, shed: int) -> PolicyResult:
+        return PolicyResult(policy, (figures(0.8, 2000 - shed, requests=2000, rejected=shed),
+                                     figures(2.0, 800, requests=1600, rejected=800),
+                                     figures(3.0, 790, requests=2400, rejected=1610)))
+
+    results[1:] = [shedding(T88, 0), shedding(T125, 1)]  # 0.05%: both qualify
+    assert choose_policy(results).policy == T125
+
+
 def test_no_policy_helps_when_none_beats_the_reference_beyond_noise() -> None:
     same = [result(NONE, 0, 800, 790), result(T88, 0, 810, 800), result(Q50, 0, 300, 100)]
     choice = choose_policy(same)

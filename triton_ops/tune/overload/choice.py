@@ -5,8 +5,12 @@ at the nominal load (0.8x the goodput), take the one with the most requests answ
 the SLO per second over the overload levels (2x and 3x, summed). It must beat no policy by
 more than the noise: by `min_gain` (5%) of no policy's answers or of the goodput, whichever
 is more, and by two standard errors of the two counts (Poisson); otherwise no policy helps,
-and none is chosen. Among equals the
-policy with fewer settings, then the one that sheds less at the nominal load, wins.
+and none is chosen. Policies whose answers are within two standard errors of the most are
+equals; among them the policy with fewer settings, then the longer timeout, then the larger
+queue, then the one that sheds less at the nominal load wins: on the same config and load a
+longer timeout or a larger queue never rejects more at the nominal load, while the nominal
+shedding that matters (0.1%) is at the edge of what one window resolves, and the shortest
+timeout that passed one window is the one most likely to shed more in the next.
 
 One window of 1000 requests at the nominal load passes a policy that sheds 0.2% often (no
 or one rejection in it): the chosen policy's nominal level is measured again, longer
@@ -44,7 +48,9 @@ class ChoiceRule:
                 f"among policies rejecting at most {self.max_nominal_rejected:.1%} at "
                 f"{self.nominal_level:g}x; it must beat no policy by {self.min_gain:.0%} of "
                 "no policy's answers or of the goodput, whichever is more, and by two "
-                "standard errors of the counts")
+                "standard errors of the counts; of policies within two standard errors of the "
+                "most answers, the simpler, then the longer timeout, then the larger queue; "
+                "the choice is confirmed by a longer window at the nominal load")
 
 
 @dataclass(frozen=True)
@@ -140,6 +146,36 @@ def _goodput(reference: PolicyResult, rule: ChoiceRule) -> float:
     return nominal.target_rps / nominal.level if nominal and nominal.level > 0 else 0.0
 
 
+@dataclass(frozen=True)
+class _Ranked:
+    """A qualifying policy's overload answers (summed over the levels) and nominal shed."""
+
+    result: PolicyResult
+    count: int
+    seconds: float
+    shed: float
+
+    @property
+    def rate(self) -> float:
+        return self.count / self.seconds
+
+    def noise(self, other: _Ranked) -> float:
+        """Two standard errors of the difference of the two rates (Poisson counts)."""
+        return 2 * math.sqrt(self.count / self.seconds**2 + other.count / other.seconds**2)
+
+    def preference(self) -> tuple[int, int, int, float]:
+        policy = self.result.policy
+        return (policy.settings, -policy.timeout_us, -policy.max_queue_size, self.shed)
+
+
+def _safest_of_equals(ranked: Sequence[_Ranked]) -> _Ranked:
+    """The policy the rule takes: of those within the noise of the most answers, the one
+    preferred (`_Ranked.preference`)."""
+    most = max(ranked, key=lambda r: r.rate)
+    equals = [r for r in ranked if most.rate - r.rate <= most.noise(r)]
+    return min(equals, key=lambda r: r.preference())
+
+
 def choose_policy(results: Sequence[PolicyResult], rule: ChoiceRule | None = None) -> Choice:
     """Apply the rule of the module docstring to measured policies."""
     rule = rule or ChoiceRule()
@@ -157,14 +193,14 @@ def choose_policy(results: Sequence[PolicyResult], rule: ChoiceRule | None = Non
         count, seconds = _overload_answers(r, rule)  # type: ignore[misc]
         rejected, requests = r.rejected_at(rule.nominal_level) or (0, 0)
         shed = rejected / requests if requests else 0.0
-        ranked.append((-count / seconds, r.policy.settings, shed, r.policy, r, count, seconds))
+        ranked.append(_Ranked(r, count, seconds, shed))
     if not ranked:
         return Choice(OverloadPolicy(), False,
                       "no policy helps: none kept its rejections within "
                       f"{rule.max_nominal_rejected:.1%} at {rule.nominal_level:g}x; "
                       f"{_describe(reference, rule)} stays", ref_rates, ref_rates)
-    ranked.sort(key=lambda t: t[:3])
-    best, count, seconds = ranked[0][4], ranked[0][5], ranked[0][6]
+    chosen = _safest_of_equals(ranked)
+    best, count, seconds = chosen.result, chosen.count, chosen.seconds
     # Compare rates per second of window (the levels of two policies may differ in length).
     ref_per_s, best_per_s = ref_count / ref_seconds, count / seconds
     noise = 2 * math.sqrt(count / seconds**2 + ref_count / ref_seconds**2)
