@@ -172,10 +172,10 @@ def test_choice_takes_the_most_timely_answers_among_policies_that_shed_little_at
         result(T50, 150, 880, 900),  # the most under overload, but sheds 23% at 0.8x
         result(T88, 1, 860, 870),  # 0.16% at 0.8x: over the 0.1% allowed
         result(T125, 0, 820, 600),
-        result(T88Q50, 0, 800, 800),
+        result(Q50, 0, 800, 800),
     ]
     choice = choose_policy(results)
-    assert choice.policy == T88Q50 and choice.helps
+    assert choice.policy == Q50 and choice.helps
     assert choice.within_slo_rps == {2.0: 200.0, 3.0: 200.0}
     assert choice.reference_within_slo_rps == {2.0: 0.0, 3.0: 0.0}
     assert "beats no policy" in choice.reason
@@ -209,6 +209,29 @@ def test_among_answers_within_the_noise_the_longer_timeout_wins() -> None:
 
     results[1:] = [shedding(T88, 0), shedding(T125, 1)]  # 0.05%: both qualify
     assert choose_policy(results).policy == T125
+
+
+def test_a_policy_shedding_at_least_as_much_as_a_disqualified_one_is_never_chosen() -> None:
+    assert T50.sheds_at_least_as_much_as(T88) and not T88.sheds_at_least_as_much_as(T50)
+    assert T88Q50.sheds_at_least_as_much_as(T88) and not T88.sheds_at_least_as_much_as(T88Q50)
+    assert Q50.sheds_at_least_as_much_as(OverloadPolicy(max_queue_size=80))
+    assert not Q50.sheds_at_least_as_much_as(T88) and not T88.sheds_at_least_as_much_as(Q50)
+    # 88 ms showed no rejection in its first window and was turned down on its confirmation;
+    # 50 ms showed none in its window too, but on the same config and load it rejects at
+    # least what 88 ms rejects: it is not chosen in its place.
+    turned_down = PolicyResult(T88, result(T88, 0, 800, 800).levels, "disqualified",
+                               "rejected 0.12% at 0.8x with its confirmation")
+    results = [result(NONE, 0, 0, 0), result(T50, 0, 900, 900), turned_down]
+    choice = choose_policy(results)
+    assert choice.policy == NONE and not choice.helps
+    assert ("timeout 50ms REJECT sheds at least as much at 0.8x as timeout 88ms REJECT, "
+            "which was disqualified there") in choice.reason
+    # A longer timeout is not implicated, nor a policy of another kind.
+    results += [result(T125, 0, 700, 700), result(Q50, 0, 650, 650)]
+    assert choose_policy(results).policy == T125
+    # Measured beyond the limit without being stopped (the benchmark measures every level).
+    results = [result(NONE, 0, 0, 0), result(T50, 0, 900, 900), result(T88, 2, 800, 800)]
+    assert not choose_policy(results).helps
 
 
 def test_no_policy_helps_when_none_beats_the_reference_beyond_noise() -> None:
@@ -328,3 +351,18 @@ def test_a_confirmation_in_best_json_the_summary_and_the_table() -> None:
     (_, text, tone), = overload_lines(best)
     assert tone == "good" and "0.05% rejected at 0.8x (2 of 4,000 requests in two windows)" in text
     assert "0.8x again (150)" in policy_table_html(best)
+
+
+def test_the_stage_does_not_measure_a_policy_a_disqualified_one_implies() -> None:
+    from triton_ops.tune.overload.measure import OverloadSettings, _StageRun
+
+    events: list[object] = []
+    # No target and no load generator: a policy that were measured would fail here.
+    run = _StageRun(None, None, 200.0, SLO, OverloadSettings(), ChoiceRule(), None,  # type: ignore[arg-type]
+                    events.append)
+    turned_down = PolicyResult(T88, (), "disqualified", "rejected 0.12% at 0.8x")
+    got = run.measure_all([T50, T88Q50], known=[turned_down])
+    assert [r.status for r in got] == ["disqualified", "disqualified"]
+    assert got[0].reason == ("sheds at least as much at 0.8x as timeout 88ms REJECT, which "
+                             "was disqualified there")
+    assert len(events) == 2

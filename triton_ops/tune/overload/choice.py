@@ -10,7 +10,10 @@ equals; among them the policy with fewer settings, then the longer timeout, then
 queue, then the one that sheds less at the nominal load wins: on the same config and load a
 longer timeout or a larger queue never rejects more at the nominal load, while the nominal
 shedding that matters (0.1%) is at the edge of what one window resolves, and the shortest
-timeout that passed one window is the one most likely to shed more in the next.
+timeout that passed one window is the one most likely to shed more in the next. For the
+same reason a policy that sheds at least as much as one disqualified at the nominal load
+(a timeout no longer, a queue no larger) is disqualified with it, whatever its own window
+showed.
 
 One window of 1000 requests at the nominal load passes a policy that sheds 0.2% often (no
 or one rejection in it): the chosen policy's nominal level is measured again, longer
@@ -130,6 +133,30 @@ def qualifies(result: PolicyResult, rule: ChoiceRule) -> tuple[bool, str]:
     return True, ""
 
 
+def sheds_too_much(result: PolicyResult, rule: ChoiceRule) -> str | None:
+    """Why the policy's own nominal figures disqualify it (None: they do not)."""
+    if result.status == "disqualified":
+        return result.reason or result.status
+    nominal = result.at(rule.nominal_level)
+    if result.status != "measured" or nominal is None:
+        return None
+    return nominal_shed(nominal, rule) or confirmed_shed(result, rule)
+
+
+def shed_like(result: PolicyResult, results: Sequence[PolicyResult], rule: ChoiceRule
+              ) -> str | None:
+    """Why a policy that sheds too much at the nominal load disqualifies this one, which sheds
+    at least as much (None when none does)."""
+    for other in results:
+        if other.policy == result.policy or other.policy.is_reference:
+            continue
+        if result.policy.sheds_at_least_as_much_as(other.policy) \
+                and sheds_too_much(other, rule) is not None:
+            return (f"sheds at least as much at {rule.nominal_level:g}x as "
+                    f"{other.policy.label()}, which was disqualified there")
+    return None
+
+
 def _rates(result: PolicyResult, rule: ChoiceRule) -> dict[float, float]:
     return {lvl: f.within_slo_rps for lvl in rule.overload_levels
             if (f := result.at(lvl)) is not None}
@@ -187,8 +214,12 @@ def choose_policy(results: Sequence[PolicyResult], rule: ChoiceRule | None = Non
     ref_count, ref_seconds = _overload_answers(reference, rule)  # type: ignore[misc]
     ref_rates = _rates(reference, rule)
     ranked = []
+    alike: list[str] = []  # passed their own window, disqualified with a looser policy
     for r in results:
         if r.policy.is_reference or not qualifies(r, rule)[0]:
+            continue
+        if (like := shed_like(r, results, rule)) is not None:
+            alike.append(f"{r.policy.label()} {like}")
             continue
         count, seconds = _overload_answers(r, rule)  # type: ignore[misc]
         rejected, requests = r.rejected_at(rule.nominal_level) or (0, 0)
@@ -197,8 +228,9 @@ def choose_policy(results: Sequence[PolicyResult], rule: ChoiceRule | None = Non
     if not ranked:
         return Choice(OverloadPolicy(), False,
                       "no policy helps: none kept its rejections within "
-                      f"{rule.max_nominal_rejected:.1%} at {rule.nominal_level:g}x; "
-                      f"{_describe(reference, rule)} stays", ref_rates, ref_rates)
+                      f"{rule.max_nominal_rejected:.1%} at {rule.nominal_level:g}x"
+                      + "".join(f" ({a})" for a in alike)
+                      + f"; {_describe(reference, rule)} stays", ref_rates, ref_rates)
     chosen = _safest_of_equals(ranked)
     best, count, seconds = chosen.result, chosen.count, chosen.seconds
     # Compare rates per second of window (the levels of two policies may differ in length).

@@ -32,6 +32,7 @@ from triton_ops.tune.overload.choice import (
     choose_policy,
     confirmed_shed,
     nominal_shed,
+    shed_like,
     slow_rejections,
 )
 from triton_ops.tune.overload.figures import LevelFigures, PolicyResult, level_figures
@@ -220,7 +221,8 @@ def measure_overload(grpc_url: str, model: str, envelope: Envelope, candidate: C
         if later:
             # Each leaves the time of one confirmation, which it may need if chosen.
             results = run.confirm_choice(results + run.measure_all(
-                later, keep_s=run.confirm_seconds() if settings.confirm_requests else 0.0))
+                later, keep_s=run.confirm_seconds() if settings.confirm_requests else 0.0,
+                known=results))
     finally:
         try:
             run.target.drain(settings.drain_timeout_s)
@@ -251,15 +253,31 @@ class _StageRun:
     def fits(self, seconds: float) -> bool:
         return self.deadline is None or time.monotonic() + seconds <= self.deadline[0]
 
-    def measure_all(self, policies: Sequence[OverloadPolicy], keep_s: float = 0.0
-                    ) -> list[PolicyResult]:
-        """Each policy that fits before the deadline with `keep_s` to spare."""
-        return [measure_policy(self.target, self.loadgen, p, self.goodput_rps, self.slo_us,
-                               self.settings, self.rule, self.on_event)
-                if self.deadline is None or self.fits(self.deadline[1](p) + keep_s)
-                else PolicyResult(p, (), NOT_MEASURED, "no time left in the stage's share "
-                                  "of the budget")
-                for p in policies]
+    def measure_all(self, policies: Sequence[OverloadPolicy], keep_s: float = 0.0,
+                    known: Sequence[PolicyResult] = ()) -> list[PolicyResult]:
+        """Each policy that fits before the deadline with `keep_s` to spare. One that sheds
+        at least as much as a policy already disqualified at the nominal load (in `known` or
+        measured here) is disqualified with it, unmeasured."""
+        results: list[PolicyResult] = []
+        for p in policies:
+            implied = self._implied_shed(p, [*known, *results])
+            if implied is not None:
+                result = PolicyResult(p, (), "disqualified", implied)
+                self.on_event(PolicyDone(result))
+            elif self.deadline is None or self.fits(self.deadline[1](p) + keep_s):
+                result = measure_policy(self.target, self.loadgen, p, self.goodput_rps,
+                                        self.slo_us, self.settings, self.rule, self.on_event)
+            else:
+                result = PolicyResult(p, (), NOT_MEASURED, "no time left in the stage's share "
+                                      "of the budget")
+            results.append(result)
+        return results
+
+    def _implied_shed(self, policy: OverloadPolicy, known: Sequence[PolicyResult]
+                      ) -> str | None:
+        if self.rule is None or not self.settings.skip_disqualified or policy.is_reference:
+            return None
+        return shed_like(PolicyResult(policy, ()), known, self.rule)
 
     def confirm_seconds(self) -> float:
         return self.settings.confirm_seconds(self.goodput_rps)

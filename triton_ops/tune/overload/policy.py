@@ -57,6 +57,15 @@ class OverloadPolicy:
         """How many knobs the policy turns (0, 1 or 2): the simpler of two equals wins."""
         return int(self.timeout_us > 0) + int(self.max_queue_size > 0)
 
+    def sheds_at_least_as_much_as(self, other: OverloadPolicy) -> bool:
+        """Whether this policy rejects at least what `other` rejects, at any one load on one
+        config: its timeout is no longer and its queue no larger (0: none, unbounded)."""
+        def bound(value: int) -> float:
+            return value if value > 0 else math.inf
+
+        return (bound(self.timeout_us) <= bound(other.timeout_us)
+                and bound(self.max_queue_size) <= bound(other.max_queue_size))
+
     @property
     def key(self) -> str:
         if self.is_reference:
