@@ -193,7 +193,7 @@ def measure_overload(grpc_url: str, model: str, envelope: Envelope, candidate: C
                      later: Sequence[OverloadPolicy] = (),
                      settings: OverloadSettings | None = None, rule: ChoiceRule | None = None,
                      workers: int = 1, control: ModelControl | None = None,
-                     deadline: Deadline | None = None,
+                     deadline: Deadline | None = None, keep_s: float = 0.0,
                      on_event: Callable[[OverloadEvent], None] = lambda e: None,
                      ) -> OverloadResult:
     """Measure `policies` (default: policy_space from the goodput and SLO) on `candidate`,
@@ -201,7 +201,9 @@ def measure_overload(grpc_url: str, model: str, envelope: Envelope, candidate: C
     requests; turned down, the next is chosen and confirmed), then `later` in the time left.
     With its own `ModelControl` (none given) the model is put back as it was at the end;
     with the caller's, the caller restores it. `deadline`: a policy or confirmation that
-    would end after it is recorded as not measured, or not made."""
+    would end after it is recorded as not measured, or not made; `keep_s`: the time the
+    first policies leave for the confirmation (those that would eat into it are measured
+    after it, with `later`)."""
     from triton_ops.tune.overload.policy import policy_space
 
     settings = settings or OverloadSettings()
@@ -217,12 +219,16 @@ def measure_overload(grpc_url: str, model: str, envelope: Envelope, candidate: C
     run = _StageRun(PolicyTarget(control, candidate), loadgen, goodput_rps, slo_us, settings,
                     rule, deadline, on_event)
     try:
-        results = run.confirm_choice(run.measure_all(policies))
-        if later:
+        results = run.confirm_choice(run.measure_all(policies, keep_s=keep_s))
+        pending = [r.policy for r in results if r.status == NOT_MEASURED] + list(later)
+        if pending:
             # Each leaves the time of one confirmation, which it may need if chosen.
-            results = run.confirm_choice(results + run.measure_all(
-                later, keep_s=run.confirm_seconds() if settings.confirm_requests else 0.0,
-                known=results))
+            measured = [r for r in results if r.status != NOT_MEASURED]
+            results = run.confirm_choice(measured + run.measure_all(
+                pending, keep_s=run.confirm_seconds() if settings.confirm_requests else 0.0,
+                known=measured))
+            order = {p: i for i, p in enumerate([*policies, *later])}
+            results.sort(key=lambda r: order.get(r.policy, len(order)))
     finally:
         try:
             run.target.drain(settings.drain_timeout_s)

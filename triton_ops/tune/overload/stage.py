@@ -70,6 +70,7 @@ class StagePlan:
     policies: tuple[OverloadPolicy, ...]  # to measure, in order
     left_out: tuple[OverloadPolicy, ...]  # no time for them
     skip_reason: str | None = None  # set: the stage does not run
+    confirm_reserved: bool = False  # the policies leave the time of one confirmation
 
     def estimate_s(self) -> float:
         return self.timing.stage_seconds(self.policies)
@@ -171,8 +172,9 @@ class OverloadStage:
                                 max_queue_delay_us=candidate.max_queue_delay_us,
                                 full_batch_us=protected.full_batch_us)
         # The plan leaves time to confirm the choice, unless then too little is left for it.
-        plan = plan_stage(seconds - confirm_seconds(goodput, load_s), policies, levels=LEVELS,
-                          load_s=load_s, goodput_rps=goodput)
+        plan = replace(plan_stage(seconds - confirm_seconds(goodput, load_s), policies,
+                                  levels=LEVELS, load_s=load_s, goodput_rps=goodput),
+                       confirm_reserved=True)
         if plan.skip_reason is not None:
             plan = plan_stage(seconds, policies, levels=LEVELS, load_s=load_s,
                               goodput_rps=goodput)
@@ -226,10 +228,12 @@ def _measure(grpc_url: str, envelope: Envelope, candidate: Any, goodput: float,
     # Every policy of the space is offered: one disqualified at the nominal load costs one
     # level instead of three, which may leave time for one the plan left out.
     deadline = (time.monotonic() + plan.seconds - START_S, plan.timing.policy_seconds)
+    # The plan's time for the confirmation is kept while its policies run longer than planned.
+    keep_s = settings.confirm_seconds(goodput) if plan.confirm_reserved else 0.0
     try:
         return measure_overload(grpc_url, envelope.name, envelope, candidate, goodput, slo_us,
                                 policies=plan.policies, later=plan.left_out, settings=settings,
                                 workers=workers, control=control, deadline=deadline,
-                                on_event=on_event), None
+                                keep_s=keep_s, on_event=on_event), None
     except Exception as exc:  # noqa: BLE001 - the stage is an addition to the batching result
         return None, f"the overload stage failed: {exc}"
