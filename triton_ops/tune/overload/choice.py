@@ -122,10 +122,9 @@ def qualifies(result: PolicyResult, rule: ChoiceRule) -> tuple[bool, str]:
     """Whether a measured policy may be chosen, and if not, why."""
     if result.status != "measured":
         return False, result.reason or result.status
-    nominal = result.at(rule.nominal_level)
-    if nominal is None:
+    if result.at(rule.nominal_level) is None:
         return False, f"not measured at {rule.nominal_level:g}x"
-    shed = nominal_shed(nominal, rule) or confirmed_shed(result, rule)
+    shed = sheds_too_much(result, rule)
     if shed is not None:
         return False, shed
     if _overload_answers(result, rule) is None:
@@ -143,14 +142,14 @@ def sheds_too_much(result: PolicyResult, rule: ChoiceRule) -> str | None:
     return nominal_shed(nominal, rule) or confirmed_shed(result, rule)
 
 
-def shed_like(result: PolicyResult, results: Sequence[PolicyResult], rule: ChoiceRule
+def shed_like(policy: OverloadPolicy, results: Sequence[PolicyResult], rule: ChoiceRule
               ) -> str | None:
-    """Why a policy that sheds too much at the nominal load disqualifies this one, which sheds
-    at least as much (None when none does)."""
+    """Why a policy of `results` that sheds too much at the nominal load disqualifies
+    `policy`, which sheds at least as much (None when none does)."""
     for other in results:
-        if other.policy == result.policy or other.policy.is_reference:
+        if other.policy == policy or other.policy.is_reference:
             continue
-        if result.policy.sheds_at_least_as_much_as(other.policy) \
+        if policy.sheds_at_least_as_much_as(other.policy) \
                 and sheds_too_much(other, rule) is not None:
             return (f"sheds at least as much at {rule.nominal_level:g}x as "
                     f"{other.policy.label()}, which was disqualified there")
@@ -218,7 +217,7 @@ def choose_policy(results: Sequence[PolicyResult], rule: ChoiceRule | None = Non
     for r in results:
         if r.policy.is_reference or not qualifies(r, rule)[0]:
             continue
-        if (like := shed_like(r, results, rule)) is not None:
+        if (like := shed_like(r.policy, results, rule)) is not None:
             alike.append(f"{r.policy.label()} {like}")
             continue
         count, seconds = _overload_answers(r, rule)  # type: ignore[misc]

@@ -283,7 +283,7 @@ class _StageRun:
                       ) -> str | None:
         if self.rule is None or not self.settings.skip_disqualified or policy.is_reference:
             return None
-        return shed_like(PolicyResult(policy, ()), known, self.rule)
+        return shed_like(policy, known, self.rule)
 
     def confirm_seconds(self) -> float:
         return self.settings.confirm_seconds(self.goodput_rps)
